@@ -1,0 +1,101 @@
+"""CI Key Rotator: Chalice handlers only. Every handler is one line into chalicelib/."""
+
+from chalice import Chalice, Rate, Response
+
+from chalicelib import poller, scheduler, webhooks
+from chalicelib.deps import get_deps
+from chalicelib.handlers import run_task
+from chalicelib.workflow import (
+    alert,
+    await_key_live,
+    create_key,
+    deactivate_old_key,
+    delete_old_key,
+    drain_check,
+    plan,
+    push_target,
+    report,
+    rollback,
+    verify_build,
+)
+
+app = Chalice(app_name="ci-key-rotator")
+
+
+# -- state machine tasks (statemachine/rotation.asl.json) ------------------------------------------
+
+
+@app.lambda_function(name="plan")
+def plan_task(event, context):
+    return run_task("plan", plan.run, event)
+
+
+@app.lambda_function(name="create_key")
+def create_key_task(event, context):
+    return run_task("create_key", create_key.run, event)
+
+
+@app.lambda_function(name="await_key_live")
+def await_key_live_task(event, context):
+    return run_task("await_key_live", await_key_live.run, event)
+
+
+@app.lambda_function(name="push_target")
+def push_target_task(event, context):
+    return run_task("push_target", push_target.run, event)
+
+
+@app.lambda_function(name="verify_build")
+def verify_build_task(event, context):
+    return run_task("verify_build", verify_build.run, event)
+
+
+@app.lambda_function(name="drain_check")
+def drain_check_task(event, context):
+    return run_task("drain_check", drain_check.run, event)
+
+
+@app.lambda_function(name="deactivate_old_key")
+def deactivate_old_key_task(event, context):
+    return run_task("deactivate_old_key", deactivate_old_key.run, event)
+
+
+@app.lambda_function(name="delete_old_key")
+def delete_old_key_task(event, context):
+    return run_task("delete_old_key", delete_old_key.run, event)
+
+
+@app.lambda_function(name="report")
+def report_task(event, context):
+    return run_task("report", report.run, event)
+
+
+@app.lambda_function(name="rollback")
+def rollback_task(event, context):
+    return run_task("rollback", rollback.run, event)
+
+
+@app.lambda_function(name="alert")
+def alert_task(event, context):
+    return run_task("alert", alert.run, event)
+
+
+# -- triggers and callbacks --------------------------------------------------------------------------
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="scheduler")
+def schedule_rotations(event):
+    return [started.rotation_id for started in scheduler.run_schedule(get_deps())]
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="poller")
+def poll_verifications(event):
+    return poller.poll(get_deps())
+
+
+@app.route("/webhooks/{provider}", methods=["POST"],
+           content_types=["application/json", "application/x-www-form-urlencoded"])
+def webhook(provider):
+    request = app.current_request
+    status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body)
+    return Response(body=body, status_code=status)

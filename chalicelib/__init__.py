@@ -1,0 +1,1 @@
+"""CI Key Rotator: all logic lives here; app.py only wires handlers to it."""

@@ -1,0 +1,83 @@
+"""What classification needs to know about this deployment: who the rotator is and whom it manages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from chalicelib.audit.models import Record
+
+#: (user name, action e.g. "CreateAccessKey", access key id or None, event time) -> did the rotation
+#: workflow announce this call? ``chalicelib.ledger.Ledger.find_intent`` has exactly this shape.
+IntentLookup = Callable[[str, str, str | None, datetime], bool]
+
+DEFAULT_ROTATOR_ROLE = "ci-key-rotator"
+DEFAULT_RESOURCE_PREFIX = "ci-key-rotator"
+
+
+def arn_names(arn: str, marker: str, name: str) -> bool:
+    """Does ``arn`` name the IAM ``marker`` ("role"/"user") ``name``, with or without an IAM path?"""
+    if not name:
+        return False
+    index = arn.find(f":{marker}/")
+    if index < 0:
+        return False
+    resource = arn[index + len(marker) + 2 :]
+    return resource == name or resource.endswith("/" + name)
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    managed_users: frozenset[str] = frozenset()
+    rotator_role_name: str = DEFAULT_ROTATOR_ROLE
+    resource_prefix: str = DEFAULT_RESOURCE_PREFIX
+    intent_lookup: IntentLookup | None = None
+    #: Filled in by __post_init__: the last intent-lookup failure, for the summary (not identity).
+    _errors: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.managed_users, frozenset):
+            object.__setattr__(self, "managed_users", frozenset(_as_iterable(self.managed_users)))
+
+    def is_rotator(self, record: Record) -> bool:
+        """Was this call made by the rotator: its role (session issuer), or an IAM user of that name?"""
+        if record.issuer_arn:
+            return arn_names(record.issuer_arn, "role", self.rotator_role_name)
+        identity = record.identity
+        return identity.type == "IAMUser" and bool(identity.arn) and arn_names(
+            identity.arn or "", "user", self.rotator_role_name
+        )
+
+    def is_rotator_role_arn(self, arn: str) -> bool:
+        return arn_names(arn, "role", self.rotator_role_name)
+
+    def is_managed(self, user: str) -> bool:
+        return user in self.managed_users
+
+    def is_protected_user(self, user: str) -> bool:
+        """A managed CI user, or the rotator's own IAM user (local runtime)."""
+        return bool(user) and (user in self.managed_users or user == self.rotator_role_name)
+
+    def owns(self, resource_name: str) -> bool:
+        """Is this one of the product's own resources (Lambdas, rules, state machine, table...)?"""
+        return bool(self.resource_prefix) and resource_name.startswith(self.resource_prefix)
+
+    def intended(self, user: str, action: str, key_id: str | None, at: datetime | None) -> bool:
+        """Did the workflow announce this call? No lookup, no time or a failing lookup all mean no:
+        an unconfirmed change made with the rotator's identity must alert, never pass silently."""
+        if self.intent_lookup is None or at is None or not user:
+            return False
+        try:
+            return bool(self.intent_lookup(user, action, key_id, at))
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            self._errors.append(f"intent lookup failed: {type(exc).__name__}")
+            return False
+
+
+def _as_iterable(value: Iterable[str] | str | None) -> Iterable[str]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return value

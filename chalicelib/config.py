@@ -1,0 +1,182 @@
+"""The rotation configuration: managed CI users, their targets and timings, validated by pydantic.
+
+One YAML file (``ROTATOR_CONFIG_PATH``). A bad file is refused as a whole with every problem named by
+its path in the file, e.g. ``users[0].targets[1].repository: Field required``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chalicelib.durations import Duration, seconds
+from chalicelib.errors import ConfigError
+from chalicelib.secret_ref import SecretRef
+from chalicelib.settings import get_settings
+from chalicelib.targets.base import TargetConfig
+from chalicelib.targets.registry import providers
+
+
+def _target_spec() -> Any:
+    models = tuple(cls.config_model for cls in providers().values())
+    if not models:
+        return TargetConfig
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="provider")]  # noqa: UP007
+
+
+TargetSpec = _target_spec()
+_IAM_USER_NAME = r"^[\w+=,.@-]{1,64}$"
+
+
+class Timings(BaseModel):
+    """How often and how carefully a user's key is rotated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Rotate when the Active key is older than this.
+    rotate_after: Duration = timedelta(days=30)
+    #: Wait after verification before retiring the old key; at least your longest CI job.
+    drain_period: Duration = timedelta(minutes=10)
+    #: How long the old key stays Inactive (re-activatable) before it is deleted.
+    recovery_window: Duration = timedelta(hours=24)
+    #: How long a verification build may take before the rotation rolls back.
+    verify_timeout: Duration = timedelta(minutes=30)
+
+    @field_validator("rotate_after", "verify_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1 second")
+        return value
+
+    @field_validator("drain_period", "recovery_window")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 0:
+            raise ValueError("must not be negative")
+        return value
+
+
+class UserConfig(BaseModel):
+    """One managed CI user and every place that holds its key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_IAM_USER_NAME)
+    rotate_after: Duration | None = None
+    drain_period: Duration | None = None
+    recovery_window: Duration | None = None
+    verify_timeout: Duration | None = None
+    #: Rotate a key the rotator did not create (the first rotation of an existing user).
+    adopt_existing_key: bool = True
+    targets: list[TargetSpec] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_target_ids(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
+        ids = [t.id for t in targets]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"target ids must be unique within a user; repeated: {duplicates}")
+        return targets
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The shared secret the provider signs deliveries with.
+    secret: SecretRef
+
+
+class RotationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    defaults: Timings = Timings()
+    #: Per provider: how its webhook deliveries are authenticated. Without one, the poller confirms.
+    webhooks: dict[str, WebhookConfig] = {}
+    users: list[UserConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RotationConfig:
+        names = [u.name for u in self.users]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"user names must be unique; repeated: {repeated}")
+        unknown = sorted(set(self.webhooks) - set(providers()))
+        if unknown:
+            raise ValueError(f"webhooks for unknown providers {unknown}; known: {sorted(providers())}")
+        return self
+
+    def user(self, name: str) -> UserConfig:
+        for user in self.users:
+            if user.name == name:
+                return user
+        raise ConfigError(f"user {name!r} is not in the rotation configuration")
+
+    def timings(self, name: str) -> Timings:
+        user = self.user(name)
+        overrides = {
+            field: getattr(user, field)
+            for field in Timings.model_fields
+            if getattr(user, field) is not None
+        }
+        return self.defaults.model_copy(update=overrides)
+
+    def target(self, user: str, target_id: str) -> TargetConfig:
+        for target in self.user(user).targets:
+            if target.id == target_id:
+                return target
+        raise ConfigError(f"user {user!r} has no target {target_id!r}")
+
+
+def timing_seconds(timings: Timings) -> dict[str, int]:
+    return {name: seconds(getattr(timings, name)) for name in Timings.model_fields}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_config(data: Any, source: str = "configuration") -> RotationConfig:
+    """Validate already-parsed data; ConfigError names every bad field and why."""
+    try:
+        return RotationConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            # Union members add their tag to the location; it is noise for a reader of the file.
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in providers()))
+            problems.append(f"  {_where(loc)}: {error['msg']}")
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | Path) -> RotationConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path))
+
+
+@lru_cache(maxsize=1)
+def get_config() -> RotationConfig:
+    """The deployed configuration, validated once per Lambda container."""
+    return load_config(get_settings().config_path)

@@ -1,0 +1,67 @@
+"""What the task handlers need, built once per Lambda container from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.aws import client
+from chalicelib.config import RotationConfig, get_config
+from chalicelib.errors import TargetPushFailed
+from chalicelib.keys import Escrow
+from chalicelib.ledger import Ledger
+from chalicelib.settings import Settings, get_settings
+from chalicelib.targets.base import CITarget, TargetConfig
+from chalicelib.targets.registry import provider
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    ledger: Ledger
+    escrow: Escrow
+
+    @property
+    def config(self) -> RotationConfig:
+        return get_config()
+
+    def target(self, config: TargetConfig) -> CITarget:
+        try:
+            token = config.token.resolve()
+        except Exception as exc:  # powertools raises its own errors; none may carry the value
+            raise TargetPushFailed(
+                f"cannot read the API token of target {config.id!r} from {config.token} ({type(exc).__name__})"
+            ) from None
+        return provider(config.provider)(config, token)  # type: ignore[attr-defined]
+
+    def webhook_secret(self, provider_name: str) -> str | None:
+        hook = self.config.webhooks.get(provider_name)
+        return hook.secret.resolve() if hook else None
+
+    @property
+    def sfn(self) -> Any:
+        return client("stepfunctions")
+
+
+@lru_cache(maxsize=1)
+def get_deps() -> Deps:
+    settings = get_settings()
+    return Deps(
+        settings=settings,
+        ledger=Ledger(settings.table_name),
+        escrow=Escrow(settings.escrow_prefix, settings.escrow_kms_key_id),
+    )
+
+
+def reset() -> None:
+    """Forget everything cached (tests and the local runtime change the environment)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    from chalicelib.aws import reset_clients
+
+    get_deps.cache_clear()
+    get_settings.cache_clear()
+    get_config.cache_clear()
+    parameters.clear_caches()
+    reset_clients()

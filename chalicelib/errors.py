@@ -1,0 +1,62 @@
+"""Exceptions whose class names are the error names the state machine's Retry/Catch match.
+
+A Lambda's unhandled exception reaches Step Functions as ``errorType`` = the class name, so renaming a
+class here is a change to ``statemachine/rotation.asl.json`` too. Messages carry key ids and target ids,
+never secret material: they end up in execution history and alerts.
+"""
+
+
+class RotatorError(Exception):
+    """Base class of every error the rotator raises on purpose."""
+
+
+class ConfigError(RotatorError):
+    """The rotation configuration is invalid or does not name this user/target."""
+
+
+class TransientError(RotatorError):
+    """Throttling, 5xx or a network blip: the state machine retries with backoff."""
+
+
+class RotationInProgress(RotatorError):
+    """Another rotation of the same user holds the lock."""
+
+
+class UnsafeKeyState(RotatorError):
+    """The user's keys are not in a state the rotator may touch (two Active, unknown keys, ...)."""
+
+
+class RecoveryWindowOpen(RotatorError):
+    """The previous rotation's retired key is still inside its recovery window."""
+
+
+class KeyNotLiveYet(RotatorError):
+    """The new key is not accepted by AWS yet (IAM is eventually consistent)."""
+
+
+class EscrowError(RotatorError):
+    """The escrow does not hold what the ledger says it should."""
+
+
+class TargetPushFailed(RotatorError):
+    """A CI target refused the new credentials permanently (auth, not found, validation)."""
+
+
+class VerificationTriggerFailed(RotatorError):
+    """The verification build could not be started."""
+
+
+class VerificationFailed(RotatorError):
+    """The verification build ran and did not succeed (or no build ran)."""
+
+
+class UnknownConsumer(RotatorError):
+    """The old key was used after every target received its successor: someone else holds it."""
+
+
+class InterlockViolation(RotatorError):
+    """A destructive step was refused because its preconditions do not hold."""
+
+
+class RollbackIncomplete(RotatorError):
+    """Rollback could not restore every target; both keys are left Active."""

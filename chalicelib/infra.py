@@ -1,0 +1,59 @@
+"""Resources Chalice does not create: the table, the state machine definition's substitutions.
+
+Shared by the local runtime and the deployment step so both run the same definition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import error_code
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFINITION = ROOT / "statemachine" / "rotation.asl.json"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)FunctionArn\}")
+
+
+def task_handlers(definition: str | None = None) -> list[str]:
+    """The Chalice handler names the definition refers to (``${CreateKeyFunctionArn}`` → create_key)."""
+    text = definition if definition is not None else DEFINITION.read_text()
+    names = {re.sub(r"(?<!^)(?=[A-Z])", "_", m).lower() for m in _PLACEHOLDER.findall(text)}
+    return sorted(names)
+
+
+def render_definition(function_arns: dict[str, str], definition: str | None = None) -> str:
+    """Substitute every ``${XFunctionArn}``; a missing function is an error, not a broken machine."""
+    text = definition if definition is not None else DEFINITION.read_text()
+
+    def substitute(match: re.Match[str]) -> str:
+        handler = re.sub(r"(?<!^)(?=[A-Z])", "_", match.group(1)).lower()
+        if handler not in function_arns:
+            raise KeyError(f"no Lambda function for {match.group(0)} (handler {handler!r})")
+        return function_arns[handler]
+
+    rendered = _PLACEHOLDER.sub(substitute, text)
+    json.loads(rendered)
+    return rendered
+
+
+def ensure_table(dynamodb: Any, name: str) -> None:
+    """The single ledger table (pk/sk strings, TTL on ``expires_at``). Idempotent."""
+    try:
+        dynamodb.create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise
+    dynamodb.update_time_to_live(TableName=name,
+                                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})

@@ -1,0 +1,1 @@
+"""The embedded local runtime: moto as AWS, in-process Lambda dispatch, and a local CI emulator."""

@@ -1,0 +1,57 @@
+"""The verification build the local GitHub emulator runs: prove the pushed key pair works against AWS.
+
+Run as ``python -m chalicelib.local.build_job`` with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_ENDPOINT_URL and AWS_DEFAULT_REGION (optionally VERIFY_S3_BUCKET) in the environment. Exit 0 when
+every call succeeds, 1 on any AWS error. Prints the key id (and its digest) and the caller ARN, never the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# One attempt only: a wrong or inactive key must fail, not be retried into a pass.
+_NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=15)
+
+
+def main() -> int:
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID", "")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    if not key_id or not secret:
+        # Never fall back to another credential source: the build must use exactly what CI holds.
+        print("verify: FAILED AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set")
+        return 1
+    # CI masks secret values in logs, the key id included; its digest still shows which key was used.
+    print(f"verify: using access key {key_id} (sha256 {hashlib.sha256(key_id.encode()).hexdigest()[:16]})")
+    session = boto3.Session(
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    try:
+        identity = session.client("sts", endpoint_url=endpoint, config=_NO_RETRIES).get_caller_identity()
+        print(f"verify: caller {identity['Arn']}")
+        bucket = os.environ.get("VERIFY_S3_BUCKET")
+        if bucket:
+            s3 = session.client("s3", endpoint_url=endpoint, config=_NO_RETRIES)
+            s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            print(f"verify: listed s3://{bucket}")
+    except ClientError as exc:
+        print(f"verify: FAILED {exc.response.get('Error', {}).get('Code', 'Unknown')}")
+        return 1
+    except BotoCoreError as exc:
+        # The message can name the endpoint URL but never the credentials; keep to the class name anyway.
+        print(f"verify: FAILED {type(exc).__name__}")
+        return 1
+    print("verify: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

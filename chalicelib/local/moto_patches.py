@@ -1,0 +1,148 @@
+"""The small, named changes to moto 5.2.5 that let the real state machine run locally.
+
+moto is pinned exactly in requirements-dev.txt because these touch its internals; each has a smoke
+test in tests/test_moto_patches.py so an upgrade shows at once which one broke.
+See ../shared/reference/moto-local-aws.md for why each exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+Dispatch = Callable[[str, Any], Any]
+
+_state: dict[str, Any] = {"time_scale": 1.0, "dispatch": None, "executor": None, "installed": False}
+
+
+def set_time_scale(scale: float) -> None:
+    """Wait states and Retry intervals sleep ``scale`` × their real duration (0 = not at all)."""
+    _state["time_scale"] = scale
+
+
+def set_dispatch(dispatch: Dispatch) -> None:
+    """``dispatch(function_name, event) -> result``; an exception becomes a Lambda function error."""
+    _state["dispatch"] = dispatch
+
+
+def set_executor_credentials(access_key_id: str, secret_access_key: str, endpoint_url: str) -> None:
+    _state["executor"] = (access_key_id, secret_access_key, endpoint_url)
+
+
+def install() -> None:
+    if _state["installed"]:
+        return
+    _patch_lambda_invoke()
+    _patch_wait_state()
+    _patch_retry_sleep()
+    _patch_executor_clients()
+    _patch_inactive_keys()
+    # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+    _state["installed"] = True
+
+
+def _patch_lambda_invoke() -> None:
+    """Run the real Chalice handler in-process instead of moto's canned Lambda answer."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    def invoke(self: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
+               response_headers: Any) -> bytes:
+        function = self.get_function(function_name, qualifier)
+        dispatch = _state["dispatch"]
+        if dispatch is None:
+            raise RuntimeError("no Lambda dispatcher installed")
+        event = json.loads(body) if body else {}
+        try:
+            result = dispatch(function.function_name, event)
+        except Exception as exc:  # AWS turns an unhandled exception into this payload
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorMessage": str(exc),
+                    "errorType": type(exc).__name__,
+                    "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
+                }
+            ).encode()
+        return json.dumps(result).encode()
+
+    LambdaSimpleBackend.invoke = invoke
+
+
+def _patch_wait_state() -> None:
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
+        scaled = wait_seconds * _state["time_scale"]
+        if scaled > 0:
+            env.program_state_event.wait(scaled)
+
+    WaitFunction._wait_interval = _wait_interval
+
+
+def _patch_retry_sleep() -> None:
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    def sleep(seconds: float) -> None:
+        scaled = seconds * _state["time_scale"]
+        if scaled > 0:
+            time.sleep(scaled)
+
+    retrier_decl.time = SimpleNamespace(sleep=sleep)  # type: ignore[attr-defined]
+
+
+def _patch_executor_clients() -> None:
+    """Sign the executor's own calls with a real moto IAM user, so IAM authentication can stay on."""
+    import boto3
+    from botocore.config import Config
+
+    from moto.stepfunctions.parser.asl.utils import boto_client as module
+
+    original = module.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        executor = _state["executor"]
+        if executor is None:
+            return original(region, service, state_credentials)
+        key = (region, service)
+        if key not in clients:  # moto builds a client per call (~11 ms); one per service is enough
+            access_key_id, secret_access_key, endpoint_url = executor
+            clients[key] = boto3.session.Session().client(
+                service,
+                region_name=region,
+                endpoint_url=endpoint_url,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                config=Config(parameter_validation=False, retries={"total_max_attempts": 1},
+                              read_timeout=900),
+            )
+        return clients[key]
+
+    for name, loaded in list(sys.modules.items()):
+        if name.startswith("moto.stepfunctions.parser") and getattr(loaded, "boto_client_for", None) is original:
+            loaded.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+    module.boto_client_for = boto_client_for
+
+
+def _patch_inactive_keys() -> None:
+    """moto accepts Inactive keys even with authentication on; AWS does not."""
+    from moto.iam import access_control
+    from moto.iam.access_control import IAMUserAccessKey
+
+    original_init = IAMUserAccessKey.__init__
+
+    def __init__(self: Any, account_id: str, partition: str, access_key_id: str, headers: Any) -> None:
+        original_init(self, account_id, partition, access_key_id, headers)
+        for user in self.backend.list_users("/", None, None):
+            for key in user.access_keys:
+                if key.access_key_id == access_key_id and key.status != "Active":
+                    raise access_control.CreateAccessKeyFailure(reason="InvalidId")
+
+    IAMUserAccessKey.__init__ = __init__

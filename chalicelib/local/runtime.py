@@ -1,0 +1,320 @@
+"""The embedded AWS: a moto server on 127.0.0.1 running the real state machine with in-process Lambdas.
+
+One ``LocalRuntime`` per process (moto's backends are process-global). It deploys what a real
+deployment deploys: the Lambda functions under their Chalice names, the state machine rendered from
+``statemachine/rotation.asl.json`` with the same substitutions, the ledger table and the SNS topic; then
+turns moto's IAM authentication on, so every call is signed by a real (moto) IAM identity and a wrong or
+Inactive key is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from chalicelib import deps as deps_module
+from chalicelib import infra
+from chalicelib.local import moto_patches
+from chalicelib.observability import SERVICE
+
+APP_NAME = "ci-key-rotator"
+STAGE = "local"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+ROOT = Path(__file__).resolve().parents[2]
+
+# What the rotator's own identity may do. Issue-level least privilege per function lives in
+# .chalice/policy-*.json; locally one identity signs every handler's calls.
+ROTATOR_ACTIONS = [
+    "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
+    "iam:GetAccessKeyLastUsed", "secretsmanager:*", "dynamodb:*", "sns:Publish",
+    "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "ssm:GetParameter",
+    "sts:GetCallerIdentity",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Identity:
+    access_key_id: str
+    secret_access_key: str
+
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(aws_access_key_id=self.access_key_id,
+                                     aws_secret_access_key=self.secret_access_key, region_name=REGION)
+
+
+class LambdaContext:
+    """The parts of the Lambda context object handlers may read."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
+        self.memory_limit_in_mb = 256
+        self.aws_request_id = os.urandom(8).hex()
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class LocalRuntime:
+    def __init__(self, *, time_scale: float = 0.0, poll_interval: float | None = 1.0,
+                 log_stream: io.TextIOBase | None = None) -> None:
+        self.time_scale = time_scale
+        self.poll_interval = poll_interval
+        self.log_stream = log_stream or io.StringIO()
+        self.invocations: Counter[str] = Counter()
+        self._faults: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LocalRuntime:
+        from moto import settings
+        from moto.core.authorization import ActionAuthenticatorMixin
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        os.environ.update(
+            MOTO_PORT=str(self.port),
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_REGION=REGION,
+            AWS_ACCESS_KEY_ID="bootstrap",
+            AWS_SECRET_ACCESS_KEY="bootstrap",
+            POWERTOOLS_TRACE_DISABLED="true",
+            POWERTOOLS_DEV="false",
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        default_user_config["lambda"] = {"use_docker": False}
+        default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request otherwise
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        moto_patches.install()
+        moto_patches.set_time_scale(self.time_scale)
+        moto_patches.set_dispatch(self._dispatch)
+        self._capture_logs()
+        self._bootstrap()
+        # From here on every request must be signed by a real moto identity, and keys must be Active.
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        ActionAuthenticatorMixin.request_count = 0
+        os.environ["AWS_ACCESS_KEY_ID"] = self.rotator.access_key_id
+        os.environ["AWS_SECRET_ACCESS_KEY"] = self.rotator.secret_access_key
+        deps_module.reset()
+        self._start_app_server()
+        if self.poll_interval:
+            self._spawn(self._poll_loop)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if getattr(self, "_app_server", None):
+            self._app_server.shutdown()
+        self._server.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- bootstrap (auth off) --------------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        boot = boto3.session.Session(aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
+                                     region_name=REGION)
+        iam = boot.client("iam", endpoint_url=self.endpoint)
+        self.rotator = self._service_user(iam, "ci-key-rotator", ROTATOR_ACTIONS)
+        # moto checks "lambda:Invoke" where AWS checks "lambda:InvokeFunction"; grant both.
+        self.executor = self._service_user(iam, "ci-key-rotator-states", ["lambda:InvokeFunction", "lambda:Invoke"])
+        self.operator = self._service_user(iam, "operator", ["*"])
+        moto_patches.set_executor_credentials(self.executor.access_key_id, self.executor.secret_access_key,
+                                              self.endpoint)
+        role_arn = iam.create_role(
+            RoleName="ci-key-rotator-local",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}}]}),
+        )["Role"]["Arn"]
+
+        lambda_client = boot.client("lambda", endpoint_url=self.endpoint)
+        arns = {}
+        for handler in infra.task_handlers():
+            arns[handler] = lambda_client.create_function(
+                FunctionName=self.function_name(handler), Runtime="python3.12", Role=role_arn,
+                Handler="app.app", Code={"ZipFile": _empty_zip()}, Timeout=300,
+            )["FunctionArn"]
+
+        self.table_name = f"{APP_NAME}-{STAGE}"
+        infra.ensure_table(boot.client("dynamodb", endpoint_url=self.endpoint), self.table_name)
+        sns = boot.client("sns", endpoint_url=self.endpoint)
+        self.topic_arn = sns.create_topic(Name=f"{APP_NAME}-{STAGE}-outcomes")["TopicArn"]
+        sqs = boot.client("sqs", endpoint_url=self.endpoint)
+        self.alerts_queue = sqs.create_queue(QueueName="alerts-sink")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.alerts_queue,
+                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        self.state_machine_arn = boot.client("stepfunctions", endpoint_url=self.endpoint).create_state_machine(
+            name=f"{APP_NAME}-{STAGE}-rotation", definition=infra.render_definition(arns), roleArn=role_arn,
+        )["stateMachineArn"]
+        os.environ.update(
+            ROTATOR_TABLE_NAME=self.table_name,
+            ROTATOR_TOPIC_ARN=self.topic_arn,
+            ROTATOR_STATE_MACHINE_ARN=self.state_machine_arn,
+            ROTATOR_ESCROW_PREFIX=f"{APP_NAME}/{STAGE}/escrow",
+        )
+        self._bootstrap_session = boot
+
+    def _service_user(self, iam: Any, name: str, actions: list[str]) -> Identity:
+        iam.create_user(UserName=name, Path="/service/")
+        iam.put_user_policy(UserName=name, PolicyName="local", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return Identity(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def function_name(self, handler: str) -> str:
+        return f"{APP_NAME}-{STAGE}-{handler}"
+
+    # -- Lambda dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, function_name: str, event: Any) -> Any:
+        from app import app
+
+        handler = function_name.removeprefix(f"{APP_NAME}-{STAGE}-")
+        self.invocations[handler] += 1
+        faults = self._faults.get(handler)
+        if faults:
+            faults.pop(0)(event)
+        return app.handler_map[handler](event, LambdaContext(function_name))
+
+    def inject_fault(self, handler: str, fault: Callable[[dict[str, Any]], None], times: int = 1) -> None:
+        """Run ``fault(event)`` before the next ``times`` invocations of ``handler`` (it may raise)."""
+        self._faults.setdefault(handler, []).extend([fault] * times)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    # -- webhooks and the poller -----------------------------------------------------------------
+
+    def _start_app_server(self) -> None:
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        from app import app
+
+        self.app_port = free_port()
+        self._app_server = create_local_server(app, Config.create(chalice_stage=STAGE, app_name=APP_NAME),
+                                               "127.0.0.1", self.app_port)
+        # The dev server logs every request to stderr; the demo prints its own timeline.
+        self._app_server.server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore
+        self._spawn(self._app_server.serve_forever)
+        self.webhook_base_url = f"http://127.0.0.1:{self.app_port}/webhooks"
+
+    def _poll_loop(self) -> None:
+        from chalicelib import poller
+
+        while not self._stop.wait(self.poll_interval):
+            try:
+                poller.poll(deps_module.get_deps())
+            except Exception:  # the poller is a safety net; a failing round must not kill the thread
+                logging.getLogger(SERVICE).exception("poll round failed")
+
+    # -- logs ------------------------------------------------------------------------------------
+
+    def _capture_logs(self) -> None:
+        """Send every handler log line (powertools JSON) to ``log_stream`` instead of stdout."""
+        from chalicelib.observability import logger
+
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(self.log_stream)
+
+    # -- operator-side helpers (signed by the operator identity) ---------------------------------
+
+    def client(self, service: str) -> Any:
+        return self.operator.session().client(service, endpoint_url=self.endpoint)
+
+    def use_config(self, path: Path) -> None:
+        os.environ["ROTATOR_CONFIG_PATH"] = str(path)
+        deps_module.reset()
+
+    def wait(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            description = sfn.describe_execution(executionArn=execution_arn)
+            if description["status"] != "RUNNING":
+                return description
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} still RUNNING after {timeout}s")
+            time.sleep(0.02)
+
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "includeExecutionData": True}
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            events.extend(page["events"])
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        return sorted(events, key=lambda e: e["id"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every SNS message published so far (drains the sink queue; keeps them in memory)."""
+        sqs = self.client("sqs")
+        collected = getattr(self, "_alerts", [])
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.alerts_queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                collected.append({
+                    "subject": envelope.get("Subject"),
+                    "severity": envelope.get("MessageAttributes", {}).get("severity", {}).get("Value"),
+                    "message": json.loads(envelope["Message"]),
+                })
+                sqs.delete_message(QueueUrl=self.alerts_queue, ReceiptHandle=message["ReceiptHandle"])
+        self._alerts = collected
+        return list(collected)
+
+
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "# dispatched in-process by chalicelib.local.runtime\n")
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""CI targets: one module per provider behind the CITarget interface (base.py)."""

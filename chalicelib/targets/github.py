@@ -1,0 +1,333 @@
+"""GitHub Actions: sealed-box secrets, workflow_dispatch verification builds, ``workflow_run`` webhooks.
+
+Contract: /work/shared/reference/ci-apis.md section 1. The verification workflow must declare
+``on: workflow_dispatch`` with a ``nonce`` input and ``run-name: verify-${{ inputs.nonce }}`` (the
+fallback for servers that do not return run ids finds the run by that title).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from nacl import encoding, public
+from pydantic import Field, field_validator, model_validator
+
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.targets.base import (
+    CITarget,
+    Credentials,
+    RunRef,
+    RunState,
+    RunStatus,
+    TargetConfig,
+    WebhookEvent,
+    WebhookRejected,
+)
+from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.registry import register
+
+log = logging.getLogger(__name__)
+
+_REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: Public keys change rarely; a short cache saves one GET per secret without risking a stale key for long.
+PUBLIC_KEY_TTL_SECONDS = 60.0
+
+_key_cache: dict[tuple[str, str], tuple[float, str, str]] = {}
+_key_cache_lock = threading.Lock()
+
+
+class GitHubTargetConfig(TargetConfig):
+    """Where the key pair lives in GitHub, and which workflow proves it works."""
+
+    provider: Literal["github"]
+    api_url: str = "https://api.github.com"
+    #: owner/repo; the verification workflow always runs here.
+    repository: str = Field(pattern=_REPOSITORY)
+    scope: Literal["repository", "environment", "organization"] = "repository"
+    environment: str | None = Field(None, min_length=1, max_length=255)
+    #: For scope=organization; defaults to the repository's owner.
+    organization: str | None = Field(None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+    visibility: Literal["all", "private", "selected"] = "selected"
+    #: For visibility=selected: every repository that may read the org secret (the PUT replaces the list).
+    selected_repositories: list[str] = Field(default_factory=list)
+    workflow: str = Field("rotate-verify.yml", pattern=r"^[A-Za-z0-9._-]+$")
+    ref: str = Field("main", min_length=1)
+    api_version: str = "2022-11-28"
+
+    @field_validator("api_url")
+    @classmethod
+    def _safe_api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            return value.rstrip("/")
+        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
+
+    @field_validator("selected_repositories")
+    @classmethod
+    def _repository_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _matches(_REPOSITORY, name)]
+        if bad:
+            raise ValueError(f"must be owner/repo names; not: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _scope_fields(self) -> GitHubTargetConfig:
+        if self.scope == "environment" and not self.environment:
+            raise ValueError("environment is required when scope is 'environment'")
+        if self.scope != "environment" and self.environment:
+            raise ValueError("environment is only allowed with scope 'environment'")
+        if self.scope != "organization" and self.organization:
+            raise ValueError("organization is only allowed with scope 'organization'")
+        if self.selected_repositories and (self.scope != "organization" or self.visibility != "selected"):
+            raise ValueError("selected_repositories needs scope 'organization' and visibility 'selected'")
+        return self
+
+    @property
+    def org_name(self) -> str:
+        return self.organization or self.repository.split("/")[0]
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern, value) is not None
+
+
+def encrypt(public_key_b64: str, value: str) -> str:
+    """libsodium sealed box, as in GitHub's own example; randomised, so never compare ciphertexts."""
+    key = public.PublicKey(public_key_b64.encode(), encoding.Base64Encoder())
+    return base64.b64encode(public.SealedBox(key).encrypt(value.encode())).decode()
+
+
+def map_run(status: str | None, conclusion: str | None, url: str | None = None) -> RunStatus:
+    """Only completed+success is a pass; every other conclusion keeps the old key alive."""
+    if status != "completed":
+        return RunStatus(RunState.PENDING, status or "unknown", url)
+    state = RunState.SUCCEEDED if conclusion == "success" else RunState.FAILED
+    return RunStatus(state, f"completed/{conclusion or 'none'}", url)
+
+
+def signature(secret: str, raw_body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+
+
+@register
+class GitHubTarget(CITarget):
+    provider = "github"
+    config_model = GitHubTargetConfig
+    config: GitHubTargetConfig
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        token: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_seconds: float = 20.0,
+        timeout: float = 10.0,
+        find_run_attempts: int = 6,
+    ) -> None:
+        super().__init__(config, token)
+        self._sleep = sleep
+        self._find_run_attempts = find_run_attempts
+        self._http = HttpClient(
+            self.config.api_url,
+            {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": self.config.api_version,
+            },
+            timeout=timeout,
+            max_wait_seconds=max_wait_seconds,
+            sleep=sleep,
+        )
+        self._repo_ids: dict[str, int] = {}
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    def push(self, credentials: Credentials) -> None:
+        names = self.config.secret_names
+        extra = self._org_fields() if self.config.scope == "organization" else {}
+        for name, value in (
+            (names.access_key_id, credentials.access_key_id),
+            (names.secret_access_key, credentials.secret_access_key),
+        ):
+            self._put_secret(name, value, extra)
+
+    def _secrets_path(self) -> str:
+        cfg = self.config
+        if cfg.scope == "organization":
+            return f"/orgs/{cfg.org_name}/actions/secrets"
+        if cfg.scope == "environment":
+            assert cfg.environment is not None
+            return f"/repos/{cfg.repository}/environments/{quote(cfg.environment, safe='')}/secrets"
+        return f"/repos/{cfg.repository}/actions/secrets"
+
+    def _put_secret(self, name: str, value: str, extra: dict[str, Any]) -> None:
+        path = f"{self._secrets_path()}/{name}"
+        for fresh in (False, True):
+            key_id, key = self._public_key(fresh)
+            body = {"encrypted_value": encrypt(key, value), "key_id": key_id, **extra}
+            try:
+                response = self._http.request("PUT", path, json=body, expect=(201, 204))
+                log.info("%s: secret %s %s", self._where(), name, "created" if response.status == 201 else "updated")
+                return
+            except HttpError as exc:
+                # A 422 with a cached key may just mean GitHub rotated its key: refetch once.
+                if exc.status == 422 and not fresh:
+                    continue
+                raise self._push_failed(f"PUT secret {name}", exc) from None
+
+    def _public_key(self, fresh: bool) -> tuple[str, str]:
+        path = f"{self._secrets_path()}/public-key"
+        cache_key = (self.config.api_url, path)
+        now = time.monotonic()
+        with _key_cache_lock:
+            cached = _key_cache.get(cache_key)
+        if cached and not fresh and now - cached[0] < PUBLIC_KEY_TTL_SECONDS:
+            return cached[1], cached[2]
+        try:
+            body = self._http.request("GET", path, expect=(200,)).json or {}
+        except HttpError as exc:
+            raise self._push_failed("GET public key", exc) from None
+        key_id, key = str(body.get("key_id", "")), str(body.get("key", ""))
+        if not key_id or not key:
+            raise TargetPushFailed(f"{self._where()}: public key response has no key_id/key")
+        with _key_cache_lock:
+            _key_cache[cache_key] = (now, key_id, key)
+        return key_id, key
+
+    def _org_fields(self) -> dict[str, Any]:
+        cfg = self.config
+        fields: dict[str, Any] = {"visibility": cfg.visibility}
+        if cfg.visibility == "selected":
+            names = dict.fromkeys([cfg.repository, *cfg.selected_repositories])
+            fields["selected_repository_ids"] = [self._repository_id(name) for name in names]
+        return fields
+
+    def _repository_id(self, full_name: str) -> int:
+        if full_name not in self._repo_ids:
+            try:
+                body = self._http.request("GET", f"/repos/{full_name}", expect=(200,)).json or {}
+            except HttpError as exc:
+                raise self._push_failed(f"resolve repository {full_name}", exc) from None
+            if not isinstance(body.get("id"), int):
+                raise TargetPushFailed(f"{self._where()}: GET /repos/{full_name} returned no id")
+            self._repo_ids[full_name] = body["id"]
+        return self._repo_ids[full_name]
+
+    def _where(self) -> str:
+        cfg = self.config
+        place = {"repository": cfg.repository, "environment": f"{cfg.repository}:{cfg.environment}",
+                 "organization": cfg.org_name}[cfg.scope]
+        return f"github target {cfg.id!r} ({cfg.scope} {place})"
+
+    def _push_failed(self, what: str, exc: HttpError) -> TargetPushFailed:
+        return TargetPushFailed(f"{self._where()}: {what} refused: {exc}")
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def trigger_verification(self, nonce: str) -> RunRef:
+        cfg = self.config
+        path = f"/repos/{cfg.repository}/actions/workflows/{cfg.workflow}/dispatches"
+        body: dict[str, Any] = {"ref": cfg.ref, "inputs": {"nonce": nonce}}
+        since = datetime.now(UTC) - timedelta(minutes=5)  # slack for clock skew with the server
+        try:
+            response = self._http.request("POST", path, json={**body, "return_run_details": True},
+                                          expect=(200, 204))
+        except HttpError as exc:
+            if exc.status not in (400, 422):
+                raise self._trigger_failed(exc) from None
+            # Older GHES refuses return_run_details; a plain dispatch then gives no id.
+            try:
+                response = self._http.request("POST", path, json=body, expect=(204, 200))
+            except HttpError as retry_exc:
+                raise self._trigger_failed(retry_exc) from None
+        details = response.json if isinstance(response.json, dict) else {}
+        if response.status == 200 and details.get("workflow_run_id"):
+            return RunRef(str(details["workflow_run_id"]), details.get("html_url"))
+        return self._find_run(nonce, since)
+
+    def _find_run(self, nonce: str, since: datetime) -> RunRef:
+        cfg = self.config
+        path = f"/repos/{cfg.repository}/actions/workflows/{cfg.workflow}/runs"
+        params = {"event": "workflow_dispatch", "branch": cfg.ref, "per_page": 50,
+                  "created": f">={since.strftime('%Y-%m-%dT%H:%M:%SZ')}"}
+        title = f"verify-{nonce}"
+        delay = 1.0
+        for attempt in range(self._find_run_attempts):
+            if attempt:
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+            try:
+                runs = (self._http.request("GET", path, params=params, expect=(200,)).json or {})
+            except HttpError as exc:
+                raise self._trigger_failed(exc) from None
+            for run in runs.get("workflow_runs", []):
+                if run.get("display_title") == title:
+                    return RunRef(str(run["id"]), run.get("html_url"))
+        raise VerificationTriggerFailed(
+            f"github target {cfg.id!r}: dispatched {cfg.workflow} on {cfg.repository}@{cfg.ref} but no run "
+            f"titled {title!r} appeared; does the workflow set run-name: verify-${{{{ inputs.nonce }}}}?"
+        )
+
+    def _trigger_failed(self, exc: HttpError) -> VerificationTriggerFailed:
+        cfg = self.config
+        return VerificationTriggerFailed(
+            f"github target {cfg.id!r}: dispatch {cfg.workflow} on {cfg.repository}@{cfg.ref} refused: {exc}"
+        )
+
+    def run_status(self, run_id: str) -> RunStatus:
+        cfg = self.config
+        if not run_id.isdigit():
+            raise VerificationFailed(f"github target {cfg.id!r}: run id {run_id!r} is not a GitHub run id")
+        try:
+            run = self._http.request("GET", f"/repos/{cfg.repository}/actions/runs/{run_id}",
+                                     expect=(200,)).json or {}
+        except HttpError as exc:
+            raise VerificationFailed(f"github target {cfg.id!r}: cannot read run {run_id}: {exc}") from None
+        return map_run(run.get("status"), run.get("conclusion"), run.get("html_url"))
+
+    # -- webhook ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+        lower = {k.lower(): v for k, v in headers.items()}
+        given = lower.get("x-hub-signature-256", "")
+        if not secret:
+            raise WebhookRejected("no webhook secret configured for github", 401)
+        if not given:
+            raise WebhookRejected("missing X-Hub-Signature-256", 401)
+        if not hmac.compare_digest(signature(secret, raw_body).encode(), given.encode()):
+            raise WebhookRejected("X-Hub-Signature-256 does not match the body", 401)
+        delivery = lower.get("x-github-delivery")
+        if not delivery:
+            raise WebhookRejected("missing X-GitHub-Delivery", 400)
+        if lower.get("x-github-event") != "workflow_run":
+            return WebhookEvent(delivery, None, None)
+        run, action = _workflow_run(raw_body)
+        status = None
+        if action == "completed":
+            status = map_run(run.get("status"), run.get("conclusion"), run.get("html_url"))
+        return WebhookEvent(delivery, str(run["id"]), status)
+
+
+def _workflow_run(raw_body: bytes) -> tuple[dict[str, Any], Any]:
+    try:
+        payload = json.loads(raw_body)
+    except ValueError:
+        raise WebhookRejected("body is not JSON", 400) from None
+    run = payload.get("workflow_run") if isinstance(payload, dict) else None
+    if not isinstance(run, dict) or not isinstance(run.get("id"), int):
+        raise WebhookRejected("workflow_run event without workflow_run.id", 400)
+    return run, payload.get("action")

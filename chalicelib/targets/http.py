@@ -1,0 +1,248 @@
+"""A small JSON HTTP client shared by the CI providers: bounded retries, rate-limit aware, leak-free.
+
+Errors and logs name the method, the path (never the query string), the status and at most the
+provider's own ``message``; never a header value, the token or a request body (bodies carry secrets).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json as jsonlib
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import urllib3
+
+from chalicelib.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+#: Statuses that mean "not now": retried within the call's budget.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: A retried request never risks doing something twice for these; POST may (a trigger).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+DEFAULT_EXPECT = (200, 201, 202, 204)
+MAX_PER_HOST = 4
+_MESSAGE_LIMIT = 200
+_SENSITIVE_HEADER = re.compile(r"authorization|token|key|secret|cookie", re.IGNORECASE)
+
+_POOL = urllib3.PoolManager(num_pools=16, maxsize=MAX_PER_HOST, retries=False)
+_host_slots: dict[str, threading.BoundedSemaphore] = {}
+_host_slots_lock = threading.Lock()
+
+
+def host_semaphore(host: str, limit: int = MAX_PER_HOST) -> threading.BoundedSemaphore:
+    """The process-wide limiter for ``host``: Map iterations share it, so one API is not flooded."""
+    with _host_slots_lock:
+        if host not in _host_slots:
+            _host_slots[host] = threading.BoundedSemaphore(limit)
+        return _host_slots[host]
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    #: Case-insensitive (urllib3's HTTPHeaderDict).
+    headers: Mapping[str, str]
+    #: The decoded JSON body; None when empty or not JSON.
+    json: Any
+
+
+class HttpError(Exception):
+    """A final answer the caller did not expect (4xx, or a 5xx not worth retrying); map it yourself."""
+
+    def __init__(self, status: int, method: str, path: str, message: str | None = None) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.message = message
+        text = f"{method} {path}: HTTP {status}"
+        super().__init__(f"{text}: {message}" if message else text)
+
+
+def is_rate_limited(status: int, headers: Mapping[str, str]) -> bool:
+    """429, or GitHub's way of saying the same: 403 with no requests left or with a Retry-After."""
+    if status == 429:
+        return True
+    return status == 403 and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
+
+
+def server_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After or a reset time; None if it did not say."""
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        seconds = _seconds_or_date(retry_after, now)
+        if seconds is not None:
+            return seconds
+    if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
+        return _epoch_wait(headers["x-ratelimit-reset"], now)
+    if headers.get("ratelimit-remaining") == "0" and headers.get("ratelimit-reset"):
+        return _epoch_wait(headers["ratelimit-reset"], now)
+    if headers.get("ratelimit-resettime"):
+        return _seconds_or_date(headers["ratelimit-resettime"], now)
+    return None
+
+
+def _epoch_wait(value: str, now: float) -> float | None:
+    try:
+        return max(0.0, float(value) - now)
+    except ValueError:
+        return None
+
+
+def _seconds_or_date(value: str, now: float) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+class HttpClient:
+    """JSON over HTTPS to one API. Thread-safe; share one per provider instance."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 5,
+        max_wait_seconds: float = 20.0,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Accept": "application/json", "User-Agent": "ci-key-rotator", **(headers or {})}
+        self._timeout = urllib3.Timeout(connect=min(timeout, 5.0), read=timeout)
+        self._max_attempts = max(1, max_attempts)
+        self._max_wait = max_wait_seconds
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._slots = host_semaphore(urlsplit(self.base_url).netloc)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect: Collection[int] = DEFAULT_EXPECT,
+    ) -> Response:
+        """Send one logical request; retries throttling and 502/503/504 within the budget."""
+        method = method.upper()
+        url = self.base_url + path + (f"?{urlencode(params, doseq=True)}" if params else "")
+        body = None if json is None else jsonlib.dumps(json).encode()
+        all_headers = {**self._headers, **(headers or {})}
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        scrub = _Scrubber(all_headers, json)
+        waited = 0.0
+        for attempt in range(1, self._max_attempts + 1):
+            response = self._send(method, url, path, body, all_headers)
+            if response.status in expect:
+                return response
+            message = scrub(_provider_message(response.json))
+            if not self._retryable(response):
+                if response.status >= 500:
+                    raise TransientError(f"{method} {path}: HTTP {response.status}" + _suffix(message))
+                raise HttpError(response.status, method, path, message)
+            delay = self._delay(response, attempt)
+            if attempt == self._max_attempts or waited + delay > self._max_wait:
+                raise TransientError(
+                    f"{method} {path}: HTTP {response.status}, gave up after {attempt} attempt(s) and "
+                    f"{waited:.1f}s of waiting (server or backoff asks {delay:.1f}s more)" + _suffix(message)
+                )
+            log.info("%s %s: HTTP %s, retrying in %.1fs (attempt %d)", method, path, response.status,
+                     delay, attempt)
+            self._sleep(delay)
+            waited += delay
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _send(self, method: str, url: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
+        try:
+            with self._slots:
+                raw = _POOL.request(method, url, body=body, headers=headers, timeout=self._timeout,
+                                    retries=False, redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            # The exception text can embed the URL with its query; keep to the class name.
+            raise TransientError(f"{method} {path}: {type(exc).__name__}") from None
+        return Response(raw.status, raw.headers, _decode(raw.data))
+
+    def _retryable(self, response: Response) -> bool:
+        return response.status in RETRY_STATUSES or is_rate_limited(response.status, response.headers)
+
+    def _delay(self, response: Response, attempt: int) -> float:
+        asked = server_wait(response.headers, self._clock())
+        if asked is not None:
+            return asked
+        # Full jitter keeps parallel Map iterations from retrying in lock step.
+        return self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+class _Scrubber:
+    """Removes credentials and body strings from a provider message: some APIs echo what they refuse."""
+
+    def __init__(self, headers: Mapping[str, str], body: Any) -> None:
+        secrets = [v for k, v in headers.items() if _SENSITIVE_HEADER.search(k)]
+        self._needles = sorted(
+            {v for v in _strings(body) if len(v) >= 6}
+            | {part for v in secrets for part in (v, v.split(" ")[-1]) if len(part) >= 6},
+            key=len,
+            reverse=True,
+        )
+
+    def __call__(self, message: str | None) -> str | None:
+        if not message:
+            return message
+        for needle in self._needles:
+            message = message.replace(needle, "***")
+        return message
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _decode(data: bytes) -> Any:
+    if not data:
+        return None
+    try:
+        return jsonlib.loads(data)
+    except ValueError:
+        return None
+
+
+def _provider_message(body: Any) -> str | None:
+    if not isinstance(body, Mapping):
+        return None
+    for key in ("message", "error"):
+        value = body.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("message")
+        if isinstance(value, str) and value:
+            return value[:_MESSAGE_LIMIT]
+    return None
+
+
+def _suffix(message: str | None) -> str:
+    return f": {message}" if message else ""

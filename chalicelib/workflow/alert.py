@@ -1,0 +1,66 @@
+"""Alert: every failure path ends here, then in a Fail state. It says what failed and what is left."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.deps import Deps
+from chalicelib.errors import ConfigError
+from chalicelib.notify import publish
+from chalicelib.workflow.snapshot import snapshot
+from chalicelib.workflow.state import RotationState, rotation_id_from_execution
+
+#: Failures that changed nothing and need no one out of bed.
+_BENIGN = {"RotationInProgress": "LOW", "RecoveryWindowOpen": "LOW"}
+
+
+def _error(state: dict[str, Any]) -> tuple[str, str]:
+    error = state.get("error") or {}
+    name = str(error.get("Error", "Unknown"))
+    cause = str(error.get("Cause", ""))
+    try:  # a Lambda error's Cause is its JSON error payload
+        cause = json.loads(cause).get("errorMessage", cause)
+    except (ValueError, AttributeError):
+        pass
+    return name, cause
+
+
+def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
+    """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
+    event = dict(wrapper.get("state") or {})
+    error_name, cause = _error(event)
+    user = str(event.get("user", "?"))
+    rotation_id = str(
+        event.get("rotation_id")
+        or rotation_id_from_execution(user, str(wrapper.get("execution_name", "")))
+    )
+    message: dict[str, Any] = {
+        "kind": "rotation-failed",
+        "user": user,
+        "rotation_id": rotation_id,
+        "execution_arn": wrapper.get("execution_arn", ""),
+        "error": error_name,
+        "cause": cause,
+        "rollback": event.get("rollback"),
+    }
+    try:
+        deps.config.user(user)
+        left: dict[str, Any] | str = snapshot(deps, user)
+    except ConfigError as exc:
+        left = f"unknown user: {exc}"
+    message["state_left_behind"] = left
+    if "rotation_id" in event:
+        state = RotationState.model_validate(event)
+        message.update(old_key_id=state.old_key_id, new_key_id=state.new_key_id, adoption=state.adoption)
+        deps.ledger.update_rotation(user, rotation_id, outcome="failed", error=error_name,
+                                    completed_at=clock.iso(clock.now()))
+    if isinstance(left, dict):
+        # Conditional on our rotation id: a duplicate trigger never releases the running rotation's lock.
+        deps.ledger.release_lock(user, rotation_id)
+    severity = _BENIGN.get(error_name, "HIGH")
+    rolled = " (rolled back)" if (event.get("rollback") or {}).get("new_key_deleted") else ""
+    subject = f"Rotation of {user} failed: {error_name}{rolled}"
+    publish(deps.settings.topic_arn, subject, message, severity)
+    return {**event, "alert": {"severity": severity, "error": error_name, "subject": subject}}

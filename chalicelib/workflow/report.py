@@ -1,0 +1,33 @@
+"""Report: the rotation succeeded; record it, release the lock, tell SNS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.deps import Deps
+from chalicelib.notify import publish
+from chalicelib.workflow.snapshot import snapshot
+from chalicelib.workflow.state import RotationState
+
+
+def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
+    state = RotationState.model_validate(event)
+    left = snapshot(deps, state.user)
+    deps.ledger.update_rotation(state.user, state.rotation_id, outcome="succeeded", phase="done",
+                                completed_at=clock.iso(clock.now()))
+    deps.ledger.release_lock(state.user, state.rotation_id)
+    message = {
+        "kind": "rotation-succeeded",
+        "user": state.user,
+        "rotation_id": state.rotation_id,
+        "reason": state.reason,
+        "old_key_id": state.old_key_id,
+        "new_key_id": state.new_key_id,
+        "adoption": state.adoption,
+        "execution_arn": state.execution_arn,
+        "state_left_behind": left,
+    }
+    subject = f"Rotated {state.user}: {state.old_key_id or 'no key'} -> {state.new_key_id}"
+    publish(deps.settings.topic_arn, subject, message, "INFO")
+    return state.out(outcome="succeeded")

@@ -1,0 +1,63 @@
+"""Rollback: before the old key was retired something failed; put every target back and drop the new key.
+
+Targets get the old secret back from the escrow. Where that is impossible (an adoption has no escrowed
+old secret, or the CI refuses), the new key is kept so that no target holds a dead key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock, keys
+from chalicelib.deps import Deps
+from chalicelib.errors import RotatorError
+from chalicelib.observability import logger
+from chalicelib.workflow.state import RotationState
+
+#: Target statuses after which the target may hold the new key.
+_MAY_HOLD_NEW = {"pushing", "pushed", "verifying", "verified", "verification-failed"}
+
+
+def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
+    state = RotationState.model_validate(event)
+    user, rid = state.user, state.rotation_id
+    rotation = deps.ledger.rotation(user, rid) or {}
+    new_key_id = rotation.get("new_key_id") or state.new_key_id
+    old_key_id = rotation.get("old_key_id") or state.old_key_id
+    old_secret = deps.escrow.current_for(user, old_key_id)
+
+    restored, not_restored = [], []
+    for tid, result in sorted(rotation.get("targets", {}).items()):
+        if result.get("status") not in _MAY_HOLD_NEW and not result.get("restored") is False:
+            continue
+        if result.get("restored"):
+            restored.append(tid)
+            continue
+        if old_secret is None:
+            not_restored.append({"target_id": tid, "why": "no escrowed secret of the old key (adoption)"})
+            continue
+        try:
+            deps.target(deps.config.target(user, tid)).push(old_secret)
+        except RotatorError as exc:
+            not_restored.append({"target_id": tid, "why": f"{type(exc).__name__}: {exc}"})
+            deps.ledger.set_target(user, rid, tid, restored=False)
+            continue
+        deps.ledger.set_target(user, rid, tid, restored=True, status="restored")
+        deps.ledger.set_holding(user, tid, old_key_id, rid)
+        restored.append(tid)
+
+    new_key_deleted = False
+    if new_key_id and not not_restored:
+        deps.ledger.record_intent(user, rid, "DeleteAccessKey", new_key_id)
+        keys.delete_key(user, new_key_id)
+        deps.ledger.record_key(user, new_key_id, status="deleted", deleted_at=clock.iso(clock.now()))
+        new_key_deleted = True
+    if new_key_id:
+        deps.escrow.discard_pending(user, rid)
+    summary = {"restored": restored, "not_restored": not_restored, "new_key_deleted": new_key_deleted,
+               "new_key_id": new_key_id}
+    deps.ledger.update_rotation(user, rid, phase="rolled-back" if not not_restored else "rollback-incomplete",
+                                rollback=summary)
+    logger.warning("rolled back", extra={"rotation_id": rid, **{k: v for k, v in summary.items()
+                                                                if k != "not_restored"}})
+    return state.out(new_key_id=new_key_id, rollback=summary)

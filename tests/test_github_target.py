@@ -1,0 +1,430 @@
+"""GitHubTarget against the local GitHub emulator over real HTTP, with builds that call moto in server mode."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from chalicelib.errors import TargetPushFailed, TransientError, VerificationTriggerFailed
+from chalicelib.local.github_emulator import GitHubEmulator
+from chalicelib.targets.base import Credentials, RunState, WebhookRejected
+from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
+from chalicelib.targets.registry import provider
+
+TOKEN = "ghp_emulatorTokenThatMustNeverLeak0001"
+HOOK_SECRET = "hook-secret-for-tests"
+REPO = "acme/app"
+ENV = "prod/eu"  # a slash: the target must URL-encode environment names
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[SimpleNamespace]:
+    """moto in server mode (the build subprocess must reach it) with one IAM user and two keys."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam.create_user(UserName="ci-deployer")
+    keys = [iam.create_access_key(UserName="ci-deployer")["AccessKey"] for _ in range(2)]
+    yield SimpleNamespace(
+        endpoint=endpoint,
+        old=Credentials(keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"]),
+        new=Credentials(keys[1]["AccessKeyId"], keys[1]["SecretAccessKey"]),
+    )
+    server.stop()
+
+
+class Receiver:
+    """The webhook endpoint: records every delivery's headers and exact bytes."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.arrived:
+                    receiver.received.append((dict(self.headers.items()), body))
+                    receiver.arrived.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/github"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+@pytest.fixture
+def github(aws: SimpleNamespace, receiver: Receiver) -> Iterator[GitHubEmulator]:
+    emulator = GitHubEmulator(token=TOKEN, aws_endpoint_url=aws.endpoint, webhook_url=receiver.url,
+                              webhook_secret=HOOK_SECRET, build_timeout=20)
+    with emulator:
+        emulator.add_organization("acme")
+        emulator.add_repository(REPO, environments=(ENV,), workflows={"rotate-verify.yml": None,
+                                                                        "env-verify.yml": ENV})
+        emulator.add_repository("acme/other")
+        emulator.add_repository("acme/unlisted")
+        yield emulator
+
+
+def target(gh: GitHubEmulator, sleeps: list[float] | None = None, **fields: Any) -> GitHubTarget:
+    config = GitHubTargetConfig(provider="github", id="gh-app", token="secretsmanager:ci/github-token",
+                                api_url=gh.url, repository=REPO, **fields)
+    record = sleeps.append if sleeps is not None else (lambda _: None)
+    return GitHubTarget(config, TOKEN, sleep=record, timeout=5, find_run_attempts=4)
+
+
+def push_outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if ": secret " in r.getMessage()]
+
+
+# -- push ---------------------------------------------------------------------------------------------
+
+
+def test_registered_as_github_provider() -> None:
+    assert provider("github") is GitHubTarget
+
+
+def test_repository_push_creates_then_updates_both_secrets(
+    github: GitHubEmulator, aws: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    gh_target = target(github)
+    gh_target.push(aws.old)
+    gh_target.push(aws.new)
+
+    assert push_outcomes(caplog) == ["created", "created", "updated", "updated"]
+    assert github.secret_value(REPO, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
+    assert github.secret_value(REPO, "AWS_SECRET_ACCESS_KEY") == aws.new.secret_access_key
+    assert github.run_build(REPO)
+
+
+def test_environment_push_is_seen_only_by_jobs_in_that_environment(
+    github: GitHubEmulator, aws: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    gh_target = target(github, scope="environment", environment=ENV)
+    gh_target.push(aws.old)
+    gh_target.push(aws.new)
+
+    assert push_outcomes(caplog) == ["created", "created", "updated", "updated"]
+    assert github.secret_value(REPO, "AWS_SECRET_ACCESS_KEY", environment=ENV) == aws.new.secret_access_key
+    assert github.secret_value(REPO, "AWS_SECRET_ACCESS_KEY") is None
+    assert github.run_build(REPO, environment=ENV)
+    assert not github.run_build(REPO)  # no credentials outside the environment
+
+
+def test_organization_push_reaches_the_selected_repositories_and_the_verification_repository(
+    github: GitHubEmulator, aws: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    gh_target = target(github, scope="organization", selected_repositories=["acme/other"])
+    gh_target.push(aws.old)
+    gh_target.push(aws.new)
+
+    assert push_outcomes(caplog) == ["created", "created", "updated", "updated"]
+    for repo in (REPO, "acme/other"):
+        assert github.secret_value(repo, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
+    assert github.secret_value("acme/unlisted", "AWS_ACCESS_KEY_ID") is None
+    assert github.run_build("acme/other")
+
+
+def test_custom_secret_names_are_used(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    target(github, secret_names={"access_key_id": "DEPLOY_KEY_ID", "secret_access_key": "DEPLOY_SECRET"}).push(
+        aws.new
+    )
+    assert github.secret_value(REPO, "DEPLOY_KEY_ID") == aws.new.access_key_id
+    assert github.secret_value(REPO, "DEPLOY_SECRET") == aws.new.secret_access_key
+
+
+def test_scope_fields_are_validated() -> None:
+    base = {"provider": "github", "id": "t", "token": "ssm:/t", "repository": REPO}
+    with pytest.raises(ValueError, match="environment is required when scope is 'environment'"):
+        GitHubTargetConfig(**base, scope="environment")
+    with pytest.raises(ValueError, match="only allowed with scope 'environment'"):
+        GitHubTargetConfig(**base, environment="prod")
+    with pytest.raises(ValueError, match="owner/repo"):
+        GitHubTargetConfig(**{**base, "repository": "no-slash"})
+    with pytest.raises(ValueError, match="https"):
+        GitHubTargetConfig(**base, api_url="http://github.example.com")
+    assert GitHubTargetConfig(**base, scope="organization").org_name == "acme"
+
+
+# -- rate limits, transient errors, refusals -----------------------------------------------------------
+
+
+def test_429_with_retry_after_is_waited_out_then_succeeds(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    sleeps: list[float] = []
+    github.inject("PUT", r"/actions/secrets/AWS_ACCESS_KEY_ID$", statuses=[429], retry_after=3)
+    target(github, sleeps).push(aws.new)
+    assert sleeps == [3.0]
+    assert github.secret_value(REPO, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
+
+
+def test_github_403_rate_limit_is_retried(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    sleeps: list[float] = []
+    github.inject("GET", r"/public-key$", statuses=[403], retry_after=2)
+    target(github, sleeps).push(aws.new)
+    assert sleeps == [2.0]
+
+
+def test_503_until_the_budget_is_spent_raises_transient_error(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    sleeps: list[float] = []
+    github.inject("GET", r"/public-key$", statuses=[503] * 20)
+    with pytest.raises(TransientError, match="HTTP 503"):
+        target(github, sleeps).push(aws.new)
+    assert 1 <= len(sleeps) <= 4 and sum(sleeps) <= 20
+
+
+def test_retry_after_beyond_the_budget_is_left_to_step_functions(
+    github: GitHubEmulator, aws: SimpleNamespace
+) -> None:
+    sleeps: list[float] = []
+    github.inject("*", r"/public-key$", statuses=[429, 429], retry_after=15)
+    with pytest.raises(TransientError, match="gave up after 2 attempt"):
+        target(github, sleeps).push(aws.new)
+    assert sleeps == [15.0]
+
+
+def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(
+    github: GitHubEmulator, aws: SimpleNamespace
+) -> None:
+    github.revoke_token()
+    with pytest.raises(TargetPushFailed) as failure:
+        target(github).push(aws.new)
+    text = str(failure.value)
+    assert "gh-app" in text and "repository" in text and "401" in text
+    assert TOKEN not in text and aws.new.secret_access_key not in text
+
+
+def test_unknown_environment_is_a_push_failure(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    with pytest.raises(TargetPushFailed, match="404"):
+        target(github, scope="environment", environment="staging").push(aws.new)
+
+
+# -- verification builds --------------------------------------------------------------------------------
+
+
+def test_dispatch_returns_the_run_id_and_the_build_passes(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    gh_target = target(github)
+    gh_target.push(aws.new)
+    ref = gh_target.trigger_verification("rot-1-a")
+
+    run = github.wait_for_run(ref.run_id, timeout=20)
+    assert run["display_title"] == "verify-rot-1-a"
+    assert ref.url == run["html_url"]
+    status = gh_target.run_status(ref.run_id)
+    assert (status.state, status.detail, status.terminal) == (RunState.SUCCEEDED, "completed/success", True)
+
+
+def test_environment_workflow_build_uses_environment_secrets(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    gh_target = target(github, scope="environment", environment=ENV, workflow="env-verify.yml")
+    gh_target.push(aws.new)
+    ref = gh_target.trigger_verification("rot-env")
+    github.wait_for_run(ref.run_id, timeout=20)
+    assert gh_target.run_status(ref.run_id).state is RunState.SUCCEEDED
+
+
+def test_legacy_server_falls_back_to_finding_the_run_by_nonce(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    github.legacy_dispatch = True
+    github.hang_next_builds(REPO, 2)
+    gh_target = target(github)
+    other = gh_target.trigger_verification("rot-other")
+    ref = gh_target.trigger_verification("rot-mine")
+
+    assert ref.run_id != other.run_id
+    titles = {str(r["id"]): r["display_title"] for r in github.runs(REPO)}
+    assert titles[ref.run_id] == "verify-rot-mine"
+    assert gh_target.run_status(ref.run_id).state is RunState.PENDING
+
+
+def test_unknown_workflow_is_a_trigger_failure(github: GitHubEmulator) -> None:
+    with pytest.raises(VerificationTriggerFailed, match="404"):
+        target(github, workflow="missing.yml").trigger_verification("rot-x")
+
+
+def test_failed_and_hung_builds_map_to_failed_and_pending(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    gh_target = target(github)
+    gh_target.push(aws.new)
+    github.fail_next_builds(REPO, 1)
+    failed = gh_target.trigger_verification("rot-fail")
+    github.wait_for_run(failed.run_id, timeout=20)
+    github.hang_next_builds(REPO, 1)
+    hung = gh_target.trigger_verification("rot-hang")
+
+    status = gh_target.run_status(failed.run_id)
+    assert (status.state, status.detail) == (RunState.FAILED, "completed/failure")
+    status = gh_target.run_status(hung.run_id)
+    assert (status.state, status.detail, status.terminal) == (RunState.PENDING, "in_progress", False)
+
+
+@pytest.mark.parametrize(
+    ("status", "conclusion", "expected"),
+    [
+        ("completed", "success", RunState.SUCCEEDED),
+        ("completed", "failure", RunState.FAILED),
+        ("completed", "cancelled", RunState.FAILED),
+        ("completed", "timed_out", RunState.FAILED),
+        ("completed", "action_required", RunState.FAILED),
+        ("completed", "startup_failure", RunState.FAILED),
+        ("completed", "stale", RunState.FAILED),
+        ("completed", "neutral", RunState.FAILED),
+        ("completed", "skipped", RunState.FAILED),
+        ("completed", None, RunState.FAILED),
+        ("queued", None, RunState.PENDING),
+        ("in_progress", None, RunState.PENDING),
+        ("waiting", None, RunState.PENDING),
+        ("requested", None, RunState.PENDING),
+        ("pending", None, RunState.PENDING),
+    ],
+)
+def test_status_mapping(status: str, conclusion: str | None, expected: RunState) -> None:
+    assert map_run(status, conclusion).state is expected
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------
+
+
+def test_docs_test_vector() -> None:
+    expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    assert signature("It's a Secret to Everybody", b"Hello, World!") == expected
+    headers = {"x-hub-signature-256": expected, "X-GitHub-Delivery": "d-1", "X-GitHub-Event": "ping"}
+    event = GitHubTarget.parse_webhook(headers, b"Hello, World!", "It's a Secret to Everybody")
+    assert (event.delivery_id, event.run_id, event.status) == ("d-1", None, None)
+
+
+def test_webhook_of_a_real_run_verifies_and_replays_with_the_same_delivery_id(
+    github: GitHubEmulator, aws: SimpleNamespace, receiver: Receiver
+) -> None:
+    gh_target = target(github)
+    gh_target.push(aws.new)
+    ref = gh_target.trigger_verification("rot-hook")
+    github.wait_for_run(ref.run_id, timeout=20)
+    headers, body = receiver.wait_for(1)[0]
+
+    event = GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
+    assert event.run_id == ref.run_id
+    assert event.status is not None and event.status.state is RunState.SUCCEEDED
+
+    github.redeliver(event.delivery_id)
+    replay_headers, replay_body = receiver.wait_for(2)[1]
+    assert replay_body == body
+    assert GitHubTarget.parse_webhook(replay_headers, replay_body, HOOK_SECRET).delivery_id == event.delivery_id
+
+
+def signed(body: bytes, **extra: str) -> dict[str, str]:
+    return {"X-Hub-Signature-256": signature(HOOK_SECRET, body), "X-GitHub-Delivery": "d-42",
+            "X-GitHub-Event": "workflow_run", **extra}
+
+
+def run_payload(action: str, status: str, conclusion: str | None) -> bytes:
+    return json.dumps({"action": action, "workflow_run": {"id": 22000000042, "run_attempt": 1,
+                                                          "status": status, "conclusion": conclusion}}).encode()
+
+
+def test_webhook_with_a_bad_signature_is_rejected() -> None:
+    body = run_payload("completed", "completed", "success")
+    headers = signed(body)
+    with pytest.raises(WebhookRejected) as rejected:
+        GitHubTarget.parse_webhook(headers, body.replace(b"success", b"failure"), HOOK_SECRET)
+    assert rejected.value.status == 401
+    with pytest.raises(WebhookRejected):
+        GitHubTarget.parse_webhook(headers, body, "another secret")
+
+
+def test_webhook_without_signature_or_delivery_is_rejected() -> None:
+    body = run_payload("completed", "completed", "success")
+    headers = signed(body)
+    del headers["X-Hub-Signature-256"]
+    with pytest.raises(WebhookRejected) as rejected:
+        GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
+    assert rejected.value.status == 401
+
+    headers = signed(body)
+    del headers["X-GitHub-Delivery"]
+    with pytest.raises(WebhookRejected) as rejected:
+        GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
+    assert rejected.value.status == 400
+
+
+def test_webhook_headers_are_case_insensitive_and_unfinished_runs_have_no_status() -> None:
+    body = run_payload("in_progress", "in_progress", None)
+    headers = {k.lower(): v for k, v in signed(body).items()}
+    event = GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
+    assert (event.delivery_id, event.run_id, event.status) == ("d-42", "22000000042", None)
+
+
+def test_completed_webhook_maps_the_conclusion() -> None:
+    body = run_payload("completed", "completed", "skipped")
+    event = GitHubTarget.parse_webhook(signed(body), body, HOOK_SECRET)
+    assert event.status is not None
+    assert (event.status.state, event.status.detail) == (RunState.FAILED, "completed/skipped")
+
+
+def test_signed_workflow_run_without_a_run_is_a_bad_request() -> None:
+    body = b'{"action": "completed"}'
+    with pytest.raises(WebhookRejected) as rejected:
+        GitHubTarget.parse_webhook(signed(body), body, HOOK_SECRET)
+    assert rejected.value.status == 400
+
+
+# -- secrecy ----------------------------------------------------------------------------------------------
+
+
+def test_no_secret_in_logs_output_or_build_log(
+    github: GitHubEmulator,
+    aws: SimpleNamespace,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="chalicelib")
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    github.inject("PUT", r"/AWS_SECRET_ACCESS_KEY$", statuses=[503], retry_after=0)
+    gh_target = target(github)
+    gh_target.push(aws.new)
+    ref = gh_target.trigger_verification("rot-secrecy")
+    run = github.wait_for_run(ref.run_id, timeout=20)
+    headers, body = receiver.wait_for(1)[0]
+    GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
+    github.revoke_token()
+    with pytest.raises(TargetPushFailed) as failure:
+        gh_target.push(aws.new)
+
+    out, err = capsys.readouterr()
+    for text in (caplog.text, out, err, run["log"], str(failure.value), repr(aws.new), body.decode()):
+        assert aws.new.secret_access_key not in text
+        assert TOKEN not in text
+    assert run["conclusion"] == "success"
+    assert "verify: caller arn:aws:iam::" in run["log"]
