@@ -19,7 +19,9 @@ from chalicelib.workflow import (
     verify_build,
 )
 
-app = Chalice(app_name="ci-key-rotator")
+# The powertools Logger (chalicelib/observability.py) owns the "ci-key-rotator" logger: Chalice must not
+# reconfigure it (it would add a second handler and raise the level to ERROR).
+app = Chalice(app_name="ci-key-rotator", configure_logs=False)
 
 
 # -- state machine tasks (statemachine/rotation.asl.json) ------------------------------------------

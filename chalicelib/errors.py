@@ -39,7 +39,15 @@ class EscrowError(RotatorError):
 
 
 class TargetPushFailed(RotatorError):
-    """A CI target refused the new credentials permanently (auth, not found, validation)."""
+    """A CI target refused the new credentials permanently (auth, not found, validation).
+
+    ``changed`` says whether any variable was written before the failure; when unsure it stays True,
+    so rollback restores the target rather than assume it is untouched.
+    """
+
+    def __init__(self, message: str, *, changed: bool = True) -> None:
+        super().__init__(message)
+        self.changed = changed
 
 
 class VerificationTriggerFailed(RotatorError):

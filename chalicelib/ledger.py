@@ -21,6 +21,7 @@ Only key ids, run ids and timestamps are stored: never a secret access key or a 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -32,16 +33,19 @@ from chalicelib.aws import error_code, reraise_transient
 from chalicelib.errors import RotationInProgress
 
 
+def _plain(value: Any) -> Any:
+    """JSON-able values: DynamoDB returns Decimal for every number, at any depth."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _clean(item: dict[str, Any]) -> dict[str, Any]:
-    """Plain JSON-able values: DynamoDB returns Decimal for numbers."""
-    out: dict[str, Any] = {}
-    for name, value in item.items():
-        if name in ("pk", "sk"):
-            continue
-        if hasattr(value, "is_integer"):
-            value = int(value) if value == int(value) else float(value)
-        out[name] = value
-    return out
+    return {name: _plain(value) for name, value in item.items() if name not in ("pk", "sk")}
 
 
 class Ledger:

@@ -38,17 +38,32 @@ def start_rotation(deps: Deps, user: str, reason: str, rotation_id: str | None =
     if compromised_key_id:
         payload["compromised_key_id"] = compromised_key_id
     arn = deps.settings.state_machine_arn
+    existing = arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    if _exists(deps, existing):
+        logger.info("duplicate trigger ignored", extra={"user": user, "rotation_id": rotation_id})
+        return Started(user, rotation_id, existing, duplicate=True)
     try:
+        # Step Functions itself answers a same-name, same-input start with the running execution,
+        # and refuses one with other input: two racing triggers still make one rotation.
         response = deps.sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
     except ClientError as exc:
         if error_code(exc) == "ExecutionAlreadyExists":
-            existing = arn.replace(":stateMachine:", ":execution:") + f":{name}"
-            logger.info("duplicate trigger ignored", extra={"user": user, "rotation_id": rotation_id})
             return Started(user, rotation_id, existing, duplicate=True)
         reraise_transient(exc)
         raise
     logger.info("rotation started", extra={"user": user, "rotation_id": rotation_id, "reason": reason})
     return Started(user, rotation_id, response["executionArn"], duplicate=False)
+
+
+def _exists(deps: Deps, execution_arn: str) -> bool:
+    try:
+        deps.sfn.describe_execution(executionArn=execution_arn)
+        return True
+    except ClientError as exc:
+        if error_code(exc) == "ExecutionDoesNotExist":
+            return False
+        reraise_transient(exc)
+        raise
 
 
 def due_users(deps: Deps, now: datetime) -> list[str]:

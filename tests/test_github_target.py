@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -14,10 +17,11 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib.errors import TargetPushFailed, TransientError, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
 from chalicelib.local.github_emulator import GitHubEmulator
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
+from chalicelib.targets.http import HttpClient, HttpError, server_wait
 from chalicelib.targets.registry import provider
 
 TOKEN = "ghp_emulatorTokenThatMustNeverLeak0001"
@@ -26,6 +30,25 @@ REPO = "acme/app"
 ENV = "prod/eu"  # a slash: the target must URL-encode environment names
 
 pytestmark = pytest.mark.timeout(60)
+VERIFY_POLICY = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
+})
+
+
+@contextmanager
+def moto_auth(enabled: bool) -> Iterator[None]:
+    """Switch moto's IAM authentication on or off, then back to what it was (another fixture may own it)."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enabled else float("inf")
+    ActionAuthenticatorMixin.request_count = 0
+    try:
+        yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +60,11 @@ def aws() -> Iterator[SimpleNamespace]:
     endpoint = f"http://{host}:{port}"
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    iam.create_user(UserName="ci-deployer")
-    keys = [iam.create_access_key(UserName="ci-deployer")["AccessKey"] for _ in range(2)]
+    user = f"ci-target-{uuid.uuid4().hex[:8]}"  # moto's backends are process-wide
+    with moto_auth(False):  # the session's local runtime may have switched it on
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="verify", PolicyDocument=VERIFY_POLICY)
+        keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in range(2)]
     yield SimpleNamespace(
         endpoint=endpoint,
         old=Credentials(keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"]),
@@ -68,7 +94,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/github"
 
     def wait_for(self, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
@@ -226,6 +252,17 @@ def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(
     text = str(failure.value)
     assert "gh-app" in text and "repository" in text and "401" in text
     assert TOKEN not in text and aws.new.secret_access_key not in text
+
+
+def test_push_failure_says_whether_anything_was_written(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    github.inject("PUT", r"/AWS_SECRET_ACCESS_KEY$", statuses=[404])
+    with pytest.raises(TargetPushFailed) as second_refused:
+        target(github).push(aws.new)
+    assert second_refused.value.changed  # the key id was already replaced
+    github.revoke_token()
+    with pytest.raises(TargetPushFailed) as first_refused:
+        target(github).push(aws.new)
+    assert not first_refused.value.changed
 
 
 def test_unknown_environment_is_a_push_failure(github: GitHubEmulator, aws: SimpleNamespace) -> None:
@@ -428,3 +465,75 @@ def test_no_secret_in_logs_output_or_build_log(
         assert TOKEN not in text
     assert run["conclusion"] == "success"
     assert "verify: caller arn:aws:iam::" in run["log"]
+
+
+# -- the shared HTTP client ----------------------------------------------------------------------------------
+
+
+class EchoServer:
+    """Answers 422 with a message quoting the request's Authorization header and body, as some APIs do."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                message = f"refused {self.headers.get('Authorization')} for {body}"
+                data = json.dumps({"message": message}).encode()
+                self.send_response(422)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_http_errors_never_echo_the_token_or_the_body() -> None:
+    echo = EchoServer()
+    try:
+        client = HttpClient(echo.url, {"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(HttpError) as error:
+            client.request("PUT", "/secrets/X", json={"encrypted_value": "c2VjcmV0LXZhbHVl", "key_id": "12"})
+    finally:
+        echo.server.shutdown()
+        echo.server.server_close()
+    assert (error.value.status, error.value.method, error.value.path) == (422, "PUT", "/secrets/X")
+    assert TOKEN not in str(error.value) and "c2VjcmV0LXZhbHVl" not in str(error.value)
+    assert str(error.value).startswith("PUT /secrets/X: HTTP 422: refused")
+
+
+def test_connection_failure_is_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    client = HttpClient(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}, timeout=1)
+    with pytest.raises(TransientError) as error:
+        client.request("GET", "/repos/acme/app", params={"q": "x"})
+    assert str(error.value) == "GET /repos/acme/app: NewConnectionError"  # no URL, no query, no header
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "12"}, 12.0),
+        ({"retry-after": "Thu, 01 Jan 1970 00:16:50 GMT"}, 10.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"}, 30.0),
+        ({"x-ratelimit-remaining": "5", "x-ratelimit-reset": "1030"}, None),
+        ({"ratelimit-remaining": "0", "ratelimit-reset": "1005"}, 5.0),
+        ({"ratelimit-resettime": "Thu, 01 Jan 1970 00:17:00 GMT"}, 20.0),
+        ({}, None),
+    ],
+)
+def test_server_wait(headers: dict[str, str], expected: float | None) -> None:
+    assert server_wait(headers, now=1000.0) == expected
+
+
+def test_run_status_refuses_unknown_and_malformed_run_ids(github: GitHubEmulator) -> None:
+    with pytest.raises(VerificationFailed, match="404"):
+        target(github).run_status("12345")
+    with pytest.raises(VerificationFailed, match="not a GitHub run id"):
+        target(github).run_status("../../orgs/acme")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib.audit.models import Record
+from chalicelib.audit.telemetry import logger
 
 #: (user name, action e.g. "CreateAccessKey", access key id or None, event time) -> did the rotation
 #: workflow announce this call? ``chalicelib.ledger.Ledger.find_intent`` has exactly this shape.
@@ -33,8 +34,6 @@ class AuditContext:
     rotator_role_name: str = DEFAULT_ROTATOR_ROLE
     resource_prefix: str = DEFAULT_RESOURCE_PREFIX
     intent_lookup: IntentLookup | None = None
-    #: Filled in by __post_init__: the last intent-lookup failure, for the summary (not identity).
-    _errors: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.managed_users, frozenset):
@@ -71,7 +70,8 @@ class AuditContext:
         try:
             return bool(self.intent_lookup(user, action, key_id, at))
         except Exception as exc:  # noqa: BLE001 - fail closed
-            self._errors.append(f"intent lookup failed: {type(exc).__name__}")
+            logger.warning("intent lookup failed; treating the change as unannounced",
+                           extra={"user": user, "action": action, "error": type(exc).__name__})
             return False
 
 

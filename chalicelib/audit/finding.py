@@ -7,6 +7,7 @@ CLI, DynamoDB) can receive a secret from a finding, whatever a detection put int
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -89,18 +90,24 @@ class Finding(BaseModel):
     def _mask(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        clean: dict[str, Any] = {}
-        for name, value in data.items():
+        clean = dict(data)
+        for name in _FREE_TEXT:
+            value = clean.get(name)
             if isinstance(value, str):
                 clean[name] = _clean(value)
-            elif name == "resources" and isinstance(value, (list, tuple)):
-                clean[name] = [_clean(str(v)) for v in value[:MAX_RESOURCES]]
-            else:
-                clean[name] = value
+        resources = clean.get("resources")
+        if isinstance(resources, (list, tuple)):
+            clean["resources"] = [_clean(str(v)) for v in resources[:MAX_RESOURCES]]
         return clean
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# Fields that can carry event text (attacker-controlled) and so must be masked. The others are built by
+# the pipeline from ids and hashes (detection, dedup_key, console_url) or are not strings.
+_FREE_TEXT = ("title", "principal", "action", "summary", "event_id", "account", "region", "source_ip",
+              "user_agent", "error")
 
 
 def _clean(value: str) -> str:
@@ -108,15 +115,19 @@ def _clean(value: str) -> str:
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
 
 
+_URL_SAFE = re.compile(r"[A-Za-z0-9._-]+\Z")
+
+
+def _q(value: str) -> str:
+    return value if _URL_SAFE.match(value) else quote(value, safe="")
+
+
 def cloudtrail_console_url(event_id: str | None, region: str | None) -> str | None:
     """CloudTrail Event history link; it resolves only in the account that logged the event."""
     if not event_id:
         return None
-    region = region or "us-east-1"
-    return (
-        f"https://{quote(region, safe='')}.console.aws.amazon.com/cloudtrailv2/home"
-        f"?region={quote(region, safe='')}#/events/{quote(event_id, safe='')}"
-    )
+    region = _q(region or "us-east-1")
+    return f"https://{region}.console.aws.amazon.com/cloudtrailv2/home?region={region}#/events/{_q(event_id)}"
 
 
 def health_console_url(event_arn: str | None) -> str:

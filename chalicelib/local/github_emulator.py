@@ -22,8 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote
 
+import urllib3
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
@@ -44,6 +43,7 @@ _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]
 _SECRET_NAME = re.compile(r"^(?!GITHUB_)[A-Z_][A-Z0-9_]*$")
 _RATE_LIMIT = 5000
 _MAX_INPUTS = 25
+_WEBHOOK_POOL = urllib3.PoolManager()
 
 
 def _now() -> str:
@@ -236,7 +236,8 @@ class GitHubEmulator:
         server.daemon_threads = True
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="github-emulator", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="github-emulator",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -297,12 +298,12 @@ class GitHubEmulator:
     def fail_next_builds(self, repo: str, n: int = 1) -> None:
         """The next ``n`` dispatched runs fail whatever the key, like a broken commit."""
         with self._lock:
-            self._repo(repo).fail_next += n
+            self._known(repo).fail_next += n
 
     def hang_next_builds(self, repo: str, n: int = 1) -> None:
         """The next ``n`` dispatched runs stay in_progress forever and send no webhook."""
         with self._lock:
-            self._repo(repo).hang_next += n
+            self._known(repo).hang_next += n
 
     def inject(
         self,
@@ -320,7 +321,7 @@ class GitHubEmulator:
     def secret_value(self, repo: str, name: str, environment: str | None = None) -> str | None:
         """The value a run in ``repo`` (and ``environment``) would see for ``name``."""
         with self._lock:
-            return self._effective_secrets(self._repo(repo), environment).get(name.upper())
+            return self._effective_secrets(self._known(repo), environment).get(name.upper())
 
     def received_secret_sha256s(self) -> list[str]:
         with self._lock:
@@ -329,7 +330,7 @@ class GitHubEmulator:
     def runs(self, repo: str) -> list[dict[str, Any]]:
         """Every run of ``repo``, oldest first, as the API shows it plus the build's masked ``log``."""
         with self._lock:
-            target = self._repo(repo)
+            target = self._known(repo)
             return [{**run.api(self.url), "log": run.log} for run in self._runs.values() if run.repo is target]
 
     def wait_for_run(self, run_id: int | str, timeout: float) -> dict[str, Any]:
@@ -344,7 +345,7 @@ class GitHubEmulator:
     def run_build(self, repo: str, environment: str | None = None) -> bool:
         """Run the build now with the current effective secrets; no run record, no webhook."""
         with self._lock:
-            env = self._effective_secrets(self._repo(repo), environment)
+            env = self._effective_secrets(self._known(repo), environment)
         conclusion, _ = self._build(env)
         return conclusion == "success"
 
@@ -361,7 +362,7 @@ class GitHubEmulator:
 
     # -- request handling ---------------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
+    def _handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
         path, _, query = target.partition("?")
         request = _Request(method, path, {k: v[-1] for k, v in parse_qs(query).items()}, headers, raw)
         with self._lock:
@@ -532,6 +533,13 @@ class GitHubEmulator:
             raise _ApiError(404, "Not Found")
         return repo
 
+    def _known(self, full_name: str) -> _Repo:
+        """For the Python-side API: a plain KeyError rather than an HTTP answer."""
+        repo = self._repos.get(full_name.lower())
+        if repo is None:
+            raise KeyError(f"no repository {full_name!r}; add_repository() first")
+        return repo
+
     def _environment(self, full_name: str, env: str) -> _SecretStore:
         store = self._repo(full_name).environments.get(env)
         if store is None:
@@ -623,6 +631,8 @@ class GitHubEmulator:
             "X-GitHub-Event": "workflow_run",
             "X-GitHub-Delivery": delivery_id,
             "X-GitHub-Hook-ID": "1",
+            "X-GitHub-Hook-Installation-Target-Type": "repository",
+            "X-GitHub-Hook-Installation-Target-ID": str(run.repo.id),
             "X-Hub-Signature-256": "sha256="
             + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
         }
@@ -634,15 +644,14 @@ class GitHubEmulator:
     def _post_webhook(self, headers: Mapping[str, str], body: bytes) -> int | None:
         if not self.webhook_url:
             return None
-        request = urllib.request.Request(self.webhook_url, data=body, headers=dict(headers), method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError) as exc:
+            # urllib3 keeps header names as given; urllib.request would rewrite them (X-github-event).
+            response = _WEBHOOK_POOL.request("POST", self.webhook_url, body=body, headers=dict(headers),
+                                             timeout=10.0, retries=False, redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
             log.warning("webhook delivery to %s failed: %s", self.webhook_url, type(exc).__name__)
             return None
+        return response.status
 
 
 def _run_matches(run: Mapping[str, Any], query: Mapping[str, str]) -> bool:
@@ -677,7 +686,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         emulator: GitHubEmulator = self.server.emulator  # type: ignore[attr-defined]
-        reply = emulator.handle(self.command, self.path, self.headers, raw)
+        reply = emulator._handle(self.command, self.path, self.headers, raw)
         data = b"" if reply.body is None or reply.status == 204 else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         for name, value in reply.headers.items():

@@ -43,6 +43,7 @@ def install() -> None:
     _patch_retry_sleep()
     _patch_executor_clients()
     _patch_inactive_keys()
+    _patch_map_error_names()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
@@ -129,6 +130,27 @@ def _patch_executor_clients() -> None:
         if name.startswith("moto.stepfunctions.parser") and getattr(loaded, "boto_client_for", None) is original:
             loaded.boto_client_for = boto_client_for  # type: ignore[attr-defined]
     module.boto_client_for = boto_client_for
+
+
+def _patch_map_error_names() -> None:
+    """A Map iteration that fails with ``States.Timeout`` must fail the Map with ``States.Timeout``.
+
+    moto re-wraps the iteration's error as a custom error name, which refuses the ``States.`` prefix
+    and turns every such failure into ``States.Runtime``.
+    """
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+
+    def error_name(error_name: str | None) -> Any:
+        if error_name is not None and error_name.startswith("States."):
+            try:
+                return StatesErrorName.from_name(error_name)
+            except ValueError:
+                pass
+        return CustomErrorName(error_name=error_name)
+
+    iteration_worker.CustomErrorName = error_name  # type: ignore[attr-defined]
 
 
 def _patch_inactive_keys() -> None:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROTATOR_ACTIONS = [
     "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
     "iam:GetAccessKeyLastUsed", "secretsmanager:*", "dynamodb:*", "sns:Publish",
-    "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "ssm:GetParameter",
+    "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "states:DescribeExecution", "ssm:GetParameter",
     "sts:GetCallerIdentity",
 ]
 
@@ -85,7 +85,7 @@ class LocalRuntime:
         self.poll_interval = poll_interval
         self.log_stream = log_stream or io.StringIO()
         self.invocations: Counter[str] = Counter()
-        self._faults: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self._faults: dict[str, list[tuple[bool, Callable[[Any], None]]]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -215,13 +215,19 @@ class LocalRuntime:
         handler = function_name.removeprefix(f"{APP_NAME}-{STAGE}-")
         self.invocations[handler] += 1
         faults = self._faults.get(handler)
-        if faults:
-            faults.pop(0)(event)
-        return app.handler_map[handler](event, LambdaContext(function_name))
+        after, fault = faults.pop(0) if faults else (False, None)
+        if fault is not None and not after:
+            fault(event)
+        result = app.handler_map[handler](event, LambdaContext(function_name))
+        if fault is not None and after:
+            fault(result)  # a crash after the side effects, before the state machine heard of them
+        return result
 
-    def inject_fault(self, handler: str, fault: Callable[[dict[str, Any]], None], times: int = 1) -> None:
-        """Run ``fault(event)`` before the next ``times`` invocations of ``handler`` (it may raise)."""
-        self._faults.setdefault(handler, []).extend([fault] * times)
+    def inject_fault(self, handler: str, fault: Callable[[Any], None], times: int = 1, *,
+                     after: bool = False) -> None:
+        """Run ``fault`` before (with the event) or ``after`` (with the result) the next ``times``
+        invocations of ``handler``; it may raise, as a crashing or timing-out Lambda would."""
+        self._faults.setdefault(handler, []).extend([(after, fault)] * times)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -230,7 +236,7 @@ class LocalRuntime:
 
     def _start_app_server(self) -> None:
         from chalice.config import Config
-        from chalice.local import create_local_server
+        from chalice.local import ChaliceRequestHandler, create_local_server
 
         from app import app
 
@@ -238,8 +244,8 @@ class LocalRuntime:
         self._app_server = create_local_server(app, Config.create(chalice_stage=STAGE, app_name=APP_NAME),
                                                "127.0.0.1", self.app_port)
         # The dev server logs every request to stderr; the demo prints its own timeline.
-        self._app_server.server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore
-        self._spawn(self._app_server.serve_forever)
+        ChaliceRequestHandler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+        self._spawn(self._app_server.server.serve_forever)
         self.webhook_base_url = f"http://127.0.0.1:{self.app_port}/webhooks"
 
     def _poll_loop(self) -> None:
@@ -255,11 +261,20 @@ class LocalRuntime:
 
     def _capture_logs(self) -> None:
         """Send every handler log line (powertools JSON) to ``log_stream`` instead of stdout."""
+        from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
         from chalicelib.observability import logger
 
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(self.log_stream)
+        # Modules that log through plain ``logging`` (the CI targets' HTTP client) land there too.
+        plain = logging.StreamHandler(self.log_stream)
+        plain.setFormatter(LambdaPowertoolsFormatter(service=SERVICE))
+        library = logging.getLogger("chalicelib")
+        library.addHandler(plain)
+        library.setLevel(logging.INFO)
+        library.propagate = False
 
     # -- operator-side helpers (signed by the operator identity) ---------------------------------
 

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 from nacl import encoding, public
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import (
     CITarget,
     Credentials,
@@ -54,7 +54,7 @@ class GitHubTargetConfig(TargetConfig):
     provider: Literal["github"]
     api_url: str = "https://api.github.com"
     #: owner/repo; the verification workflow always runs here.
-    repository: str = Field(pattern=_REPOSITORY)
+    repository: str
     scope: Literal["repository", "environment", "organization"] = "repository"
     environment: str | None = Field(None, min_length=1, max_length=255)
     #: For scope=organization; defaults to the repository's owner.
@@ -73,6 +73,13 @@ class GitHubTargetConfig(TargetConfig):
         if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
             return value.rstrip("/")
         raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_name(cls, value: str) -> str:
+        if not _matches(_REPOSITORY, value):
+            raise ValueError(f"must be an owner/repo name, not {value!r}")
+        return value
 
     @field_validator("selected_repositories")
     @classmethod
@@ -137,6 +144,8 @@ class GitHubTarget(CITarget):
         timeout: float = 10.0,
         find_run_attempts: int = 6,
     ) -> None:
+        if not isinstance(config, GitHubTargetConfig):
+            raise ConfigError(f"GitHubTarget needs a GitHubTargetConfig, not {type(config).__name__}")
         super().__init__(config, token)
         self._sleep = sleep
         self._find_run_attempts = find_run_attempts
@@ -157,12 +166,19 @@ class GitHubTarget(CITarget):
 
     def push(self, credentials: Credentials) -> None:
         names = self.config.secret_names
-        extra = self._org_fields() if self.config.scope == "organization" else {}
-        for name, value in (
-            (names.access_key_id, credentials.access_key_id),
-            (names.secret_access_key, credentials.secret_access_key),
-        ):
-            self._put_secret(name, value, extra)
+        written = False
+        try:
+            extra = self._org_fields() if self.config.scope == "organization" else {}
+            for name, value in (
+                (names.access_key_id, credentials.access_key_id),
+                (names.secret_access_key, credentials.secret_access_key),
+            ):
+                self._put_secret(name, value, extra)
+                written = True
+        except TargetPushFailed as exc:
+            # A refused first write leaves the target as it was: rollback has nothing to restore there.
+            exc.changed = written
+            raise
 
     def _secrets_path(self) -> str:
         cfg = self.config
@@ -328,6 +344,7 @@ def _workflow_run(raw_body: bytes) -> tuple[dict[str, Any], Any]:
     except ValueError:
         raise WebhookRejected("body is not JSON", 400) from None
     run = payload.get("workflow_run") if isinstance(payload, dict) else None
-    if not isinstance(run, dict) or not isinstance(run.get("id"), int):
+    run_id = run.get("id") if isinstance(run, dict) else None
+    if not isinstance(run, dict) or not isinstance(run_id, int) or isinstance(run_id, bool):
         raise WebhookRejected("workflow_run event without workflow_run.id", 400)
     return run, payload.get("action")

@@ -44,6 +44,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "error": error_name,
         "cause": cause,
         "rollback": event.get("rollback"),
+        "rollback_error": _error({"error": event["rollback_error"]})[1] if event.get("rollback_error") else None,
     }
     try:
         deps.config.user(user)
@@ -51,9 +52,11 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     except ConfigError as exc:
         left = f"unknown user: {exc}"
     message["state_left_behind"] = left
+    already = False
     if "rotation_id" in event:
         state = RotationState.model_validate(event)
         message.update(old_key_id=state.old_key_id, new_key_id=state.new_key_id, adoption=state.adoption)
+        already = bool((deps.ledger.rotation(user, rotation_id) or {}).get("alerted_at"))
         deps.ledger.update_rotation(user, rotation_id, outcome="failed", error=error_name,
                                     completed_at=clock.iso(clock.now()))
     if isinstance(left, dict):
@@ -62,5 +65,8 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     severity = _BENIGN.get(error_name, "HIGH")
     rolled = " (rolled back)" if (event.get("rollback") or {}).get("new_key_deleted") else ""
     subject = f"Rotation of {user} failed: {error_name}{rolled}"
-    publish(deps.settings.topic_arn, subject, message, severity)
+    if not already:  # a retried Alert must not page twice
+        publish(deps.settings.topic_arn, subject, message, severity)
+        if "rotation_id" in event:
+            deps.ledger.update_rotation(user, rotation_id, alerted_at=clock.iso(clock.now()))
     return {**event, "alert": {"severity": severity, "error": error_name, "subject": subject}}

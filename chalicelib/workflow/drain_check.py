@@ -10,8 +10,6 @@ from chalicelib.deps import Deps
 from chalicelib.errors import UnknownConsumer
 from chalicelib.workflow.state import RotationState
 
-#: IAM's LastUsedDate is coarse; a use this close to the push may be a build that started before it.
-CLOCK_SKEW = timedelta(minutes=1)
 
 
 def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
@@ -21,7 +19,10 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     rotation = deps.ledger.rotation(state.user, state.rotation_id) or {}
     pushed = [clock.parse_iso(t["pushed_at"]) for t in rotation.get("targets", {}).values() if t.get("pushed_at")]
     used = keys.last_used(state.old_key_id)
-    if pushed and used is not None and used > max(pushed) + CLOCK_SKEW:
+    # Jobs that started before the push may use the old key for a while; half the drain period is
+    # theirs. A use later than that comes from something the configuration does not know.
+    grace = timedelta(seconds=state.drain_seconds / 2)
+    if pushed and used is not None and used > max(pushed) + grace:
         raise UnknownConsumer(
             f"old key {state.old_key_id} was used at {clock.iso(used)}, after every target received "
             f"{state.new_key_id}: an unknown consumer holds it. Both keys stay Active."

@@ -6,6 +6,7 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.deps import Deps
+from chalicelib.errors import TargetPushFailed
 from chalicelib.observability import logger
 from chalicelib.workflow.state import TargetTask
 
@@ -17,7 +18,12 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     # Recorded before the call: if we crash after the CI accepted it, rollback still restores it.
     deps.ledger.set_target(task.user, task.rotation_id, task.target_id, provider=config.provider,
                            status="pushing")
-    deps.target(config).push(credentials)
+    try:
+        deps.target(config).push(credentials)
+    except TargetPushFailed as exc:
+        if not exc.changed:  # the CI refused the first write: it still holds what it held
+            deps.ledger.set_target(task.user, task.rotation_id, task.target_id, status="push-refused")
+        raise
     deps.ledger.set_target(task.user, task.rotation_id, task.target_id, status="pushed",
                            pushed_key_id=credentials.access_key_id, pushed_at=clock.iso(clock.now()))
     deps.ledger.set_holding(task.user, task.target_id, credentials.access_key_id, task.rotation_id)

@@ -13,6 +13,7 @@ from chalicelib.workflow.state import RotationState
 
 def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     state = RotationState.model_validate(event)
+    already = (deps.ledger.rotation(state.user, state.rotation_id) or {}).get("outcome") == "succeeded"
     left = snapshot(deps, state.user)
     deps.ledger.update_rotation(state.user, state.rotation_id, outcome="succeeded", phase="done",
                                 completed_at=clock.iso(clock.now()))
@@ -29,5 +30,6 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "state_left_behind": left,
     }
     subject = f"Rotated {state.user}: {state.old_key_id or 'no key'} -> {state.new_key_id}"
-    publish(deps.settings.topic_arn, subject, message, "INFO")
+    if not already:  # a retried Report must not announce the rotation twice
+        publish(deps.settings.topic_arn, subject, message, "INFO")
     return state.out(outcome="succeeded")

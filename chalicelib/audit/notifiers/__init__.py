@@ -1,0 +1,1 @@
+"""Notifiers: one interface (``base.Notifier``), one module per channel, one dispatcher."""

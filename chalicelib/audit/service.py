@@ -1,0 +1,70 @@
+"""Wiring for app.py: build context, notifiers and dedup from settings; one call per handler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from chalicelib.audit.context import AuditContext, IntentLookup
+from chalicelib.audit.credential_report import KeyPolicy, run_credential_report
+from chalicelib.audit.dedup import Deduplicator, DynamoDeduplicator
+from chalicelib.audit.notifiers.base import Notifier
+from chalicelib.audit.notifiers.slack import SlackNotifier
+from chalicelib.audit.notifiers.sns import SnsNotifier
+from chalicelib.audit.pipeline import handle_event, notify_findings
+from chalicelib.audit.settings import AuditSettings, get_audit_settings
+
+
+def build_context(
+    managed_users: Iterable[str], intent_lookup: IntentLookup | None, settings: AuditSettings | None = None
+) -> AuditContext:
+    settings = settings or get_audit_settings()
+    return AuditContext(
+        managed_users=frozenset(managed_users),
+        rotator_role_name=settings.audit_rotator_role,
+        resource_prefix=settings.audit_resource_prefix,
+        intent_lookup=intent_lookup,
+    )
+
+
+def build_notifiers(settings: AuditSettings | None = None) -> list[Notifier]:
+    settings = settings or get_audit_settings()
+    notifiers: list[Notifier] = []
+    if settings.slack_webhook_ref is not None:
+        notifiers.append(SlackNotifier(settings.slack_webhook_ref, min_severity=settings.audit_slack_min_severity))
+    if settings.findings_topic_arn:
+        notifiers.append(SnsNotifier(settings.findings_topic_arn))
+    return notifiers
+
+
+def build_dedup(settings: AuditSettings | None = None) -> Deduplicator:
+    settings = settings or get_audit_settings()
+    return DynamoDeduplicator(settings.table_name, settings.audit_dedup_window_seconds)
+
+
+def audit_event(
+    event: Any, *, managed_users: Iterable[str], intent_lookup: IntentLookup | None,
+    settings: AuditSettings | None = None,
+) -> dict[str, Any]:
+    """The EventBridge audit Lambda's body."""
+    settings = settings or get_audit_settings()
+    return handle_event(
+        event,
+        build_context(managed_users, intent_lookup, settings),
+        build_notifiers(settings),
+        build_dedup(settings),
+        min_severity=settings.audit_min_severity,
+    )
+
+
+def credential_report_audit(
+    *, managed_users: Iterable[str], rotating_users: Iterable[str] = (), settings: AuditSettings | None = None,
+) -> dict[str, Any]:
+    """The daily scheduled credential-report audit's body."""
+    settings = settings or get_audit_settings()
+    ctx = build_context(managed_users, None, settings)
+    policy = KeyPolicy(settings.audit_key_max_age_days, settings.audit_key_unused_days)
+    findings = run_credential_report(ctx, policy, rotating_users=rotating_users)
+    return notify_findings(
+        findings, build_notifiers(settings), build_dedup(settings), min_severity=settings.audit_min_severity
+    )

@@ -1,0 +1,100 @@
+"""Detections are data: discovered per module, well-formed, indexed by event."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from chalicelib.audit.detections.base import ANY, Detection
+from chalicelib.audit.detections.registry import all_detections, collect, family_modules
+from chalicelib.audit.finding import Category, Severity
+from chalicelib.audit.pipeline import Classifier, classify
+
+from .conftest import ct
+
+CATEGORIES = [
+    "key-lifecycle", "root", "console-login", "unauthorized-call", "iam-policy", "iam-identity", "cloudtrail", "kms",
+    "s3-policy", "config", "network", "organizations", "sts", "exposure", "self-protection",
+]
+
+
+def test_categories_and_severities_are_exactly_the_specified_ones() -> None:
+    assert [c.value for c in Category] == CATEGORIES
+    assert [s.value for s in Severity] == ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    assert {d.category.value for d in all_detections()} == set(CATEGORIES)
+
+
+def test_detections_are_well_formed() -> None:
+    detections = all_detections()
+    assert len({d.id for d in detections}) == len(detections)
+    for detection in detections:
+        assert detection.id.startswith(detection.category.value + ".")
+        assert detection.title and detection.description
+        assert isinstance(detection.severity, Severity)
+
+
+def test_every_family_module_is_discovered() -> None:
+    names = {m.__name__.rsplit(".", 1)[1] for m in family_modules()}
+    assert names == {
+        "cloudtrail", "config_service", "console_login", "exposure", "iam_identity", "iam_policy", "key_lifecycle",
+        "kms", "network", "organizations", "root", "s3_policy", "self_protection", "sts", "unauthorized",
+    }
+
+
+def test_a_new_family_is_one_module_with_detections() -> None:
+    module = types.ModuleType("chalicelib.audit.detections.extra")
+    module.DETECTIONS = (  # type: ignore[attr-defined]
+        Detection(id="network.flow-logs-deleted", category="network", severity="HIGH", title="Flow logs deleted",
+                  events={"ec2.amazonaws.com": {"DeleteFlowLogs"}}, description="x"),
+    )
+    detections = collect([*family_modules(), module])
+    finding_ids = [f.detection for f in classify(ct("DeleteFlowLogs", "ec2.amazonaws.com"), _ctx(), Classifier(detections))]
+    assert finding_ids == ["network.flow-logs-deleted"]
+
+
+def test_collect_refuses_duplicates_and_bad_modules() -> None:
+    dup = types.ModuleType("dup")
+    dup.DETECTIONS = (all_detections()[0],)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="defined twice"):
+        collect([*family_modules(), dup])
+    empty = types.ModuleType("empty")
+    with pytest.raises(TypeError, match="DETECTIONS"):
+        collect([empty])
+
+
+def test_detection_ids_must_match_their_category() -> None:
+    with pytest.raises(ValueError):
+        Detection(id="root.x", category="kms", severity="LOW", title="t", events={})
+    with pytest.raises(ValueError):
+        Detection(id="kms.x", category="nope", severity="LOW", title="t", events={})
+
+
+def test_index_narrows_candidates() -> None:
+    classifier = Classifier(all_detections())
+    wildcard = {d.id for d in all_detections() if ANY in d.triggers}
+    assert {d.id for d in classifier.candidates("s3.amazonaws.com", "GetObject")} == wildcard
+    create = {d.id for d in classifier.candidates("iam.amazonaws.com", "CreateAccessKey")}
+    assert {"key-lifecycle.access-key-change", "root.access-key-created",
+            "self-protection.rotator-outside-rotation"} <= create
+    assert "kms.key-disabled-or-deleted" not in create
+    # Cached: the same tuple object comes back.
+    assert classifier.candidates("iam.amazonaws.com", "CreateAccessKey") is classifier.candidates(
+        "iam.amazonaws.com", "CreateAccessKey"
+    )
+
+
+def test_a_broken_detection_does_not_hide_the_others() -> None:
+    def boom(record, ctx):  # noqa: ANN001, ANN202
+        raise RuntimeError("bug")
+
+    broken = Detection(id="iam-identity.broken", category="iam-identity", severity="LOW", title="t",
+                       events={"iam.amazonaws.com": {"CreateUser"}}, match=boom)
+    classifier = Classifier((broken, *all_detections()))
+    assert [f.detection for f in classify(ct("CreateUser"), _ctx(), classifier)] == ["iam-identity.user-created"]
+
+
+def _ctx():  # noqa: ANN202
+    from chalicelib.audit.context import AuditContext
+
+    return AuditContext()

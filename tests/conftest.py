@@ -1,0 +1,47 @@
+"""One embedded AWS per test session (moto's backends are process-global); one IAM user per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from chalicelib.local.runtime import LocalRuntime
+from chalicelib.local.world import World
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[LocalRuntime]:
+    with LocalRuntime(time_scale=0.0, poll_interval=0.5) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+def world(runtime: LocalRuntime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(runtime, tmp_path_factory.mktemp("world")).start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def clean_world(world: World, runtime: LocalRuntime) -> Iterator[World]:
+    """The shared world, with every global fault switched off again afterwards."""
+    yield world
+    runtime.clear_faults()
+    world.github.drop_webhooks = False
+    world.github.legacy_dispatch = False
+
+
+def new_user_name(prefix: str = "ci") -> str:
+    return f"{prefix}-{next(_names):03d}"
+
+
+@pytest.fixture
+def user(clean_world: World) -> str:
+    """A CI user with one repository holding a hand-made key (the state before the rotator)."""
+    name = new_user_name()
+    clean_world.add_user(name, [f"acme/{name}"])
+    return name
