@@ -7,7 +7,7 @@ embedded moto server. Clients are thread-safe and created once per container.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -36,7 +36,7 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG)
 

@@ -29,7 +29,7 @@ class Deps:
     def target(self, config: TargetConfig) -> CITarget:
         try:
             token = config.token.resolve()
-        except Exception as exc:  # powertools raises its own errors; none may carry the value
+        except Exception as exc:  # noqa: BLE001 - powertools raises several types; none may carry the value
             raise TargetPushFailed(
                 f"cannot read the API token of target {config.id!r} from {config.token} ({type(exc).__name__})"
             ) from None

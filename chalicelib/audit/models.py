@@ -174,8 +174,21 @@ class Record:
     """
 
     __slots__ = (
-        "kind", "source", "name", "event", "origin", "identity", "params", "response", "additional",
-        "error_code", "issuer_arn", "envelope_id", "envelope_time", "envelope_account", "envelope_region",
+        "additional",
+        "envelope_account",
+        "envelope_id",
+        "envelope_region",
+        "envelope_time",
+        "error_code",
+        "event",
+        "identity",
+        "issuer_arn",
+        "kind",
+        "name",
+        "origin",
+        "params",
+        "response",
+        "source",
     )
 
     def __init__(

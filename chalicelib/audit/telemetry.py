@@ -17,7 +17,7 @@ from chalicelib.observability import SERVICE, logger
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "CIKeyRotator")
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
-__all__ = ["NAMESPACE", "MetricUnit", "logger", "metrics", "count"]
+__all__ = ["NAMESPACE", "MetricUnit", "count", "logger", "metrics"]
 
 
 def count(name: str, value: int = 1, target: Metrics | None = None) -> None:

@@ -155,7 +155,7 @@ class _Run:
             "id": self.id, "name": self.workflow, "run_attempt": 1, "run_number": self.id % 100000,
             "display_title": f"verify-{self.nonce}" if self.nonce else self.workflow,
             "status": self.status, "conclusion": self.conclusion, "event": "workflow_dispatch",
-            "head_branch": self.ref, "head_sha": hashlib.sha1(self.ref.encode()).hexdigest(),
+            "head_branch": self.ref, "head_sha": hashlib.sha1(self.ref.encode(), usedforsecurity=False).hexdigest(),
             "path": f".github/workflows/{self.workflow}", "created_at": self.created_at,
             "updated_at": self.updated_at, "run_started_at": self.run_started_at,
             "url": f"{base_url}/repos/{name}/actions/runs/{self.id}",

@@ -62,7 +62,7 @@ def _patch_lambda_invoke() -> None:
         event = json.loads(body) if body else {}
         try:
             result = dispatch(function.function_name, event)
-        except Exception as exc:  # AWS turns an unhandled exception into this payload
+        except Exception as exc:  # noqa: BLE001 - AWS turns any unhandled exception into this payload
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(
                 {
@@ -102,7 +102,6 @@ def _patch_executor_clients() -> None:
     """Sign the executor's own calls with a real moto IAM user, so IAM authentication can stay on."""
     import boto3
     from botocore.config import Config
-
     from moto.stepfunctions.parser.asl.utils import boto_client as module
 
     original = module.boto_client_for

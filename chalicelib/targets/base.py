@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chalicelib.secret_ref import SecretRef
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

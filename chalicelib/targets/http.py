@@ -190,7 +190,7 @@ class HttpClient:
         if asked is not None:
             return asked
         # Full jitter keeps parallel Map iterations from retrying in lock step.
-        return self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
 
 class _Scrubber:

@@ -11,7 +11,6 @@ from chalicelib.errors import UnknownConsumer
 from chalicelib.workflow.state import RotationState
 
 
-
 def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     state = RotationState.model_validate(event)
     if not state.old_key_id or state.emergency:

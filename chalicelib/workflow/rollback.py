@@ -28,7 +28,7 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
 
     restored, not_restored = [], []
     for tid, result in sorted(rotation.get("targets", {}).items()):
-        if result.get("status") not in _MAY_HOLD_NEW and not result.get("restored") is False:
+        if result.get("status") not in _MAY_HOLD_NEW and result.get("restored") is not False:
             continue
         if result.get("restored"):
             restored.append(tid)

@@ -22,7 +22,7 @@ def finding(key: str = "root.activity:abc") -> Finding:
 
 
 @pytest.fixture
-def table(aws_env, monkeypatch):  # noqa: ANN001, ANN201
+def table(aws_env, monkeypatch):
     monkeypatch.setenv("ROTATOR_TABLE_NAME", "rotator-test")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
@@ -39,7 +39,7 @@ def table(aws_env, monkeypatch):  # noqa: ANN001, ANN201
         yield client, name
 
 
-def test_first_claim_then_counted_repeats(table) -> None:  # noqa: ANN001
+def test_first_claim_then_counted_repeats(table) -> None:
     client, name = table
     dedup = DynamoDeduplicator(name, window_seconds=900, client=client)
     assert dedup.claim(finding(), T0).first
@@ -52,13 +52,13 @@ def test_first_claim_then_counted_repeats(table) -> None:  # noqa: ANN001
     assert set(item) == {"pk", "sk", "expires_at", "count", "detection", "severity", "first_seen", "last_seen"}
 
 
-def test_other_keys_are_independent(table) -> None:  # noqa: ANN001
+def test_other_keys_are_independent(table) -> None:
     client, name = table
     dedup = DynamoDeduplicator(name, client=client)
     assert dedup.claim(finding("a"), T0).first and dedup.claim(finding("b"), T0).first
 
 
-def test_expired_item_not_yet_deleted_by_ttl_counts_as_absent(table) -> None:  # noqa: ANN001
+def test_expired_item_not_yet_deleted_by_ttl_counts_as_absent(table) -> None:
     client, name = table
     dedup = DynamoDeduplicator(name, window_seconds=900, client=client)
     dedup.claim(finding(), T0)
@@ -67,7 +67,7 @@ def test_expired_item_not_yet_deleted_by_ttl_counts_as_absent(table) -> None:  #
     assert dedup.claim(finding(), T0 + timedelta(seconds=902)).count == 2
 
 
-def test_release_lets_the_next_delivery_notify(table) -> None:  # noqa: ANN001
+def test_release_lets_the_next_delivery_notify(table) -> None:
     client, name = table
     dedup = DynamoDeduplicator(name, client=client)
     dedup.claim(finding(), T0)
@@ -75,7 +75,7 @@ def test_release_lets_the_next_delivery_notify(table) -> None:  # noqa: ANN001
     assert dedup.claim(finding(), T0).first
 
 
-def test_table_errors_propagate(aws_env) -> None:  # noqa: ANN001
+def test_table_errors_propagate(aws_env) -> None:
     with mock_aws():
         dedup = DynamoDeduplicator("missing", client=boto3.client("dynamodb", region_name="us-east-1"))
         with pytest.raises(Exception, match="ResourceNotFound|not found|Requested resource"):

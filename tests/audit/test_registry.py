@@ -85,7 +85,7 @@ def test_index_narrows_candidates() -> None:
 
 
 def test_a_broken_detection_does_not_hide_the_others() -> None:
-    def boom(record, ctx):  # noqa: ANN001, ANN202
+    def boom(record, ctx):
         raise RuntimeError("bug")
 
     broken = Detection(id="iam-identity.broken", category="iam-identity", severity="LOW", title="t",
@@ -94,7 +94,7 @@ def test_a_broken_detection_does_not_hide_the_others() -> None:
     assert [f.detection for f in classify(ct("CreateUser"), _ctx(), classifier)] == ["iam-identity.user-created"]
 
 
-def _ctx():  # noqa: ANN202
+def _ctx():
     from chalicelib.audit.context import AuditContext
 
     return AuditContext()

@@ -9,7 +9,16 @@ import pytest
 from chalicelib.audit.context import AuditContext, arn_names
 from chalicelib.audit.pipeline import classify
 
-from .conftest import ACCOUNT, MANAGED, ROTATOR_ROLE, assumed_role, create_access_key, ct, eventbridge, iam_user
+from .conftest import (
+    ACCOUNT,
+    MANAGED,
+    ROTATOR_ROLE,
+    assumed_role,
+    create_access_key,
+    ct,
+    eventbridge,
+    iam_user,
+)
 
 OUTSIDE = "self-protection.rotator-outside-rotation"
 HUMAN = "key-lifecycle.access-key-change"
