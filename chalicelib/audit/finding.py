@@ -9,12 +9,13 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from chalicelib.audit.masking import mask_text
+from chalicelib.audit.masking import MIN_LEN, mask_text
 
 
 class Severity(enum.StrEnum):
@@ -93,11 +94,15 @@ class Finding(BaseModel):
         clean = dict(data)
         for name in _FREE_TEXT:
             value = clean.get(name)
-            if isinstance(value, str):
+            # Most fields are short ids; only strings long enough to hide a secret are scanned.
+            if value.__class__ is str and len(value) >= MIN_SECRET_LEN:
                 clean[name] = _clean(value)
         resources = clean.get("resources")
         if isinstance(resources, (list, tuple)):
-            clean["resources"] = [_clean(str(v)) for v in resources[:MAX_RESOURCES]]
+            clean["resources"] = [
+                _clean(v) if len(v) >= MIN_SECRET_LEN else v
+                for v in (r if isinstance(r, str) else str(r) for r in resources[:MAX_RESOURCES])
+            ]
         return clean
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -108,8 +113,13 @@ class Finding(BaseModel):
 # the pipeline from ids and hashes (detection, dedup_key, console_url) or are not strings.
 _FREE_TEXT = ("title", "principal", "action", "summary", "event_id", "account", "region", "source_ip",
               "user_agent", "error")
+# Read the threshold once: below it mask_text returns its input unchanged anyway.
+MIN_SECRET_LEN = MIN_LEN
 
 
+# Principals, user agents and titles repeat across events; masking each distinct string once is the
+# cheapest way to mask everything.
+@lru_cache(maxsize=4096)
 def _clean(value: str) -> str:
     value = mask_text(value)
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"

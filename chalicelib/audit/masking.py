@@ -54,8 +54,8 @@ SECRET_KEYS = frozenset(
         "secretbinary", "privatekey", "token", "webhookurl", "webhook_url", "authorization",
     }
 )
-# Shorter strings cannot hold a secret key (40) or a session token; prefixed tokens need 30+ characters.
-_MIN_LEN = 30
+#: Shorter strings cannot hold a secret key (40), a session token or a prefixed token (30+ characters).
+MIN_LEN = 30
 
 
 def _mask_prefixed(match: re.Match[str]) -> str:
@@ -67,10 +67,10 @@ def _mask_prefixed(match: re.Match[str]) -> str:
 
 def mask_text(value: str) -> str:
     """``value`` with anything that looks like a secret replaced by ``****``."""
-    if len(value) < _MIN_LEN:
+    if len(value) < MIN_LEN:
         return value
     # Cheap substring tests first: this runs on every string of every finding.
-    if "hooks.slack" in value or "xox" in value or "gh" in value:
+    if "hooks.slack" in value or "xox" in value or ("gh" in value and "_" in value):
         value = _PREFIXED.sub(_mask_prefixed, value)
     if len(value) >= _KEY_LEN and max(map(len, value.split())) >= _KEY_LEN:
         value = _RUN.sub(_mask_run, value)

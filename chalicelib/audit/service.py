@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from chalicelib.audit.context import AuditContext, IntentLookup
@@ -58,13 +59,18 @@ def audit_event(
 
 
 def credential_report_audit(
-    *, managed_users: Iterable[str], rotating_users: Iterable[str] = (), settings: AuditSettings | None = None,
+    *,
+    managed_users: Iterable[str],
+    rotating_users: Iterable[str] = (),
+    settings: AuditSettings | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """The daily scheduled credential-report audit's body."""
+    """The daily scheduled credential-report audit's body. ``rotating_users``: users with a rotation in
+    flight (two active keys is expected for them)."""
     settings = settings or get_audit_settings()
     ctx = build_context(managed_users, None, settings)
     policy = KeyPolicy(settings.audit_key_max_age_days, settings.audit_key_unused_days)
-    findings = run_credential_report(ctx, policy, rotating_users=rotating_users)
+    findings = run_credential_report(ctx, policy, rotating_users=rotating_users, sleep=sleep)
     return notify_findings(
         findings, build_notifiers(settings), build_dedup(settings), min_severity=settings.audit_min_severity
     )

@@ -86,6 +86,7 @@ class LocalRuntime:
         self.log_stream = log_stream or io.StringIO()
         self.invocations: Counter[str] = Counter()
         self._faults: dict[str, list[tuple[bool, Callable[[Any], None]]]] = {}
+        self._extra_handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -218,7 +219,8 @@ class LocalRuntime:
         after, fault = faults.pop(0) if faults else (False, None)
         if fault is not None and not after:
             fault(event)
-        result = app.handler_map[handler](event, LambdaContext(function_name))
+        function = self._extra_handlers.get(handler) or app.handler_map[handler]
+        result = function(event, LambdaContext(function_name))
         if fault is not None and after:
             fault(result)  # a crash after the side effects, before the state machine heard of them
         return result
@@ -228,6 +230,14 @@ class LocalRuntime:
         """Run ``fault`` before (with the event) or ``after`` (with the result) the next ``times``
         invocations of ``handler``; it may raise, as a crashing or timing-out Lambda would."""
         self._faults.setdefault(handler, []).extend([(after, fault)] * times)
+
+    def add_function(self, name: str, handler: Callable[[Any, Any], Any]) -> str:
+        """Deploy one more Lambda (for tests of the runtime itself); returns its ARN."""
+        self._extra_handlers[name] = handler
+        role = f"arn:aws:iam::{ACCOUNT}:role/ci-key-rotator-local"
+        return str(self.client("lambda").create_function(
+            FunctionName=self.function_name(name), Runtime="python3.12", Role=role, Handler="app.app",
+            Code={"ZipFile": _empty_zip()})["FunctionArn"])
 
     def clear_faults(self) -> None:
         self._faults.clear()

@@ -175,4 +175,18 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    _forget_clients()
     yield
+    _forget_clients()
+
+
+def _forget_clients() -> None:
+    """Other suites point the shared clients at a moto server; start from fresh clients here."""
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters import base
+
+    from chalicelib.aws import reset_clients
+
+    reset_clients()
+    parameters.clear_caches()
+    base.DEFAULT_PROVIDERS.clear()

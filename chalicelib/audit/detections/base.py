@@ -23,7 +23,7 @@ from chalicelib.audit.finding import (
     cloudtrail_console_url,
     health_console_url,
 )
-from chalicelib.audit.models import Record
+from chalicelib.audit.models import CloudTrailRecord, Record
 
 #: ``events`` key meaning "every eventSource" (root activity, denied calls).
 ANY = "*"
@@ -88,16 +88,24 @@ class Detection:
         """The finding for ``record``; detections override only what differs from the defaults."""
         action = action_of(record)
         principal = record.principal
+        region = record.region
         resources = list(resources) if resources is not None else default_resources(record)
         if dedup_parts is None:
             dedup_parts = self.dedup(record) if self.dedup else (principal, action, resources[0] if resources else "")
-        if record.kind == "health":
-            console = health_console_url(record.health.eventArn)
-            source_ip = user_agent = None
-        else:
-            event = record.cloudtrail
-            console = cloudtrail_console_url(event.eventID, record.region)
+        event = record.event
+        if isinstance(event, CloudTrailRecord):
+            console = cloudtrail_console_url(event.eventID, region)
             source_ip, user_agent = event.sourceIPAddress, event.userAgent
+            if summary is None:
+                summary = f"{principal} called {action}"
+                if resources:
+                    summary += f" on {', '.join(resources[:3])}"
+                summary += failed_suffix(record)
+        else:
+            console = health_console_url(event.eventArn)
+            source_ip = user_agent = None
+            if summary is None:
+                summary = f"AWS Health {record.name}" + (f" affecting {', '.join(resources)}" if resources else "")
         return Finding(
             detection=self.id,
             category=self.category,
@@ -105,11 +113,11 @@ class Detection:
             title=title or self.title,
             principal=principal,
             action=action,
-            summary=summary or default_summary(record, resources),
+            summary=summary,
             event_id=record.event_id,
             event_time=record.event_time,
             account=record.account,
-            region=record.region,
+            region=region,
             source_ip=source_ip,
             user_agent=user_agent,
             error=record.error_code or None,
@@ -126,9 +134,10 @@ def dedup_key(detection_id: str, parts: Sequence[str]) -> str:
 
 
 def action_of(record: Record) -> str:
-    if record.kind == "health":
-        return f"health:{record.name}"
-    return f"{record.source.split('.', 1)[0]}:{record.cloudtrail.eventName}"
+    event = record.event
+    if isinstance(event, CloudTrailRecord):
+        return f"{record.source.split('.', 1)[0]}:{event.eventName}"
+    return f"health:{record.name}"
 
 
 # Request parameters that name what a call acted on, in the order worth showing.
@@ -145,8 +154,9 @@ _MAX_DEFAULT_RESOURCES = 10
 
 def default_resources(record: Record) -> list[str]:
     """``name=value`` for the request parameters that identify the target, then CloudTrail's ARNs."""
-    if record.kind == "health":
-        return [e.entityValue for e in record.health.affectedEntities or () if e.entityValue]
+    event = record.event
+    if not isinstance(event, CloudTrailRecord):
+        return [e.entityValue for e in event.affectedEntities or () if e.entityValue]
     out: list[str] = []
     params = record.params
     if params:
@@ -160,19 +170,10 @@ def default_resources(record: Record) -> list[str]:
     key = record.response.get("accessKey")
     if isinstance(key, dict) and isinstance(key.get("accessKeyId"), str):
         out.append(f"accessKeyId={key['accessKeyId']}")
-    for ref in record.cloudtrail.resources or ():
+    for ref in event.resources or ():
         if ref.ARN and not any(ref.ARN in item for item in out):
             out.append(ref.ARN)
     return out[:_MAX_DEFAULT_RESOURCES]
-
-
-def default_summary(record: Record, resources: Sequence[str]) -> str:
-    if record.kind == "health":
-        return f"AWS Health {record.name}" + (f" affecting {', '.join(resources)}" if resources else "")
-    text = f"{record.principal} called {action_of(record)}"
-    if resources:
-        text += f" on {', '.join(resources[:3])}"
-    return text + failed_suffix(record)
 
 
 def failed_suffix(record: Record) -> str:

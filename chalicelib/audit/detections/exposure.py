@@ -15,6 +15,8 @@ QUARANTINE_POLICY_NAMES = names(
 
 
 def _health_risk(record: Record, ctx: AuditContext) -> MatchResult:
+    if record.kind != "health":
+        return False  # a (forged) CloudTrail record claiming eventSource aws.health
     event = record.health
     if event.service != "RISK" and not event.eventTypeCode.startswith("AWS_RISK_"):
         return False

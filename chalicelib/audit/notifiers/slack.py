@@ -131,7 +131,7 @@ class SlackNotifier:
     def _url(self) -> str:
         try:
             return self._webhook.resolve() if isinstance(self._webhook, SecretRef) else self._webhook()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is a delivery failure
             where = str(self._webhook) if isinstance(self._webhook, SecretRef) else "provider"
             raise NotifierError(f"cannot read the Slack webhook URL from {where}: {type(exc).__name__}") from None
 

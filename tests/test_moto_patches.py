@@ -1,0 +1,74 @@
+"""One smoke test per moto workaround (chalicelib/local/moto_patches.py): an upgrade shows what broke."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib.local.runtime import LocalRuntime
+from chalicelib.local.world import World
+
+
+def run_definition(runtime: LocalRuntime, name: str, definition: dict, payload: dict | None = None) -> dict:
+    sfn = runtime.client("stepfunctions")
+    role = f"arn:aws:iam::123456789012:role/{runtime.function_name('x')}"
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, name="smoke", input=json.dumps(payload or {}))
+    return runtime.wait(execution["executionArn"])
+
+
+def test_inactive_keys_are_refused_with_authentication_on(clean_world: World, user: str) -> None:
+    (key_id,) = clean_world.key_statuses(user)
+    repo = f"acme/{user}"
+    assert clean_world.github.run_build(repo)
+    clean_world.runtime.client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+    assert not clean_world.github.run_build(repo), "a build with an Inactive key must fail"
+    clean_world.runtime.client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status="Active")
+    assert clean_world.github.run_build(repo)
+
+
+def test_authentication_is_on_for_unknown_keys(runtime: LocalRuntime) -> None:
+    import boto3
+
+    stranger = boto3.session.Session(aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="x" * 40,
+                                     region_name="us-east-1")
+    with pytest.raises(ClientError) as caught:
+        stranger.client("iam", endpoint_url=runtime.endpoint).list_users()
+    assert caught.value.response["Error"]["Code"] == "InvalidClientTokenId"
+
+
+def test_lambda_errors_keep_their_exception_name_and_the_executor_signs_its_calls(runtime: LocalRuntime) -> None:
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{runtime.function_name('plan')}"
+    definition = {"StartAt": "T", "States": {"T": {
+        "Type": "Task", "Resource": arn,
+        "Catch": [{"ErrorEquals": ["ValidationError"], "ResultPath": "$.error", "Next": "Caught"}],
+        "End": True}, "Caught": {"Type": "Succeed"}}}
+    # Plan refuses input without a user with pydantic's ValidationError: the name must reach the Catch.
+    result = run_definition(runtime, "smoke-errors", definition, {"not": "a plan"})
+    assert result["status"] == "SUCCEEDED"
+    assert json.loads(result["output"])["error"]["Error"] == "ValidationError"
+
+
+def test_map_iteration_timeout_keeps_its_states_timeout_name(runtime: LocalRuntime) -> None:
+    definition = {"StartAt": "M", "States": {"M": {
+        "Type": "Map", "ItemsPath": "$.items",
+        "Iterator": {"StartAt": "Hang", "States": {"Hang": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken", "TimeoutSeconds": 1,
+            "Parameters": {"FunctionName": runtime.add_function("noop", lambda event, context: {}),
+                           "Payload": {"t.$": "$$.Task.Token"}},
+            "End": True}}},
+        "Catch": [{"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": "Caught"}],
+        "End": True}, "Caught": {"Type": "Succeed"}}}
+    result = run_definition(runtime, "smoke-map-timeout", definition, {"items": [1]})
+    assert result["status"] == "SUCCEEDED", "Catch on States.Timeout matched the Map's failure"
+
+
+def test_wait_states_are_time_scaled(runtime: LocalRuntime) -> None:
+    import time
+
+    definition = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+    started = time.monotonic()
+    assert run_definition(runtime, "smoke-wait", definition)["status"] == "SUCCEEDED"
+    assert time.monotonic() - started < 10, "an hour-long Wait ran in the test's time scale (0)"

@@ -1,0 +1,48 @@
+"""The hourly schedule and the operator CLI start rotations through the same idempotent path."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import clock
+from chalicelib.cli.__main__ import main as cli
+from chalicelib.deps import get_deps
+from chalicelib.local.world import World
+from chalicelib.scheduler import due_users, run_schedule
+from tests.conftest import new_user_name
+from tests.invariants import assert_one_active_key_everywhere
+
+
+def test_schedule_rotates_only_users_whose_key_is_old_and_only_once_per_hour(clean_world: World) -> None:
+    fresh, old = new_user_name(), new_user_name()
+    clean_world.add_user(fresh, [f"acme/{fresh}"], timings={"rotate_after": "30d"})
+    clean_world.add_user(old, [f"acme/{old}"], timings={"rotate_after": "1s"})
+    later = clock.now() + timedelta(seconds=5)
+
+    due = due_users(get_deps(), later)
+    assert old in due and fresh not in due
+
+    started = [s for s in run_schedule(get_deps(), later) if s.user == old]
+    again = [s for s in run_schedule(get_deps(), later) if s.user == old]  # an EventBridge redelivery
+
+    assert len(started) == 1 and not started[0].duplicate
+    assert not again or again[0].duplicate
+    assert clean_world.runtime.wait(started[0].execution_arn)["status"] == "SUCCEEDED"
+    assert_one_active_key_everywhere(clean_world, old)
+    assert len(get_deps().ledger.rotations(fresh)) == 0
+
+
+def test_cli_rotate_and_status(clean_world: World, user: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["rotate", user, "--wait", "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "started: arn:aws:states:" in out and out.strip().endswith("SUCCEEDED")
+
+    assert cli(["status", user]) == 0
+    line = capsys.readouterr().out.strip()
+    (key,) = clean_world.key_statuses(user)
+    assert line.startswith(f"{user}: {key} (0.0 d); last rotation succeeded")
+
+    assert cli(["rotate", "nobody-configured"]) == 2
+    assert "not in the rotation configuration" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""``POST /webhooks/{provider}`` over real HTTP: authenticated, de-duplicated, or refused with no change."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import urllib3
+
+from chalicelib.deps import get_deps
+from chalicelib.local.world import World
+from tests.invariants import alerts_for, assert_no_pipeline_holds_a_dead_key
+
+http = urllib3.PoolManager()
+
+
+def post(world: World, body: bytes, headers: dict[str, str], provider: str = "github") -> urllib3.BaseHTTPResponse:
+    return http.request("POST", f"{world.runtime.webhook_base_url}/{provider}", body=body,
+                        headers={"Content-Type": "application/json", **headers}, retries=False)
+
+
+def forged_success(run_id: str) -> bytes:
+    return json.dumps({"action": "completed", "workflow_run": {
+        "id": int(run_id), "run_attempt": 1, "status": "completed", "conclusion": "success"}}).encode()
+
+
+def wait_for_callback(user: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for callback in get_deps().ledger.callbacks():
+            if callback["user"] == user:
+                return callback
+        time.sleep(0.05)
+    raise TimeoutError("no verification parked")
+
+
+def test_bad_or_missing_signature_is_401_and_changes_nothing(clean_world: World, user: str) -> None:
+    clean_world.github.hang_next_builds(f"acme/{user}", 1)
+    clean_world.users[user].timings["verify_timeout"] = "4s"
+    clean_world.write_config()
+    started = clean_world.start_rotation(user)
+    callback = wait_for_callback(user)
+    body = forged_success(callback["run_id"])
+    wrong_key = "sha256=" + hmac.new(b"not the secret", body, hashlib.sha256).hexdigest()
+
+    for signature in [None, "sha256=" + "0" * 64, "sha1=abc", "sha256=", wrong_key]:
+        delivery = str(uuid.uuid4())
+        headers = {"X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": delivery}
+        if signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+
+        assert post(clean_world, body, headers).status == 401, signature
+        assert get_deps().ledger.callback("github", callback["run_id"]) == callback, "callback untouched"
+        assert get_deps().ledger.claim_delivery("github", delivery, ttl=timedelta(minutes=1)), \
+            "the refused delivery id was not recorded"
+
+    result = clean_world.runtime.wait(started.execution_arn)
+    assert result["status"] == "FAILED", "a forged success did not verify anything"
+    assert alerts_for(clean_world, user)[-1]["message"]["error"] == "States.Timeout"
+    assert_no_pipeline_holds_a_dead_key(clean_world, user)
+
+
+def test_replayed_delivery_is_ignored(clean_world: World, user: str) -> None:
+    assert clean_world.rotate(user)["status"] == "SUCCEEDED"
+    delivery = clean_world.github.deliveries()[-1]
+    before = get_deps().ledger.rotations(user)
+
+    status = clean_world.github.redeliver(delivery["id"])
+
+    assert status == 200
+    answer = post(clean_world, delivery["body"], delivery["headers"])
+    assert answer.status == 200 and json.loads(answer.data) == {"status": "duplicate"}
+    assert get_deps().ledger.rotations(user) == before
+
+
+def test_validly_signed_webhook_still_needs_the_status_api_to_agree(clean_world: World, user: str) -> None:
+    """A leaked webhook secret cannot verify a build: the run's authoritative status decides."""
+    clean_world.github.hang_next_builds(f"acme/{user}", 1)
+    clean_world.users[user].timings["verify_timeout"] = "5s"
+    clean_world.write_config()
+    started = clean_world.start_rotation(user)
+    callback = wait_for_callback(user)
+    body = forged_success(callback["run_id"])
+    secret = get_deps().webhook_secret("github")
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+    response = post(clean_world, body, {"X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": str(uuid.uuid4()),
+                                        "X-Hub-Signature-256": signature})
+
+    assert response.status == 200 and json.loads(response.data)["status"] == "pending"
+    assert clean_world.runtime.wait(started.execution_arn)["status"] == "FAILED"
+
+
+@pytest.mark.parametrize(("provider", "body", "status"), [
+    ("jenkins", b"{}", 404),
+    ("github", b"x" * (1024 * 1024 + 1), 413),
+])
+def test_unknown_provider_and_oversized_body(clean_world: World, provider: str, body: bytes, status: int) -> None:
+    assert post(clean_world, body, {"X-GitHub-Delivery": "d"}, provider=provider).status == status
+
+
+def test_ping_and_unknown_runs_are_acknowledged(clean_world: World) -> None:
+    secret = get_deps().webhook_secret("github")
+    for event, payload in [("ping", {"zen": "Keep it logically awesome."}),
+                           ("workflow_run", json.loads(forged_success("99999999")))]:
+        body = json.dumps(payload).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        response = post(clean_world, body, {"X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()),
+                                            "X-Hub-Signature-256": signature})
+        assert response.status in (200, 202)
+        assert json.loads(response.data)["status"] in ("ignored", "unknown-run")
