@@ -22,7 +22,7 @@ import pytest
 import urllib3
 from moto.server import ThreadedMotoServer
 
-from chalicelib.local.github_emulator import GitHubEmulator
+from chalicelib.local.emulators.github import GitHubEmulator
 from chalicelib.targets.github import encrypt, signature
 
 TOKEN = "ghp_emulatorSuiteToken0002"

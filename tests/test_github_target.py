@@ -18,7 +18,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.github_emulator import GitHubEmulator
+from chalicelib.local.emulators.github import GitHubEmulator
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
 from chalicelib.targets.http import HttpClient, HttpError, server_wait

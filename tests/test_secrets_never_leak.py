@@ -13,7 +13,8 @@ import re
 import pytest
 
 from chalicelib.cli.__main__ import main as cli
-from chalicelib.local.world import GITHUB_TOKEN_REF, GITHUB_WEBHOOK_REF, World
+from chalicelib.local.emulators.base import emulators
+from chalicelib.local.world import World, token_ref, webhook_ref
 from chalicelib.targets.base import Credentials
 from tests.conftest import new_user_name
 
@@ -40,14 +41,20 @@ def known_secrets(world: World) -> tuple[set[str], set[str]]:
     """(sha256 of every secret access key that exists or reached a CI, literal CI credentials)."""
     from moto.iam.models import iam_backends
 
-    hashes = set(world.github.received_secret_sha256s())
+    hashes = set(world.received_secret_sha256s())
     for account in iam_backends.values():
         for backend in account.values():
             for user in backend.users.values():
                 for key in user.access_keys:
                     hashes.add(hashlib.sha256(key.secret_access_key.encode()).hexdigest())
     sm = world.runtime.client("secretsmanager")
-    literals = {sm.get_secret_value(SecretId=ref)["SecretString"] for ref in (GITHUB_TOKEN_REF, GITHUB_WEBHOOK_REF)}
+    refs = [ref(p) for p in emulators() for ref in (token_ref, webhook_ref)]
+    literals = set()
+    for name in refs:
+        try:
+            literals.add(sm.get_secret_value(SecretId=name)["SecretString"])
+        except sm.exceptions.ResourceNotFoundException:
+            continue
     return hashes, literals
 
 

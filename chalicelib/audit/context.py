@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from chalicelib.audit.models import Record
@@ -31,32 +31,36 @@ def arn_names(arn: str, marker: str, name: str) -> bool:
 @dataclass(frozen=True)
 class AuditContext:
     managed_users: frozenset[str] = frozenset()
+    #: The rotator's IAM role name; several comma-separated names when each Lambda has its own role.
     rotator_role_name: str = DEFAULT_ROTATOR_ROLE
     resource_prefix: str = DEFAULT_RESOURCE_PREFIX
     intent_lookup: IntentLookup | None = None
+    rotator_names: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
         if not isinstance(self.managed_users, frozenset):
             object.__setattr__(self, "managed_users", frozenset(_as_iterable(self.managed_users)))
+        names = frozenset(n.strip() for n in (self.rotator_role_name or "").split(",") if n.strip())
+        object.__setattr__(self, "rotator_names", names)
 
     def is_rotator(self, record: Record) -> bool:
         """Was this call made by the rotator: its role (session issuer), or an IAM user of that name?"""
         if record.issuer_arn:
-            return arn_names(record.issuer_arn, "role", self.rotator_role_name)
+            return self.is_rotator_role_arn(record.issuer_arn)
         identity = record.identity
-        return identity.type == "IAMUser" and bool(identity.arn) and arn_names(
-            identity.arn or "", "user", self.rotator_role_name
-        )
+        if identity.type != "IAMUser" or not identity.arn:
+            return False
+        return any(arn_names(identity.arn, "user", name) for name in self.rotator_names)
 
     def is_rotator_role_arn(self, arn: str) -> bool:
-        return arn_names(arn, "role", self.rotator_role_name)
+        return bool(arn) and any(arn_names(arn, "role", name) for name in self.rotator_names)
 
     def is_managed(self, user: str) -> bool:
         return user in self.managed_users
 
     def is_protected_user(self, user: str) -> bool:
         """A managed CI user, or the rotator's own IAM user (local runtime)."""
-        return bool(user) and (user in self.managed_users or user == self.rotator_role_name)
+        return bool(user) and (user in self.managed_users or user in self.rotator_names)
 
     def owns(self, resource_name: str) -> bool:
         """Is this one of the product's own resources (Lambdas, rules, state machine, table...)?"""

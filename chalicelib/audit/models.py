@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from chalicelib.audit.masking import mask_text
+
 CLOUDTRAIL_DETAIL_TYPES = (
     "AWS API Call via CloudTrail",
     "AWS Console Sign In via CloudTrail",
@@ -332,7 +334,7 @@ def _from_eventbridge(obj: dict[str, Any], origin: str) -> Record | Problem:
     elif detail_type == HEALTH_DETAIL_TYPE:
         model = HealthEventBridgeEvent
     else:
-        shown = detail_type[:80] if isinstance(detail_type, str) else _json_type(detail_type)
+        shown = mask_text(detail_type[:80]) if isinstance(detail_type, str) else _json_type(detail_type)
         return Problem(origin, f"unsupported EventBridge detail-type {shown!r}")
     try:
         envelope = model.model_validate(obj)

@@ -7,6 +7,7 @@ once and cached, so the per-event cost does not grow with the number of detectio
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,8 +66,13 @@ class Classifier:
             try:
                 finding = detection.evaluate(record, ctx)
             except Exception as exc:  # noqa: BLE001 - one broken detection must not hide the others
-                logger.exception(
-                    "detection failed", extra={"detection": detection.id, "error": type(exc).__name__}
+                # Type and code location only: the message could quote event content.
+                frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+                logger.error(
+                    "detection failed",
+                    extra={"detection": detection.id, "error": type(exc).__name__,
+                           "where": f"{frame.filename}:{frame.lineno}" if frame else None,
+                           "event_id": record.event_id},
                 )
                 count("DetectionErrors")
                 continue

@@ -26,7 +26,8 @@ class AuditSettings(BaseSettings):
     audit_topic_arn: str = ""
     #: ROTATOR_AUDIT_SLACK_WEBHOOK: where the Slack webhook URL is stored: secretsmanager:<name> / ssm:<name>.
     audit_slack_webhook: str = ""
-    #: ROTATOR_AUDIT_ROTATOR_ROLE: IAM role (or local IAM user) name the rotator's calls are made with.
+    #: ROTATOR_AUDIT_ROTATOR_ROLE: IAM role (or local IAM user) name(s) the rotator's calls are made with;
+    #: comma-separated when each Lambda has its own role.
     audit_rotator_role: str = DEFAULT_ROTATOR_ROLE
     #: ROTATOR_AUDIT_RESOURCE_PREFIX: name prefix of the product's Lambdas, rules, state machine, table.
     audit_resource_prefix: str = DEFAULT_RESOURCE_PREFIX

@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     )
     classify.add_argument(
         "--rotator-role", default=DEFAULT_ROTATOR_ROLE, metavar="NAME",
-        help=f"the rotator's IAM role (or local IAM user) name (default: {DEFAULT_ROTATOR_ROLE})",
+        help="the rotator's IAM role (or local IAM user) name; comma-separate several "
+        f"(default: {DEFAULT_ROTATOR_ROLE})",
     )
     classify.add_argument(
         "--resource-prefix", default=DEFAULT_RESOURCE_PREFIX, metavar="PREFIX",

@@ -104,7 +104,7 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         "new_key_id": new_key,
         "key_status": {k: _key_status(world, k) for k in (old_key, new_key) if k},
         "ci_key_id": held,
-        "ci_build_passes": world.github.run_build(REPO),
+        "ci_build_passes": world.run_build(REPO),
         "alerts": [{"subject": a["subject"], "severity": a["severity"]} for a in alerts],
         "transitions": len(states),
         "seconds_verified_to_inactive": seconds_verified_to_inactive,
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         # The access key id is stored as a CI secret too, but it is an id, not secret material.
         key_ids = {hand_made} | {s[k] for s in scenarios for k in ("old_key_id", "new_key_id") if s[k]}
         id_hashes = {hashlib.sha256(k.encode()).hexdigest() for k in key_ids if k}
-        secrets = [h for h in world.github.received_secret_sha256s() if h not in id_hashes]
+        secrets = [h for h in world.received_secret_sha256s() if h not in id_hashes]
         report = {"scenarios": scenarios, "secrets_sha256": secrets}
         (out / "sns-messages.json").write_text(json.dumps(runtime.alerts(), indent=1, default=str))
         world.stop()

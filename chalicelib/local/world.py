@@ -13,14 +13,23 @@ from typing import Any
 
 import yaml
 
-from chalicelib.local.github_emulator import GitHubEmulator
+from chalicelib.local.emulators.base import CIEmulator, emulators
 from chalicelib.local.runtime import LocalRuntime
 from chalicelib.scheduler import Started, start_rotation
-from chalicelib.targets.base import Credentials
-from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig
+from chalicelib.targets.base import CITarget, Credentials
+from chalicelib.targets.registry import provider as provider_class
 
-GITHUB_TOKEN_REF = "ci-key-rotator/local/github-token"
-GITHUB_WEBHOOK_REF = "ci-key-rotator/local/github-webhook-secret"
+
+def token_ref(provider: str) -> str:
+    return f"ci-key-rotator/local/{provider}-token"
+
+
+def webhook_ref(provider: str) -> str:
+    return f"ci-key-rotator/local/{provider}-webhook-secret"
+
+
+GITHUB_TOKEN_REF = token_ref("github")
+GITHUB_WEBHOOK_REF = webhook_ref("github")
 CI_USER_POLICY = {
     "Version": "2012-10-17",
     # What a CI user typically may do directly: prove who it is (the deploy role setup is in the README).
@@ -31,9 +40,22 @@ CI_USER_POLICY = {
 @dataclass
 class ManagedUser:
     name: str
+    #: "owner/repo" (GitHub) or "<provider>:<project>" for any other emulated CI.
     repositories: list[str]
     timings: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split(project: str) -> tuple[str, str]:
+    """``"gitlab:acme/app"`` → ``("gitlab", "acme/app")``; a bare name is a GitHub repository."""
+    provider, sep, name = project.partition(":")
+    return (provider, name) if sep else ("github", project)
+
+
+def target_id(project: str) -> str:
+    provider, name = split(project)
+    slug = name.replace("/", "-")
+    return slug if provider == "github" else f"{provider}-{slug}"
 
 
 class World:
@@ -45,22 +67,36 @@ class World:
 
     def start(self) -> World:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # CI credentials live only in the (moto) Secrets Manager and in the emulator's memory.
-        self._github_token = secrets.token_urlsafe(24)
-        self._webhook_secret = secrets.token_urlsafe(24)
-        sm = self.runtime.client("secretsmanager")
-        sm.create_secret(Name=GITHUB_TOKEN_REF, SecretString=self._github_token)
-        sm.create_secret(Name=GITHUB_WEBHOOK_REF, SecretString=self._webhook_secret)
-        self.github = GitHubEmulator(
-            token=self._github_token,
-            aws_endpoint_url=self.runtime.endpoint,
-            webhook_url=f"{self.runtime.webhook_base_url}/github",
-            webhook_secret=self._webhook_secret,
-        ).start()
+        self._emulators: dict[str, CIEmulator] = {}
+        self._tokens: dict[str, str] = {}
         return self
 
     def stop(self) -> None:
-        self.github.stop()
+        for running in self._emulators.values():
+            running.stop()
+
+    def emulator(self, provider: str) -> CIEmulator:
+        """The local CI of ``provider``, started on first use."""
+        if provider not in self._emulators:
+            # CI credentials live only in the (moto) Secrets Manager and in the emulator's memory.
+            token = secrets.token_urlsafe(24)
+            started = emulators()[provider](
+                token=token,
+                aws_endpoint_url=self.runtime.endpoint,
+                webhook_url=f"{self.runtime.webhook_base_url}/{provider}",
+                webhook_secret=secrets.token_urlsafe(24),
+            ).start()
+            sm = self.runtime.client("secretsmanager")
+            sm.create_secret(Name=token_ref(provider), SecretString=token)
+            sm.create_secret(Name=webhook_ref(provider), SecretString=started.webhook_key())
+            self._emulators[provider] = started
+            self._tokens[provider] = token
+            self.write_config()
+        return self._emulators[provider]
+
+    @property
+    def github(self) -> Any:
+        return self.emulator("github")
 
     # -- CI users --------------------------------------------------------------------------------
 
@@ -70,8 +106,9 @@ class World:
         iam = self.runtime.client("iam")
         iam.create_user(UserName=name, Path="/ci/")
         iam.put_user_policy(UserName=name, PolicyName="ci", PolicyDocument=json.dumps(CI_USER_POLICY))
-        for repo in repositories:
-            self.github.add_repository(repo)
+        for project in repositories:
+            provider, project_name = split(project)
+            self.emulator(provider).add_project(project_name)
         self.users[name] = ManagedUser(name, repositories, timings or {}, extra)
         self.write_config()
         if not initial_key:
@@ -79,33 +116,33 @@ class World:
         # The "before" picture: a key someone created by hand and pasted into every repository.
         key = iam.create_access_key(UserName=name)["AccessKey"]
         credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-        for repo in repositories:
-            self.github_target(name, repo).push(credentials)
+        for project in repositories:
+            self.target(project).push(credentials)
         return credentials.access_key_id
 
-    def target_config(self, user: str, repo: str) -> dict[str, Any]:
-        return {
-            "id": repo.replace("/", "-"),
-            "provider": "github",
-            "api_url": self.github.url,
-            "repository": repo,
-            "token": f"secretsmanager:{GITHUB_TOKEN_REF}",
-        }
+    def target_config(self, project: str) -> dict[str, Any]:
+        provider, name = split(project)
+        config = self.emulator(provider).target_config(name, f"secretsmanager:{token_ref(provider)}")
+        return {"id": target_id(project), **config}
 
-    def github_target(self, user: str, repo: str) -> GitHubTarget:
-        config = GitHubTargetConfig.model_validate(self.target_config(user, repo))
-        return GitHubTarget(config, self._github_token)
+    def target(self, project: str) -> CITarget:
+        """The rotator's own target for ``project``, as an operator would use it by hand."""
+        provider, _ = split(project)
+        cls = provider_class(provider)
+        return cls(cls.config_model.model_validate(self.target_config(project)), self._tokens[provider])
 
     def write_config(self) -> Path:
         config = {
             "defaults": dict(self.defaults),
-            "webhooks": {"github": {"secret": f"secretsmanager:{GITHUB_WEBHOOK_REF}"}},
+            "webhooks": {p: {"secret": f"secretsmanager:{webhook_ref(p)}"} for p in self._emulators},
             "users": [
                 {"name": u.name, **u.timings, **u.extra,
-                 "targets": [self.target_config(u.name, r) for r in u.repositories]}
+                 "targets": [self.target_config(r) for r in u.repositories]}
                 for u in self.users.values()
             ],
         }
+        if not config["users"]:
+            return self.workdir / "rotation.yaml"
         path = self.workdir / "rotation.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.runtime.use_config(path)
@@ -128,5 +165,13 @@ class World:
         metadata = self.runtime.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
         return {k["AccessKeyId"]: k["Status"] for k in metadata}
 
-    def held_key(self, repo: str) -> str | None:
-        return self.github.secret_value(repo, "AWS_ACCESS_KEY_ID")
+    def held_key(self, project: str) -> str | None:
+        provider, name = split(project)
+        return self.emulator(provider).held_value(name, "AWS_ACCESS_KEY_ID")
+
+    def run_build(self, project: str) -> bool:
+        provider, name = split(project)
+        return self.emulator(provider).run_build(name)
+
+    def received_secret_sha256s(self) -> list[str]:
+        return sorted({h for e in self._emulators.values() for h in e.received_secret_sha256s()})

@@ -180,6 +180,34 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _forget_clients()
 
 
+@pytest.fixture
+def uid() -> str:
+    """A suffix for resource names: moto's backends are process-global and are not reset here."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def moto_aws(aws_env: None) -> Iterator[None]:
+    """moto in-process, without wiping its process-global backends and with IAM authentication off.
+
+    ``mock_aws()`` as a context manager resets every backend on entry and exit, which would destroy the
+    state of a local runtime another test module started in this process (and that runtime switches
+    moto's IAM authentication on). So: no reset, unique names (``uid``), authentication off meanwhile.
+    """
+    from moto import mock_aws, settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    mock = mock_aws()
+    mock.start(reset=False)
+    try:
+        yield
+    finally:
+        mock.stop(remove_data=False)
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
+
+
 def _forget_clients() -> None:
     """Other suites point the shared clients at a moto server; start from fresh clients here."""
     from aws_lambda_powertools.utilities import parameters

@@ -7,7 +7,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.audit.context import AuditContext
 from chalicelib.audit.credential_report import (
@@ -123,21 +122,23 @@ def test_polling_is_bounded() -> None:
     assert len(sleeps) == 3
 
 
-def test_against_moto(aws_env) -> None:
-    with mock_aws():
-        iam = boto3.client("iam")
-        for user in ("ci-deployer", "twokeys", "nokeys"):
-            iam.create_user(UserName=user)
-        iam.create_access_key(UserName="ci-deployer")
-        iam.create_access_key(UserName="twokeys")
-        iam.create_access_key(UserName="twokeys")
-        today = run_credential_report(ctx(), iam=iam, now=datetime.now(UTC), sleep=lambda s: None)
-        later = run_credential_report(ctx(), iam=iam, now=datetime.now(UTC) + timedelta(days=100),
-                                      sleep=lambda s: None)
-    [digest] = today
-    assert digest.resources == ["twokeys"] and "two active access keys" in digest.summary
-    [aged] = later
-    assert aged.severity.value == "HIGH"  # ci-deployer is managed and its key is now over age
-    assert aged.resources == ["ci-deployer", "twokeys"]
-    assert "ci-deployer (managed): access key 1 is 100 days old" in aged.summary
+def test_against_moto(moto_aws, uid) -> None:
+    # moto's backends are shared with any local runtime in this process: look at this test's users only.
+    managed, two, none = f"ci-deployer-{uid}", f"twokeys-{uid}", f"nokeys-{uid}"
+    ctx_here = AuditContext({managed})
+    iam = boto3.client("iam")
+    for user in (managed, two, none):
+        iam.create_user(UserName=user)
+    iam.create_access_key(UserName=managed)
+    iam.create_access_key(UserName=two)
+    iam.create_access_key(UserName=two)
+    today = run_credential_report(ctx_here, iam=iam, now=datetime.now(UTC), sleep=lambda s: None)
+    later = run_credential_report(ctx_here, iam=iam, now=datetime.now(UTC) + timedelta(days=100), sleep=lambda s: None)
+    digest = next(f for f in today if f.detection == "key-lifecycle.credential-report")
+    assert two in digest.resources and managed not in digest.resources and none not in digest.resources
+    assert f"• {two}: two active access keys" in digest.summary
+    aged = next(f for f in later if f.detection == "key-lifecycle.credential-report")
+    assert aged.severity.value == "HIGH"  # the managed user's key is now over age
+    assert {managed, two} <= set(aged.resources) and none not in aged.resources
+    assert f"{managed} (managed): access key 1 is 100 days old" in aged.summary
     assert "never used, created 100 days ago" in aged.summary

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from chalicelib.audit.dedup import DynamoDeduplicator, MemoryDeduplicator
 from chalicelib.audit.finding import Finding
@@ -23,21 +22,20 @@ def finding(key: str = "root.activity:abc") -> Finding:
 
 
 @pytest.fixture
-def table(aws_env, monkeypatch):
-    monkeypatch.setenv("ROTATOR_TABLE_NAME", "rotator-test")
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        name = AuditSettings().table_name
-        client.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        client.update_time_to_live(TableName=name,
-                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
-        yield client, name
+def table(moto_aws, uid, monkeypatch):
+    monkeypatch.setenv("ROTATOR_TABLE_NAME", f"rotator-{uid}")
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    name = AuditSettings().table_name
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(TableName=name,
+                               TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    return client, name
 
 
 def test_first_claim_then_counted_repeats(table) -> None:
@@ -76,11 +74,10 @@ def test_release_lets_the_next_delivery_notify(table) -> None:
     assert dedup.claim(finding(), T0).first
 
 
-def test_table_errors_propagate(aws_env) -> None:
-    with mock_aws():
-        dedup = DynamoDeduplicator("missing", client=boto3.client("dynamodb", region_name="us-east-1"))
-        with pytest.raises(ClientError, match=r"ResourceNotFound"):
-            dedup.claim(finding(), T0)
+def test_table_errors_propagate(moto_aws, uid) -> None:
+    dedup = DynamoDeduplicator(f"missing-{uid}", client=boto3.client("dynamodb", region_name="us-east-1"))
+    with pytest.raises(ClientError, match=r"ResourceNotFound"):
+        dedup.claim(finding(), T0)
 
 
 def test_memory_variant() -> None:

@@ -12,7 +12,6 @@ import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from chalicelib.audit.finding import Finding
 from chalicelib.audit.notifiers.base import NotifierError, dispatch
@@ -142,10 +141,9 @@ def slack() -> Iterator[SlackStub]:
     stub.close()
 
 
-def test_slack_posts_blocks_to_the_webhook_from_secrets_manager(aws_env, slack) -> None:
-    with mock_aws():
-        boto3.client("secretsmanager").create_secret(Name="audit/slack-webhook-1", SecretString=slack.url)
-        SlackNotifier(SecretRef.model_validate("secretsmanager:audit/slack-webhook-1")).send(finding())
+def test_slack_posts_blocks_to_the_webhook_from_secrets_manager(moto_aws, uid, slack) -> None:
+    boto3.client("secretsmanager").create_secret(Name=f"audit/slack-{uid}", SecretString=slack.url)
+    SlackNotifier(SecretRef.model_validate(f"secretsmanager:audit/slack-{uid}")).send(finding())
     [request] = slack.requests
     assert request["path"] == "/services/T000/B000/SECRETPATHXXXXXXXXXXXX"
     assert request["json"]["blocks"][0]["type"] == "header"
@@ -166,9 +164,9 @@ def test_slack_unreachable_is_a_safe_notifier_error() -> None:
     assert "SECRETPATH" not in str(raised.value)
 
 
-def test_slack_missing_secret_names_the_reference_not_a_value(aws_env) -> None:
-    with mock_aws(), pytest.raises(NotifierError, match="secretsmanager:audit/missing"):
-        SlackNotifier(SecretRef.model_validate("secretsmanager:audit/missing")).send(finding())
+def test_slack_missing_secret_names_the_reference_not_a_value(moto_aws, uid) -> None:
+    with pytest.raises(NotifierError, match=f"secretsmanager:audit/missing-{uid}"):
+        SlackNotifier(SecretRef.model_validate(f"secretsmanager:audit/missing-{uid}")).send(finding())
 
 
 # -- SNS ------------------------------------------------------------------------------------------------
@@ -187,17 +185,16 @@ def _received(sqs: Any, url: str) -> list[dict[str, Any]]:
     return [json.loads(m["Body"]) for m in messages]
 
 
-def test_sns_publish_carries_severity_and_detection_attributes(aws_env) -> None:
-    with mock_aws():
-        sns, sqs = boto3.client("sns"), boto3.client("sqs")
-        topic = sns.create_topic(Name="ci-key-rotator-alerts")["TopicArn"]
-        everything = _queue(sqs, sns, topic, "all")
-        paging = _queue(sqs, sns, topic, "paging", {"severity": ["CRITICAL", "HIGH"]})
-        notifier = SnsNotifier(topic, client=sns)
-        notifier.send(finding())
-        notifier.send(finding(severity="MEDIUM", detection="iam-policy.change", category="iam-policy"))
-        all_messages = _received(sqs, everything)
-        paged = _received(sqs, paging)
+def test_sns_publish_carries_severity_and_detection_attributes(moto_aws, uid) -> None:
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"alerts-{uid}")["TopicArn"]
+    everything = _queue(sqs, sns, topic, f"all-{uid}")
+    paging = _queue(sqs, sns, topic, f"paging-{uid}", {"severity": ["CRITICAL", "HIGH"]})
+    notifier = SnsNotifier(topic, client=sns)
+    notifier.send(finding())
+    notifier.send(finding(severity="MEDIUM", detection="iam-policy.change", category="iam-policy"))
+    all_messages = _received(sqs, everything)
+    paged = _received(sqs, paging)
     assert len(all_messages) == 2 and len(paged) == 1
     envelope = paged[0]
     assert envelope["MessageAttributes"]["severity"] == {"Type": "String", "Value": "HIGH"}
@@ -214,9 +211,9 @@ def test_sns_subject_is_short_printable_ascii() -> None:
     assert all(32 <= ord(c) < 127 for c in subject)
 
 
-def test_sns_failure_is_a_safe_notifier_error(aws_env) -> None:
-    with mock_aws(), pytest.raises(NotifierError, match="SNS publish failed"):
-        SnsNotifier("arn:aws:sns:us-east-1:123456789012:missing", client=boto3.client("sns")).send(finding())
+def test_sns_failure_is_a_safe_notifier_error(moto_aws, uid) -> None:
+    with pytest.raises(NotifierError, match="SNS publish failed"):
+        SnsNotifier(f"arn:aws:sns:us-east-1:123456789012:missing-{uid}", client=boto3.client("sns")).send(finding())
 
 
 # -- dispatcher ------------------------------------------------------------------------------------------

@@ -132,3 +132,15 @@ def test_arn_names() -> None:
     assert not arn_names(f"arn:aws:iam::{ACCOUNT}:role/ci-key-rotator-x", "role", "ci-key-rotator")
     assert not arn_names(f"arn:aws:iam::{ACCOUNT}:user/ci-key-rotator", "role", "ci-key-rotator")
     assert not arn_names(f"arn:aws:iam::{ACCOUNT}:role/ci-key-rotator", "role", "")
+
+
+def test_several_rotator_roles_one_per_lambda() -> None:
+    ledger = Ledger({(MANAGED, "CreateAccessKey", None)})
+    ctx = AuditContext({MANAGED}, "ci-key-rotator-dev-create_key, ci-key-rotator-dev-retire", "ci-key-rotator", ledger)
+    assert ctx.rotator_names == frozenset({"ci-key-rotator-dev-create_key", "ci-key-rotator-dev-retire"})
+    by_create = eventbridge(create_access_key(identity=assumed_role("ci-key-rotator-dev-create_key")))
+    by_other = eventbridge(create_access_key(identity=assumed_role("ci-key-rotator-dev-report")))
+    assert classify(by_create, ctx) == []
+    assert [f.detection for f in classify(by_other, ctx)] == [HUMAN]
+    trust = eventbridge(ct("UpdateAssumeRolePolicy", params={"roleName": "ci-key-rotator-dev-retire"}))
+    assert [f.detection for f in classify(trust, ctx)] == ["self-protection.rotator-identity-changed"]

@@ -7,7 +7,6 @@ from datetime import datetime
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.audit.notifiers.slack import SlackNotifier
 from chalicelib.audit.notifiers.sns import SnsNotifier
@@ -19,28 +18,27 @@ from .test_notifiers import SlackStub
 
 
 @pytest.fixture
-def env(aws_env, monkeypatch):
-    monkeypatch.setenv("ROTATOR_TABLE_NAME", "rotator")
-    monkeypatch.setenv("ROTATOR_AUDIT_SLACK_WEBHOOK", "secretsmanager:audit/slack")
+def env(moto_aws, uid, monkeypatch):
+    monkeypatch.setenv("ROTATOR_TABLE_NAME", f"rotator-{uid}")
+    monkeypatch.setenv("ROTATOR_AUDIT_SLACK_WEBHOOK", f"secretsmanager:audit/slack-{uid}")
     monkeypatch.setenv("ROTATOR_AUDIT_ROTATOR_ROLE", "key-bot")
     monkeypatch.setenv("ROTATOR_AUDIT_SLACK_MIN_SEVERITY", "HIGH")
     stub = SlackStub()
-    with mock_aws():
-        boto3.client("secretsmanager").create_secret(Name="audit/slack", SecretString=stub.url)
-        topic = boto3.client("sns").create_topic(Name="ci-key-rotator-alerts")["TopicArn"]
-        monkeypatch.setenv("ROTATOR_TOPIC_ARN", topic)
-        sqs = boto3.client("sqs")
-        queue = sqs.create_queue(QueueName="audit")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        boto3.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-        boto3.client("dynamodb").create_table(
-            TableName="rotator",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield {"slack": stub, "queue": queue, "sqs": sqs}
+    boto3.client("secretsmanager").create_secret(Name=f"audit/slack-{uid}", SecretString=stub.url)
+    topic = boto3.client("sns").create_topic(Name=f"alerts-{uid}")["TopicArn"]
+    monkeypatch.setenv("ROTATOR_TOPIC_ARN", topic)
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName=f"audit-{uid}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    boto3.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    boto3.client("dynamodb").create_table(
+        TableName=f"rotator-{uid}",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield {"slack": stub, "queue": queue, "sqs": sqs, "uid": uid}
     stub.close()
 
 
@@ -74,11 +72,12 @@ def test_audit_event_end_to_end(env) -> None:
 
 
 def test_credential_report_audit_end_to_end(env) -> None:
+    managed = f"ci-deployer-{env['uid']}"
     iam = boto3.client("iam")
-    iam.create_user(UserName=MANAGED)
-    iam.create_access_key(UserName=MANAGED)
-    iam.create_access_key(UserName=MANAGED)
-    summary = credential_report_audit(managed_users=[MANAGED], settings=AuditSettings(), sleep=lambda s: None)
+    iam.create_user(UserName=managed)
+    iam.create_access_key(UserName=managed)
+    iam.create_access_key(UserName=managed)
+    summary = credential_report_audit(managed_users=[managed], settings=AuditSettings(), sleep=lambda s: None)
     assert summary["findings"] == 1 and summary["notified"] == 1
     assert summary["results"][0]["detection"] == "key-lifecycle.credential-report"
     assert summary["results"][0]["severity"] == "HIGH"

@@ -49,10 +49,8 @@ def _outside_rotation(record: Record, ctx: AuditContext) -> MatchResult:
 
 def _rotator_identity_changed(record: Record, ctx: AuditContext) -> MatchResult:
     if record.name in ROLE_CHANGE_EVENTS:
-        hit = record.param("roleName") == ctx.rotator_role_name
-    else:
-        hit = record.name in USER_CHANGE_EVENTS and record.param("userName") == ctx.rotator_role_name
-    return hit and bool(ctx.rotator_role_name)
+        return record.param("roleName") in ctx.rotator_names
+    return record.name in USER_CHANGE_EVENTS and record.param("userName") in ctx.rotator_names
 
 
 def function_name(value: str) -> str:

@@ -35,9 +35,11 @@ import urllib3
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
+from chalicelib.local.emulators.base import emulator
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
 _SECRET_NAME = re.compile(r"^(?!GITHUB_)[A-Z_][A-Z0-9_]*$")
@@ -176,8 +178,11 @@ class _Fault:
 Handler = Callable[..., _Reply]
 
 
+@emulator
 class GitHubEmulator:
     """The local GitHub. ``with GitHubEmulator(...) as gh: gh.url`` is the API base URL."""
+
+    provider = "github"
 
     def __init__(
         self,
@@ -317,6 +322,20 @@ class GitHubEmulator:
             self._faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), retry_after))
 
     # -- introspection ------------------------------------------------------------------------------
+
+    # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
+
+    def add_project(self, name: str) -> None:
+        self.add_repository(name)
+
+    def target_config(self, project: str, token_ref: str) -> dict[str, Any]:
+        return {"provider": "github", "api_url": self.url, "repository": project, "token": token_ref}
+
+    def held_value(self, project: str, name: str) -> str | None:
+        return self.secret_value(project, name)
+
+    def webhook_key(self) -> str:
+        return self._webhook_secret
 
     def secret_value(self, repo: str, name: str, environment: str | None = None) -> str | None:
         """The value a run in ``repo`` (and ``environment``) would see for ``name``."""

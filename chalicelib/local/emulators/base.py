@@ -1,0 +1,86 @@
+"""What the tests, the demo and the provider contract suite need from a local CI server.
+
+Every emulator is a real HTTP server on 127.0.0.1 speaking its provider's documented API subset
+(../shared/reference/ci-apis.md), whose builds are real subprocesses (``chalicelib.local.build_job``)
+that call AWS with the variables the build would see, and which sends its provider's signed webhooks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, ClassVar, Protocol, Self, TypeVar
+
+
+class CIEmulator(Protocol):
+    """Constructed as ``Emulator(token=..., aws_endpoint_url=..., webhook_url=..., webhook_secret=...)``."""
+
+    provider: ClassVar[str]
+    #: Lose every webhook (builds still complete): only the poller can confirm.
+    drop_webhooks: bool
+
+    def start(self) -> Self: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def webhook_key(self) -> str:
+        """What the rotator's webhook config must hold to verify this emulator's deliveries."""
+        ...
+
+    def add_project(self, name: str) -> None:
+        """A repository / project / slug that holds variables and runs the verification build."""
+        ...
+
+    def target_config(self, project: str, token_ref: str) -> dict[str, Any]:
+        """The rotation-config entry (without ``id``) for a target on ``project``."""
+        ...
+
+    def held_value(self, project: str, name: str) -> str | None:
+        """The value a build of ``project`` would see for variable ``name``."""
+        ...
+
+    def received_secret_sha256s(self) -> list[str]: ...
+
+    def run_build(self, project: str) -> bool:
+        """Run the verification build now with the current variables (no webhook); True if it passed."""
+        ...
+
+    def fail_next_builds(self, project: str, n: int = 1) -> None: ...
+
+    def hang_next_builds(self, project: str, n: int = 1) -> None: ...
+
+    def inject(self, method: str, path_regex: str, statuses: Any = ..., retry_after: float | None = None) -> None:
+        """The next matching requests get these statuses, then normal service."""
+        ...
+
+    def revoke_token(self) -> None: ...
+
+    def deliveries(self) -> list[dict[str, Any]]: ...
+
+    def redeliver(self, delivery_id: str) -> int | None: ...
+
+
+_EMULATORS: dict[str, type[Any]] = {}
+_scanned = False
+T = TypeVar("T", bound=type)
+
+
+def emulator(cls: T) -> T:
+    """Class decorator: ``cls`` is the local server of ``cls.provider``."""
+    _EMULATORS[cls.provider] = cls  # type: ignore[attr-defined]
+    return cls
+
+
+def emulators() -> dict[str, type[Any]]:
+    global _scanned
+    if not _scanned:
+        import chalicelib.local.emulators as package
+
+        _scanned = True
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name != "base" and not module.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{module.name}")
+    return dict(sorted(_EMULATORS.items()))
