@@ -31,8 +31,8 @@ def clean_world(world: World, runtime: LocalRuntime) -> Iterator[World]:
     """The shared world, with every global fault switched off again afterwards."""
     yield world
     runtime.clear_faults()
-    world.github.drop_webhooks = False
-    world.github.legacy_dispatch = False
+    for emulator in world._emulators.values():
+        emulator.reset_faults()
 
 
 def new_user_name(prefix: str = "ci") -> str:

@@ -321,7 +321,16 @@ class GitHubEmulator:
         with self._lock:
             self._faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), retry_after))
 
-    # -- introspection ------------------------------------------------------------------------------
+    def reset_faults(self) -> None:
+        """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
+        with self._lock:
+            self._faults.clear()
+            for repo in self._repos.values():
+                repo.fail_next = 0
+                repo.hang_next = 0
+        self.drop_webhooks = False
+        self.legacy_dispatch = False
+        self._revoked = False
 
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
