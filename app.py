@@ -1,14 +1,16 @@
 """CI Key Rotator: Chalice handlers only. Every handler is one line into chalicelib/."""
 
-from chalice import Chalice, Rate, Response
+from chalice import Chalice, Cron, Rate, Response
 
-from chalicelib import poller, scheduler, webhooks
+from chalicelib import audit_handlers, exposure, poller, scheduler, webhooks
+from chalicelib.audit.patterns import audit_event_pattern
 from chalicelib.deps import get_deps
 from chalicelib.handlers import run_task
 from chalicelib.workflow import (
     alert,
     await_key_live,
     create_key,
+    deactivate_compromised_key,
     deactivate_old_key,
     delete_old_key,
     drain_check,
@@ -50,6 +52,11 @@ def push_target_task(event, context):
 @app.lambda_function(name="verify_build")
 def verify_build_task(event, context):
     return run_task("verify_build", verify_build.run, event)
+
+
+@app.lambda_function(name="deactivate_compromised_key")
+def deactivate_compromised_key_task(event, context):
+    return run_task("deactivate_compromised_key", deactivate_compromised_key.run, event)
 
 
 @app.lambda_function(name="drain_check")
@@ -101,3 +108,21 @@ def webhook(provider):
     request = app.current_request
     status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body)
     return Response(body=body, status_code=status)
+
+
+# -- audit (deploy in us-east-1: IAM and sign-in events exist only there) ---------------------------------
+
+
+@app.on_cw_event(audit_event_pattern(), name="audit")
+def audit_events(event):
+    return audit_handlers.audit(event.to_dict())
+
+
+@app.on_cw_event(exposure.PATTERN, name="exposure")
+def exposed_keys(event):
+    return exposure.respond(get_deps(), event.to_dict())
+
+
+@app.schedule(Cron(0, 6, "*", "*", "?", "*"), name="credential_report")
+def credential_report(event):
+    return audit_handlers.credential_report()

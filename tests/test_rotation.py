@@ -51,7 +51,7 @@ def test_second_rotation_retires_the_rotators_own_key(clean_world: World, user: 
     second = assert_one_active_key_everywhere(clean_world, user)
     assert second != first
     states = states_entered(clean_world, result["executionArn"])
-    assert states == ["Plan", "CreateKey", "AwaitKeyLive", "PushToTargets", "PushTarget", "VerifyBuilds",
+    assert states == ["Plan", "CreateKey", "AwaitKeyLive", "PushToTargets", "PushTarget", "IsEmergency", "VerifyBuilds",
                       "VerifyBuild", "DrainPeriod", "DrainCheck", "DeactivateOldKey", "RecoveryWindow",
                       "DeleteOldKey", "Report", "RotationSucceeded"]
     assert get_deps().ledger.rotations(user)[-1]["adoption"] is False

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # .chalice/policy-*.json; locally one identity signs every handler's calls.
 ROTATOR_ACTIONS = [
     "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
-    "iam:GetAccessKeyLastUsed", "secretsmanager:*", "dynamodb:*", "sns:Publish",
+    "iam:GetAccessKeyLastUsed", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "secretsmanager:*", "dynamodb:*", "sns:Publish",
     "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "states:DescribeExecution", "ssm:GetParameter",
     "sts:GetCallerIdentity",
 ]

@@ -63,6 +63,8 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         # Conditional on our rotation id: a duplicate trigger never releases the running rotation's lock.
         deps.ledger.release_lock(user, rotation_id)
     severity = _BENIGN.get(error_name, "HIGH")
+    if event.get("emergency") or event.get("reason") == "exposure":
+        severity = "CRITICAL"  # a leaked key is still out there, or its replacement is unverified
     rolled = " (rolled back)" if (event.get("rollback") or {}).get("new_key_deleted") else ""
     subject = f"Rotation of {user} failed: {error_name}{rolled}"
     if not already:  # a retried Alert must not page twice

@@ -25,6 +25,13 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     new_key_id = rotation.get("new_key_id") or state.new_key_id
     old_key_id = rotation.get("old_key_id") or state.old_key_id
     old_secret = deps.escrow.current_for(user, old_key_id)
+    if rotation.get("compromised_deactivated_at"):
+        # An emergency rotation already switched the leaked key off: never hand it back to a pipeline,
+        # and keep the new key, which every target holds.
+        summary = {"restored": [], "not_restored": [], "new_key_deleted": False, "new_key_id": new_key_id,
+                   "kept": "the compromised key stays Inactive; every target keeps the new key"}
+        deps.ledger.update_rotation(user, rid, phase="emergency-kept-new-key", rollback=summary)
+        return state.out(new_key_id=new_key_id, rollback=summary)
 
     restored, not_restored = [], []
     for tid, result in sorted(rotation.get("targets", {}).items()):

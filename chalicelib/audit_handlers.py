@@ -1,0 +1,31 @@
+"""The audit Lambdas' bodies: the rotator's configuration and ledger joined to the audit pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.audit import service
+from chalicelib.audit.telemetry import metrics
+from chalicelib.deps import get_deps
+
+
+def _managed_users() -> list[str]:
+    return [u.name for u in get_deps().config.users]
+
+
+def audit(event: dict[str, Any]) -> dict[str, Any]:
+    """Classify one EventBridge event; a key change is the rotator's only if the ledger holds its intent."""
+    try:
+        return service.audit_event(event, managed_users=_managed_users(), intent_lookup=get_deps().ledger.find_intent)
+    finally:
+        metrics.flush_metrics()
+
+
+def credential_report() -> dict[str, Any]:
+    deps = get_deps()
+    users = _managed_users()
+    rotating = [u for u in users if deps.ledger.lock_holder(u)]
+    try:
+        return service.credential_report_audit(managed_users=users, rotating_users=rotating)
+    finally:
+        metrics.flush_metrics()
