@@ -55,7 +55,7 @@ def fresh_key(world: World, project: str) -> Credentials:
 
 
 def test_push_upserts_both_variables_and_a_build_uses_them(clean_world: World, project: str) -> None:
-    provider, name = split(project)
+    _, name = split(project)
     first = clean_world.held_key(project)
     second = fresh_key(clean_world, project)
 

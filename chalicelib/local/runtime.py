@@ -130,12 +130,16 @@ class LocalRuntime:
         os.environ["AWS_SECRET_ACCESS_KEY"] = self.rotator.secret_access_key
         deps_module.reset()
         self._start_app_server()
+        self._start_audit()
         if self.poll_interval:
             self._spawn(self._poll_loop)
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self.disable_audit()
+        self.bus.stop()
+        self.slack.stop()
         if getattr(self, "_app_server", None):
             self._app_server.shutdown()
         self._server.stop()
@@ -241,6 +245,43 @@ class LocalRuntime:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    # -- audit: CloudTrail → EventBridge → audit Lambda → Slack sink and SNS ----------------------
+
+    def _start_audit(self) -> None:
+        from chalicelib.local.eventbridge import LocalEventBus
+        from chalicelib.local.slack_sink import SlackSink
+
+        self.slack = SlackSink().start()
+        slack_ref = "ci-key-rotator/local/slack-webhook"
+        self.client("secretsmanager").create_secret(Name=slack_ref, SecretString=self.slack.url)
+        os.environ["ROTATOR_AUDIT_SLACK_WEBHOOK"] = f"secretsmanager:{slack_ref}"
+        os.environ["ROTATOR_AUDIT_ROTATOR_ROLE"] = "ci-key-rotator"
+        os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CIKeyRotator")
+        # EMF metrics are print()ed to stdout, which here is the operator's terminal, not CloudWatch Logs.
+        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+        self.bus = LocalEventBus(self._dispatch_event)
+
+    def _dispatch_event(self, handler: str, event: dict[str, Any]) -> Any:
+        from app import app
+
+        self.invocations[handler] += 1
+        return app.handler_map[handler](event, LambdaContext(self.function_name(handler)))
+
+    def enable_audit(self) -> None:
+        """Record IAM writes as CloudTrail events and deliver them (and anything ``emit``ted) to the app."""
+        from chalicelib.local import cloudtrail
+
+        cloudtrail.install(self.bus.put)
+
+    def disable_audit(self) -> None:
+        from chalicelib.local import cloudtrail
+
+        cloudtrail.uninstall()
+
+    def emit(self, event: dict[str, Any]) -> list[str]:
+        """Put an event on the local bus (an AWS Health event, say); returns the matched handlers."""
+        return self.bus.put(event)
 
     # -- webhooks and the poller -----------------------------------------------------------------
 

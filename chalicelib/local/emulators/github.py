@@ -14,74 +14,27 @@ import hashlib
 import hmac
 import itertools
 import json
-import logging
-import os
 import re
 import secrets
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Self
-from urllib.parse import parse_qs, unquote
+from typing import Any
 
-import urllib3
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
+from chalicelib.local.emulators._server import ApiError, BuildResult, EmulatorServer, Reply, Request, utc_now
 from chalicelib.local.emulators.base import emulator
 
-log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
 _SECRET_NAME = re.compile(r"^(?!GITHUB_)[A-Z_][A-Z0-9_]*$")
 _RATE_LIMIT = 5000
 _MAX_INPUTS = 25
-_WEBHOOK_POOL = urllib3.PoolManager()
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Mapping[str, str]
-    raw: bytes
-
-    def json_object(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self.raw or b"{}")
-        except ValueError:
-            raise _ApiError(400, "Problems parsing JSON") from None
-        if not isinstance(body, dict):
-            raise _ApiError(400, "Body should be a JSON object")
-        return body
+_now = utc_now
 
 
 @dataclass
@@ -105,8 +58,6 @@ class _Repo:
     workflows: dict[str, str | None]
     store: _SecretStore = field(default_factory=_SecretStore)
     environments: dict[str, _SecretStore] = field(default_factory=dict)
-    fail_next: int = 0
-    hang_next: int = 0
 
     @property
     def owner(self) -> str:
@@ -167,22 +118,12 @@ class _Run:
         }
 
 
-@dataclass
-class _Fault:
-    method: str
-    path: re.Pattern[str]
-    statuses: deque[int]
-    retry_after: float | None
-
-
-Handler = Callable[..., _Reply]
-
-
 @emulator
-class GitHubEmulator:
+class GitHubEmulator(EmulatorServer):
     """The local GitHub. ``with GitHubEmulator(...) as gh: gh.url`` is the API base URL."""
 
     provider = "github"
+    server_version = "GitHubEmulator/1"
 
     def __init__(
         self,
@@ -194,79 +135,27 @@ class GitHubEmulator:
         region: str = "us-east-1",
         build_timeout: float = 60.0,
     ) -> None:
-        self._token = token
-        self.aws_endpoint_url = aws_endpoint_url
-        self.webhook_url = webhook_url
-        self._webhook_secret = webhook_secret
-        self.region = region
-        self.build_timeout = build_timeout
+        super().__init__(token=token, aws_endpoint_url=aws_endpoint_url, webhook_url=webhook_url,
+                         webhook_secret=webhook_secret, region=region, build_timeout=build_timeout)
         #: Answer 422 when a dispatch carries return_run_details, like GHES before the feature.
         self.legacy_dispatch = False
-        #: Lose every webhook (the run still completes): the poller must confirm.
-        self.drop_webhooks = False
-        self._revoked = False
-        self._lock = threading.RLock()
         self._repos: dict[str, _Repo] = {}
         self._orgs: dict[str, _Org] = {}
         self._runs: dict[int, _Run] = {}
-        self._faults: list[_Fault] = []
-        self._hashes: list[str] = []
-        self._deliveries: list[dict[str, Any]] = []
         self._ids = itertools.count(1001)
         self._run_ids = itertools.count(22_000_000_001)
-        self._requests = 0
         self._reset_at = int(time.time()) + 3600
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
-            ("GET", re.compile(r"/repos/([^/]+)/([^/]+)"), self._get_repo),
-            ("GET", re.compile(r"/repos/([^/]+)/([^/]+)/actions/secrets/public-key"), self._get_repo_key),
-            ("PUT", re.compile(r"/repos/([^/]+)/([^/]+)/actions/secrets/([^/]+)"), self._put_repo_secret),
-            ("GET", re.compile(r"/repos/([^/]+)/([^/]+)/environments/([^/]+)/secrets/public-key"),
-             self._get_env_key),
-            ("PUT", re.compile(r"/repos/([^/]+)/([^/]+)/environments/([^/]+)/secrets/([^/]+)"),
-             self._put_env_secret),
-            ("GET", re.compile(r"/orgs/([^/]+)/actions/secrets/public-key"), self._get_org_key),
-            ("PUT", re.compile(r"/orgs/([^/]+)/actions/secrets/([^/]+)"), self._put_org_secret),
-            ("POST", re.compile(r"/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/dispatches"),
-             self._dispatch_workflow),
-            ("GET", re.compile(r"/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/runs"), self._list_runs),
-            ("GET", re.compile(r"/repos/([^/]+)/([^/]+)/actions/runs/(\d+)"), self._get_run),
-        ]
-
-    # -- lifecycle ----------------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _HttpHandler)
-        server.daemon_threads = True
-        server.emulator = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="github-emulator",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        owner_repo = r"/repos/([^/]+)/([^/]+)"
+        self.route("GET", owner_repo, self._get_repo)
+        self.route("GET", rf"{owner_repo}/actions/secrets/public-key", self._get_repo_key)
+        self.route("PUT", rf"{owner_repo}/actions/secrets/([^/]+)", self._put_repo_secret)
+        self.route("GET", rf"{owner_repo}/environments/([^/]+)/secrets/public-key", self._get_env_key)
+        self.route("PUT", rf"{owner_repo}/environments/([^/]+)/secrets/([^/]+)", self._put_env_secret)
+        self.route("GET", r"/orgs/([^/]+)/actions/secrets/public-key", self._get_org_key)
+        self.route("PUT", r"/orgs/([^/]+)/actions/secrets/([^/]+)", self._put_org_secret)
+        self.route("POST", rf"{owner_repo}/actions/workflows/([^/]+)/dispatches", self._dispatch_workflow)
+        self.route("GET", rf"{owner_repo}/actions/workflows/([^/]+)/runs", self._list_runs)
+        self.route("GET", rf"{owner_repo}/actions/runs/(\d+)", self._get_run)
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -294,43 +183,10 @@ class GitHubEmulator:
         with self._lock:
             self._orgs[name.lower()] = _Org(name)
 
-    def revoke_token(self) -> None:
-        """Every later API call answers 401, as after the token was revoked."""
-        self._revoked = True
-
-    # -- faults -------------------------------------------------------------------------------------
-
-    def fail_next_builds(self, repo: str, n: int = 1) -> None:
-        """The next ``n`` dispatched runs fail whatever the key, like a broken commit."""
-        with self._lock:
-            self._known(repo).fail_next += n
-
-    def hang_next_builds(self, repo: str, n: int = 1) -> None:
-        """The next ``n`` dispatched runs stay in_progress forever and send no webhook."""
-        with self._lock:
-            self._known(repo).hang_next += n
-
-    def inject(
-        self,
-        method: str,
-        path_regex: str,
-        statuses: Sequence[int] = (429, 503),
-        retry_after: float | None = None,
-    ) -> None:
-        """The next requests matching ``method`` ("*" for any) and ``path_regex`` get ``statuses``, in order."""
-        with self._lock:
-            self._faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), retry_after))
-
     def reset_faults(self) -> None:
         """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
-        with self._lock:
-            self._faults.clear()
-            for repo in self._repos.values():
-                repo.fail_next = 0
-                repo.hang_next = 0
-        self.drop_webhooks = False
+        super().reset_faults()
         self.legacy_dispatch = False
-        self._revoked = False
 
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
@@ -351,10 +207,6 @@ class GitHubEmulator:
         with self._lock:
             return self._effective_secrets(self._known(repo), environment).get(name.upper())
 
-    def received_secret_sha256s(self) -> list[str]:
-        with self._lock:
-            return list(self._hashes)
-
     def runs(self, repo: str) -> list[dict[str, Any]]:
         """Every run of ``repo``, oldest first, as the API shows it plus the build's masked ``log``."""
         with self._lock:
@@ -374,67 +226,30 @@ class GitHubEmulator:
         """Run the build now with the current effective secrets; no run record, no webhook."""
         with self._lock:
             env = self._effective_secrets(self._known(repo), environment)
-        conclusion, _ = self._build(env)
-        return conclusion == "success"
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        """Every webhook sent: ``id``, ``headers``, ``body`` (the exact bytes) and the receiver's ``status``."""
-        with self._lock:
-            return [dict(d, headers=dict(d["headers"])) for d in self._deliveries]
-
-    def redeliver(self, delivery_id: str) -> int | None:
-        """Send a delivery again with the same bytes and headers (GitHub's "Redeliver"); the status."""
-        with self._lock:
-            original = next(d for d in self._deliveries if d["id"] == delivery_id)
-        return self._post_webhook(original["headers"], original["body"])
+        return self._run_job(env).passed
 
     # -- request handling ---------------------------------------------------------------------------
 
-    def _handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
-        path, _, query = target.partition("?")
-        request = _Request(method, path, {k: v[-1] for k, v in parse_qs(query).items()}, headers, raw)
-        with self._lock:
-            self._requests += 1
-        reply = self._fault(method, path) or self._refuse(headers) or self._route(request)
-        return _Reply(reply.status, reply.body, {**self._rate_headers(), **reply.headers})
+    def _project_key(self, name: str) -> str:
+        return self._known(name).full_name.lower()
 
-    def _fault(self, method: str, path: str) -> _Reply | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.statuses and fault.method in ("*", method) and fault.path.search(path):
-                    status = fault.statuses.popleft()
-                    break
-            else:
-                return None
-        headers: dict[str, str] = {}
-        if fault.retry_after is not None:
-            headers["Retry-After"] = f"{fault.retry_after:g}"
-        if status == 403:
-            headers["x-ratelimit-remaining"] = "0"
-            headers["x-ratelimit-reset"] = str(int(time.time() + (fault.retry_after or 1)))
-        return _Reply(status, {"message": f"injected HTTP {status}"}, headers)
+    def _throttle_headers(self, status: int, retry_after: float | None) -> dict[str, str]:
+        if status != 403:
+            return {}
+        # GitHub's secondary rate limit: a 403 that only the rate-limit headers tell apart from "forbidden".
+        return {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time() + (retry_after or 1)))}
 
-    def _refuse(self, headers: Mapping[str, str]) -> _Reply | None:
+    def _refuse(self, request: Request) -> Reply | None:
+        headers = request.headers
         scheme, _, given = (headers.get("Authorization") or "").partition(" ")
         if not given:
-            return _Reply(401, {"message": "Requires authentication"})
-        ok = scheme.lower() in ("bearer", "token") and hmac.compare_digest(given.encode(), self._token.encode())
-        if self._revoked or not ok:
-            return _Reply(401, {"message": "Bad credentials"})
+            return Reply(401, {"message": "Requires authentication"})
+        if scheme.lower() not in ("bearer", "token") or not self._token_ok(given):
+            return Reply(401, {"message": "Bad credentials"})
         version = headers.get("X-GitHub-Api-Version")
         if version and version not in API_VERSIONS:
-            return _Reply(400, {"message": f"API version {version!r} is not supported."})
+            return Reply(400, {"message": f"API version {version!r} is not supported."})
         return None
-
-    def _route(self, request: _Request) -> _Reply:
-        for method, pattern, handler in self._routes:
-            match = pattern.fullmatch(request.path)
-            if match and method == request.method:
-                try:
-                    return handler(request, *(unquote(g) for g in match.groups()))
-                except _ApiError as exc:
-                    return _Reply(exc.status, {"message": exc.message})
-        return _Reply(404, {"message": "Not Found"})
 
     def _rate_headers(self) -> dict[str, str]:
         used = min(self._requests, _RATE_LIMIT)
@@ -444,105 +259,105 @@ class GitHubEmulator:
 
     # -- route handlers -----------------------------------------------------------------------------
 
-    def _get_repo(self, _: _Request, owner: str, name: str) -> _Reply:
+    def _get_repo(self, _: Request, owner: str, name: str) -> Reply:
         with self._lock:
-            return _Reply(200, self._repo(f"{owner}/{name}").api())
+            return Reply(200, self._repo(f"{owner}/{name}").api())
 
-    def _get_repo_key(self, _: _Request, owner: str, name: str) -> _Reply:
+    def _get_repo_key(self, _: Request, owner: str, name: str) -> Reply:
         with self._lock:
-            return _Reply(200, self._repo(f"{owner}/{name}").store.public_key())
+            return Reply(200, self._repo(f"{owner}/{name}").store.public_key())
 
-    def _put_repo_secret(self, request: _Request, owner: str, name: str, secret: str) -> _Reply:
+    def _put_repo_secret(self, request: Request, owner: str, name: str, secret: str) -> Reply:
         with self._lock:
             return self._store_secret(self._repo(f"{owner}/{name}").store, secret, request.json_object())
 
-    def _get_env_key(self, _: _Request, owner: str, name: str, env: str) -> _Reply:
+    def _get_env_key(self, _: Request, owner: str, name: str, env: str) -> Reply:
         with self._lock:
-            return _Reply(200, self._environment(f"{owner}/{name}", env).public_key())
+            return Reply(200, self._environment(f"{owner}/{name}", env).public_key())
 
-    def _put_env_secret(self, request: _Request, owner: str, name: str, env: str, secret: str) -> _Reply:
+    def _put_env_secret(self, request: Request, owner: str, name: str, env: str, secret: str) -> Reply:
         with self._lock:
             return self._store_secret(self._environment(f"{owner}/{name}", env), secret, request.json_object())
 
-    def _get_org_key(self, _: _Request, org: str) -> _Reply:
+    def _get_org_key(self, _: Request, org: str) -> Reply:
         with self._lock:
-            return _Reply(200, self._org(org).store.public_key())
+            return Reply(200, self._org(org).store.public_key())
 
-    def _put_org_secret(self, request: _Request, org_name: str, secret: str) -> _Reply:
+    def _put_org_secret(self, request: Request, org_name: str, secret: str) -> Reply:
         body = request.json_object()
         visibility = body.get("visibility")
         if visibility not in ("all", "private", "selected"):
-            raise _ApiError(422, "Invalid request.\n\n\"visibility\" must be all, private or selected.")
+            raise ApiError(422, "Invalid request.\n\n\"visibility\" must be all, private or selected.")
         selected = body.get("selected_repository_ids", [])
         if not isinstance(selected, list) or not all(isinstance(i, int) for i in selected):
-            raise _ApiError(422, "Invalid request.\n\n\"selected_repository_ids\" must be a list of integers.")
+            raise ApiError(422, "Invalid request.\n\n\"selected_repository_ids\" must be a list of integers.")
         with self._lock:
             org = self._org(org_name)
             reply = self._store_secret(org.store, secret, body)
             org.access[secret.upper()] = (visibility, frozenset(selected))
             return reply
 
-    def _dispatch_workflow(self, request: _Request, owner: str, name: str, workflow: str) -> _Reply:
+    def _dispatch_workflow(self, request: Request, owner: str, name: str, workflow: str) -> Reply:
         body = request.json_object()
         ref, inputs = body.get("ref"), body.get("inputs", {})
         if not isinstance(ref, str) or not ref:
-            raise _ApiError(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+            raise ApiError(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
         if not isinstance(inputs, dict) or len(inputs) > _MAX_INPUTS:
-            raise _ApiError(422, f"Invalid request.\n\n\"inputs\" must be an object of at most {_MAX_INPUTS}.")
+            raise ApiError(422, f"Invalid request.\n\n\"inputs\" must be an object of at most {_MAX_INPUTS}.")
         if "return_run_details" in body and self.legacy_dispatch:
-            raise _ApiError(422, "Invalid request.\n\n\"return_run_details\" is not a permitted key.")
+            raise ApiError(422, "Invalid request.\n\n\"return_run_details\" is not a permitted key.")
         with self._lock:
             repo = self._repo(f"{owner}/{name}")
             if workflow not in repo.workflows:
-                raise _ApiError(404, "Not Found")
+                raise ApiError(404, "Not Found")
             nonce = inputs.get("nonce")
             run = self._start_run(repo, workflow, ref, nonce if isinstance(nonce, str) else None)
             details = run.api(self.url)
         if body.get("return_run_details") is True or request.headers.get("X-GitHub-Api-Version") == API_VERSIONS[1]:
-            return _Reply(200, {"workflow_run_id": run.id, "run_url": details["url"],
+            return Reply(200, {"workflow_run_id": run.id, "run_url": details["url"],
                                 "html_url": details["html_url"]})
-        return _Reply(204)
+        return Reply(204)
 
-    def _list_runs(self, request: _Request, owner: str, name: str, workflow: str) -> _Reply:
+    def _list_runs(self, request: Request, owner: str, name: str, workflow: str) -> Reply:
         query = request.query
         with self._lock:
             repo = self._repo(f"{owner}/{name}")
             if workflow not in repo.workflows:
-                raise _ApiError(404, "Not Found")
+                raise ApiError(404, "Not Found")
             runs = [run.api(self.url) for run in self._runs.values()
                     if run.repo is repo and run.workflow == workflow]
         runs = [r for r in runs if _run_matches(r, query)]
         runs.reverse()  # newest first, as GitHub lists them
         per_page = min(int(query.get("per_page", "30")), 100)
-        return _Reply(200, {"total_count": len(runs), "workflow_runs": runs[:per_page]})
+        return Reply(200, {"total_count": len(runs), "workflow_runs": runs[:per_page]})
 
-    def _get_run(self, _: _Request, owner: str, name: str, run_id: str) -> _Reply:
+    def _get_run(self, _: Request, owner: str, name: str, run_id: str) -> Reply:
         with self._lock:
             repo = self._repo(f"{owner}/{name}")
             run = self._runs.get(int(run_id))
             if run is None or run.repo is not repo:
-                raise _ApiError(404, "Not Found")
-            return _Reply(200, run.api(self.url))
+                raise ApiError(404, "Not Found")
+            return Reply(200, run.api(self.url))
 
     # -- secrets ------------------------------------------------------------------------------------
 
-    def _store_secret(self, store: _SecretStore, name: str, body: Mapping[str, Any]) -> _Reply:
+    def _store_secret(self, store: _SecretStore, name: str, body: Mapping[str, Any]) -> Reply:
         name = name.upper()  # GitHub secret names are case-insensitive and shown upper-case
         if not _SECRET_NAME.match(name):
-            raise _ApiError(422, "Secret names may contain only [A-Za-z0-9_] and must not start with GITHUB_.")
+            raise ApiError(422, "Secret names may contain only [A-Za-z0-9_] and must not start with GITHUB_.")
         value, key_id = body.get("encrypted_value"), body.get("key_id")
         if not isinstance(value, str) or not _BASE64.match(value):
-            raise _ApiError(422, "Invalid request.\n\n\"encrypted_value\" does not match the base64 pattern.")
+            raise ApiError(422, "Invalid request.\n\n\"encrypted_value\" does not match the base64 pattern.")
         if key_id != store.key_id:
-            raise _ApiError(422, "Invalid request.\n\n\"key_id\" does not match the current public key.")
+            raise ApiError(422, "Invalid request.\n\n\"key_id\" does not match the current public key.")
         try:
             plaintext = SealedBox(store.private_key).decrypt(base64.b64decode(value)).decode()
         except (CryptoError, binascii.Error, UnicodeDecodeError):
-            raise _ApiError(422, "Invalid request.\n\n\"encrypted_value\" could not be decrypted.") from None
+            raise ApiError(422, "Invalid request.\n\n\"encrypted_value\" could not be decrypted.") from None
         created = name not in store.values
         store.values[name] = plaintext
-        self._hashes.append(hashlib.sha256(plaintext.encode()).hexdigest())
-        return _Reply(201, {}) if created else _Reply(204)
+        self._record_secret(plaintext)
+        return Reply(201, {}) if created else Reply(204)
 
     def _effective_secrets(self, repo: _Repo, environment: str | None) -> dict[str, str]:
         """GitHub precedence: environment over repository over organization (if the repo may read it)."""
@@ -558,7 +373,7 @@ class GitHubEmulator:
     def _repo(self, full_name: str) -> _Repo:
         repo = self._repos.get(full_name.lower())
         if repo is None:
-            raise _ApiError(404, "Not Found")
+            raise ApiError(404, "Not Found")
         return repo
 
     def _known(self, full_name: str) -> _Repo:
@@ -571,13 +386,13 @@ class GitHubEmulator:
     def _environment(self, full_name: str, env: str) -> _SecretStore:
         store = self._repo(full_name).environments.get(env)
         if store is None:
-            raise _ApiError(404, "Not Found")
+            raise ApiError(404, "Not Found")
         return store
 
     def _org(self, name: str) -> _Org:
         org = self._orgs.get(name.lower())
         if org is None:
-            raise _ApiError(404, "Not Found")
+            raise ApiError(404, "Not Found")
         return org
 
     # -- runs ---------------------------------------------------------------------------------------
@@ -585,12 +400,8 @@ class GitHubEmulator:
     def _start_run(self, repo: _Repo, workflow: str, ref: str, nonce: str | None) -> _Run:
         run = _Run(next(self._run_ids), repo, workflow, ref, nonce)
         self._runs[run.id] = run
-        mode = "build"
-        if repo.hang_next:
-            repo.hang_next, mode = repo.hang_next - 1, "hang"
-        elif repo.fail_next:
-            repo.fail_next, mode = repo.fail_next - 1, "fail"
-        threading.Thread(target=self._execute, args=(run, mode), name=f"run-{run.id}", daemon=True).start()
+        mode = self._take_build_mode(self._project_key(repo.full_name))
+        self._spawn(self._execute, f"run-{run.id}", run, mode)
         return run
 
     def _execute(self, run: _Run, mode: str) -> None:
@@ -603,40 +414,14 @@ class GitHubEmulator:
         if mode == "fail":
             conclusion, output = "failure", "verify: step exited 1 (injected failure)\n"
         else:
-            conclusion, output = self._build(env)
+            result = self._run_job(env)
+            conclusion, output = _conclusion(result), result.log
         with self._lock:
             run.status, run.conclusion, run.log, run.updated_at = "completed", conclusion, output, _now()
         try:
-            if self.webhook_url and not self.drop_webhooks:
-                self._send_workflow_run(run)
+            self._send_workflow_run(run)
         finally:
             run.settled.set()
-
-    def _build(self, secret_env: Mapping[str, str]) -> tuple[str, str]:
-        """Run the build job in a clean environment; (conclusion, log with secret values masked)."""
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-            "AWS_DEFAULT_REGION": self.region,
-            # Nothing but the pushed secrets may authenticate the build: no files, no instance metadata.
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **secret_env,
-        }
-        try:
-            proc = subprocess.run(  # fixed argv: our own interpreter and module
-                [sys.executable, "-m", "chalicelib.local.build_job"],
-                env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=self.build_timeout, check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return "timed_out", f"verify: build exceeded {self.build_timeout}s\n"
-        output = proc.stdout + proc.stderr
-        for value in secret_env.values():
-            if len(value) >= 4:  # GitHub masks secret values in logs the same way
-                output = output.replace(value, "***")
-        return ("success" if proc.returncode == 0 else "failure"), output
 
     # -- webhooks -----------------------------------------------------------------------------------
 
@@ -664,22 +449,12 @@ class GitHubEmulator:
             "X-Hub-Signature-256": "sha256="
             + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
         }
-        record: dict[str, Any] = {"id": delivery_id, "headers": headers, "body": body, "status": None}
-        with self._lock:
-            self._deliveries.append(record)
-        record["status"] = self._post_webhook(headers, body)
+        self._deliver(delivery_id, headers, body)
 
-    def _post_webhook(self, headers: Mapping[str, str], body: bytes) -> int | None:
-        if not self.webhook_url:
-            return None
-        try:
-            # urllib3 keeps header names as given; urllib.request would rewrite them (X-github-event).
-            response = _WEBHOOK_POOL.request("POST", self.webhook_url, body=body, headers=dict(headers),
-                                             timeout=10.0, retries=False, redirect=False)
-        except urllib3.exceptions.HTTPError as exc:
-            log.warning("webhook delivery to %s failed: %s", self.webhook_url, type(exc).__name__)
-            return None
-        return response.status
+def _conclusion(result: BuildResult) -> str:
+    if result.timed_out:
+        return "timed_out"
+    return "success" if result.passed else "failure"
 
 
 def _run_matches(run: Mapping[str, Any], query: Mapping[str, str]) -> bool:
@@ -692,39 +467,3 @@ def _run_matches(run: Mapping[str, Any], query: Mapping[str, str]) -> bool:
     created = query.get("created", "")
     # Only the ">=<timestamp>" form; ISO-8601 UTC strings of one format order like their instants.
     return not (created.startswith(">=") and run["created_at"] < created[2:])
-
-
-class _HttpHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "GitHubEmulator/1"
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        emulator: GitHubEmulator = self.server.emulator  # type: ignore[attr-defined]
-        reply = emulator._handle(self.command, self.path, self.headers, raw)
-        data = b"" if reply.body is None or reply.status == 204 else json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line carries paths and secret names only, never a value; keep it out of stderr.
-        log.debug("%s " + format, self.address_string(), *args)

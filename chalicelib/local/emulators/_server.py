@@ -1,0 +1,457 @@
+"""What every local CI emulator shares: the HTTP server, routing, auth, faults, real builds and webhooks.
+
+How to build a new emulator on it
+---------------------------------
+1. Subclass :class:`EmulatorServer`; set ``provider`` (and ``server_version``); decorate the class with
+   ``@emulator`` (emulators/base.py) so the world, the demo and tests/test_provider_contract.py find it.
+2. In ``__init__``: ``super().__init__(token=..., aws_endpoint_url=..., webhook_url=..., webhook_secret=...,
+   region=..., build_timeout=...)`` then one ``self.route(method, path_regex, handler)`` per endpoint. A
+   handler is called as ``handler(request, *path_groups)`` (groups URL-decoded), returns a :class:`Reply`
+   or raises :class:`ApiError`, and runs on a server thread: hold ``self._lock`` around shared state.
+   ``route(..., auth=False)`` skips the token check (e.g. GitLab's trigger-token endpoint).
+3. Override ``_refuse(request)`` for the provider's auth header (compare with ``self._token_ok(given)``,
+   which also honours ``revoke_token()``); optionally ``_rate_headers()`` (sent on every reply),
+   ``_throttle_headers(status, retry_after)`` (added to injected faults), ``_not_found()`` and
+   ``_error_body(message)`` for the provider's error shapes.
+4. Keep projects in your own structures and implement ``_project_key(name)`` (KeyError when unknown): the
+   shared ``fail_next_builds``/``hang_next_builds`` counters are keyed by it; consume one with
+   ``_take_build_mode(key)`` when a build is triggered.
+5. A build: ``self._spawn(fn, name)`` a thread that reads the variables the build would see *when it
+   starts*, calls ``self._run_job(env, mask=...)`` (a real ``chalicelib.local.build_job`` subprocess in an
+   environment built from scratch) and then ``self._deliver(delivery_id, headers, body)`` the signed webhook
+   (honours ``drop_webhooks`` and records it for ``deliveries()``/``redeliver()``). Override
+   ``_redelivery_headers`` if a redelivery must be re-signed (timestamped schemes).
+6. Call ``self._record_secret(value)`` for every secret value received (``received_secret_sha256s``), never
+   print or log a value, and implement the rest of the ``CIEmulator`` contract: ``add_project``,
+   ``target_config``, ``held_value``, ``run_build``, ``webhook_key``. Extend ``reset_faults`` with
+   ``super().reset_faults()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+from urllib.parse import parse_qs, unquote
+
+import urllib3
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+_WEBHOOK_POOL = urllib3.PoolManager()
+#: CI systems mask values this long or longer in job logs.
+_MIN_MASKED_LENGTH = 4
+
+BuildMode = Literal["build", "fail", "hang"]
+
+
+class ApiError(Exception):
+    """Raised by a route handler: the reply is ``status`` with the provider's error body for ``message``."""
+
+    def __init__(self, status: int, message: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(str(message))
+        self.status = status
+        #: A string, or a structured body part (GitLab validation errors are ``{"key": ["..."]}``).
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class Reply:
+    status: int
+    #: JSON-serialisable; None (or status 204) sends no body.
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    method: str
+    #: Still URL-encoded: handlers receive decoded path groups.
+    path: str
+    #: Last value of each query parameter, decoded.
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    raw: bytes
+
+    def json_object(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.raw or b"{}")
+        except ValueError:
+            raise ApiError(400, "Problems parsing JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Body should be a JSON object")
+        return body
+
+
+Handler = Callable[..., Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: re.Pattern[str]
+    handler: Handler
+    #: False for endpoints that authenticate by other means (a trigger token in the body).
+    auth: bool = True
+
+
+@dataclass
+class _Fault:
+    method: str
+    path: re.Pattern[str]
+    statuses: deque[int]
+    retry_after: float | None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    passed: bool
+    timed_out: bool
+    #: stdout + stderr with the masked values replaced by ``***``.
+    log: str
+
+
+class EmulatorServer:
+    """Base of the emulators: a ThreadingHTTPServer on 127.0.0.1 (port 0) that dispatches to routes.
+
+    Shared public API (the ``CIEmulator`` contract's generic half): ``start``/``stop``/``url`` and the
+    context manager, ``inject``/``reset_faults``/``revoke_token``, ``fail_next_builds``/
+    ``hang_next_builds``, ``drop_webhooks``, ``deliveries``/``redeliver`` and ``received_secret_sha256s``.
+    """
+
+    provider: ClassVar[str]
+    server_version: ClassVar[str] = "CIEmulator/1"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        aws_endpoint_url: str,
+        webhook_url: str | None,
+        webhook_secret: str,
+        region: str = "us-east-1",
+        build_timeout: float = 60.0,
+    ) -> None:
+        self._token = token
+        self.aws_endpoint_url = aws_endpoint_url
+        self.webhook_url = webhook_url
+        self._webhook_secret = webhook_secret
+        self.region = region
+        self.build_timeout = build_timeout
+        #: Lose every webhook (builds still complete): only the poller can confirm.
+        self.drop_webhooks = False
+        self._revoked = False
+        self._lock = threading.RLock()
+        self._routes: list[Route] = []
+        self._faults: list[_Fault] = []
+        self._fail_next: dict[str, int] = {}
+        self._hang_next: dict[str, int] = {}
+        self._hashes: list[str] = []
+        self._deliveries: list[dict[str, Any]] = []
+        self._requests = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def route(self, method: str, path_regex: str, handler: Handler, *, auth: bool = True) -> None:
+        """Serve ``method`` on paths that fully match ``path_regex``; the first matching route wins."""
+        self._routes.append(Route(method.upper(), re.compile(path_regex), handler, auth))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _HttpHandler)
+        server.daemon_threads = True
+        server.emulator = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                                        name=f"{self.provider}-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- auth and faults ----------------------------------------------------------------------------
+
+    def revoke_token(self) -> None:
+        """Every later authenticated API call answers 401, as after the token was revoked."""
+        self._revoked = True
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        statuses: Sequence[int] = (429, 503),
+        retry_after: float | None = None,
+    ) -> None:
+        """The next requests matching ``method`` ("*" for any) and ``path_regex`` get ``statuses``, in order."""
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), retry_after))
+
+    def reset_faults(self) -> None:
+        """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
+        with self._lock:
+            self._faults.clear()
+            self._fail_next.clear()
+            self._hang_next.clear()
+        self.drop_webhooks = False
+        self._revoked = False
+
+    def fail_next_builds(self, project: str, n: int = 1) -> None:
+        """The next ``n`` triggered builds fail whatever the key, like a broken commit."""
+        with self._lock:
+            key = self._project_key(project)
+            self._fail_next[key] = self._fail_next.get(key, 0) + n
+
+    def hang_next_builds(self, project: str, n: int = 1) -> None:
+        """The next ``n`` triggered builds never finish and send no webhook."""
+        with self._lock:
+            key = self._project_key(project)
+            self._hang_next[key] = self._hang_next.get(key, 0) + n
+
+    def _take_build_mode(self, key: str) -> BuildMode:
+        """Consume one injected outcome for a build being triggered; a hang wins over a failure."""
+        with self._lock:
+            if self._hang_next.get(key):
+                self._hang_next[key] -= 1
+                return "hang"
+            if self._fail_next.get(key):
+                self._fail_next[key] -= 1
+                return "fail"
+            return "build"
+
+    def _token_ok(self, given: str) -> bool:
+        return not self._revoked and bool(given) and hmac.compare_digest(given.encode(), self._token.encode())
+
+    # -- hooks for subclasses -----------------------------------------------------------------------
+
+    def _project_key(self, name: str) -> str:
+        """The key of project ``name`` for the build counters; KeyError if there is no such project."""
+        raise NotImplementedError
+
+    def _refuse(self, request: Request) -> Reply | None:
+        """The reply to an unauthenticated or otherwise unacceptable request; None lets it through."""
+        raise NotImplementedError
+
+    def _rate_headers(self) -> dict[str, str]:
+        """Headers on every reply (rate-limit counters); ``self._requests`` counts requests so far."""
+        return {}
+
+    def _throttle_headers(self, status: int, retry_after: float | None) -> dict[str, str]:
+        """Extra headers on an injected fault, after the common ``Retry-After``."""
+        return {}
+
+    def _error_body(self, message: Any) -> Any:
+        return {"message": message}
+
+    def _not_found(self) -> Reply:
+        return Reply(404, self._error_body("Not Found"))
+
+    def _redelivery_headers(self, delivery: Mapping[str, Any]) -> dict[str, str]:
+        """Headers of a redelivery: by default exactly the original's (same id, same signature)."""
+        return dict(delivery["headers"])
+
+    # -- request handling ---------------------------------------------------------------------------
+
+    def _handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> Reply:
+        path, _, query = target.partition("?")
+        request = Request(method, path, {k: v[-1] for k, v in parse_qs(query).items()}, headers, raw)
+        with self._lock:
+            self._requests += 1
+        route, match = self._match(request)
+        reply = self._fault(method, path)
+        if reply is None and (route is None or route.auth):
+            # Unknown paths need a token too, as on the real services: a 404 must not reveal them.
+            reply = self._refuse(request)
+        if reply is None:
+            reply = self._dispatch(request, route, match)
+        return Reply(reply.status, reply.body, {**self._rate_headers(), **reply.headers})
+
+    def _match(self, request: Request) -> tuple[Route | None, re.Match[str] | None]:
+        for route in self._routes:
+            match = route.path.fullmatch(request.path)
+            if match and route.method == request.method:
+                return route, match
+        return None, None
+
+    def _dispatch(self, request: Request, route: Route | None, match: re.Match[str] | None) -> Reply:
+        if route is None or match is None:
+            return self._not_found()
+        try:
+            return route.handler(request, *(unquote(g) for g in match.groups()))
+        except ApiError as exc:
+            return Reply(exc.status, self._error_body(exc.message), exc.headers)
+
+    def _fault(self, method: str, path: str) -> Reply | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.statuses and fault.method in ("*", method) and fault.path.search(path):
+                    status = fault.statuses.popleft()
+                    break
+            else:
+                return None
+        headers: dict[str, str] = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = f"{fault.retry_after:g}"
+        headers.update(self._throttle_headers(status, fault.retry_after))
+        return Reply(status, self._error_body(f"injected HTTP {status}"), headers)
+
+    # -- secrets ------------------------------------------------------------------------------------
+
+    def _record_secret(self, value: str) -> None:
+        """Keep a digest of every value received, so tests can check what crossed the wire; never the value."""
+        with self._lock:
+            self._hashes.append(hashlib.sha256(value.encode()).hexdigest())
+
+    def received_secret_sha256s(self) -> list[str]:
+        with self._lock:
+            return list(self._hashes)
+
+    # -- builds -------------------------------------------------------------------------------------
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+    def _run_job(self, secret_env: Mapping[str, str], mask: Iterable[str] | None = None) -> BuildResult:
+        """Run the build job in an environment built from scratch; ``mask``: values hidden in the log
+        (default: every value in ``secret_env``)."""
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_DEFAULT_REGION": self.region,
+            # Nothing but the pushed variables may authenticate the build: no files, no instance metadata.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **secret_env,
+        }
+        try:
+            proc = subprocess.run(  # fixed argv: our own interpreter and module
+                [sys.executable, "-m", "chalicelib.local.build_job"],
+                env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=self.build_timeout, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return BuildResult(False, True, f"verify: build exceeded {self.build_timeout}s\n")
+        output = proc.stdout + proc.stderr
+        for value in secret_env.values() if mask is None else mask:
+            if len(value) >= _MIN_MASKED_LENGTH:
+                output = output.replace(value, "***")
+        return BuildResult(proc.returncode == 0, False, output)
+
+    # -- webhooks -----------------------------------------------------------------------------------
+
+    def _deliver(self, delivery_id: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
+        """Record and POST one webhook; None (nothing recorded) without a URL or when webhooks are dropped."""
+        if not self.webhook_url or self.drop_webhooks:
+            return None
+        record: dict[str, Any] = {"id": delivery_id, "headers": dict(headers), "body": body, "status": None}
+        with self._lock:
+            self._deliveries.append(record)
+        record["status"] = self._post_webhook(record["headers"], body)
+        return record
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook sent: ``id``, ``headers``, ``body`` (the exact bytes) and the receiver's ``status``."""
+        with self._lock:
+            return [dict(d, headers=dict(d["headers"])) for d in self._deliveries]
+
+    def redeliver(self, delivery_id: str) -> int | None:
+        """Send a delivery again with the same bytes and delivery id (a provider's "Redeliver"); the status."""
+        with self._lock:
+            original = next(d for d in self._deliveries if d["id"] == delivery_id)
+        return self._post_webhook(self._redelivery_headers(original), original["body"])
+
+    def _post_webhook(self, headers: Mapping[str, str], body: bytes) -> int | None:
+        if not self.webhook_url:
+            return None
+        try:
+            # urllib3 keeps header names as given; urllib.request would rewrite them (X-github-event).
+            response = _WEBHOOK_POOL.request("POST", self.webhook_url, body=body, headers=dict(headers),
+                                             timeout=10.0, retries=False, redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            log.warning("webhook delivery to %s failed: %s", self.webhook_url, type(exc).__name__)
+            return None
+        return response.status
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def version_string(self) -> str:
+        return self._emulator().server_version
+
+    def _emulator(self) -> EmulatorServer:
+        return self.server.emulator  # type: ignore[attr-defined,no-any-return]
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        reply = self._emulator()._handle(self.command, self.path, self.headers, raw)
+        data = b"" if reply.body is None or reply.status == 204 else json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if data:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line carries paths and variable names only, never a value; keep it out of stderr.
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC to the second, the timestamp format the CI APIs use."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,339 @@
+"""Bitbucket Pipelines (Cloud REST 2.0): secured variables, custom-pipeline verification, signed webhooks.
+
+Contract: /work/shared/reference/ci-apis.md section 5. Pipelines has no pipeline webhook; it publishes a
+commit status per pipeline (``repo:commit_status_created/updated``) that names the build *number*, not
+the pipeline uuid. So a run id is ``<workspace>/<repo>#<build_number>`` (unique across repositories, as
+the callback table needs) and run_status reads ``GET .../pipelines/<build_number>``, which Bitbucket
+accepts in place of the uuid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.targets.base import (
+    CITarget,
+    Credentials,
+    RunRef,
+    RunState,
+    RunStatus,
+    TargetConfig,
+    WebhookEvent,
+    WebhookRejected,
+)
+from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.registry import register
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
+_SLUG = r"^[A-Za-z0-9_.-]{1,100}$"
+_UUID = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: Largest page Bitbucket serves for variables: fewer calls against the tightest rate budget of all CIs.
+PAGE_LEN = 100
+#: A guard against a server whose ``next`` never ends.
+MAX_PAGES = 50
+STATUS_EVENTS = frozenset({"repo:commit_status_created", "repo:commit_status_updated"})
+_RESULTS_URL = re.compile(r"pipelines/.*?results/(\d+)")
+_PIPELINE_NAME = re.compile(r"^Pipeline #(\d+)\b")
+
+
+class BitbucketTargetConfig(TargetConfig):
+    """Where the key pair lives in Bitbucket, and which pipeline proves it works."""
+
+    provider: Literal["bitbucket"]
+    api_url: str = DEFAULT_API_URL
+    workspace: str
+    #: The repository slug; the verification pipeline always runs here.
+    repository: str
+    scope: Literal["repository", "workspace", "deployment"] = "repository"
+    #: For scope=deployment: the environment whose deployment variables hold the pair.
+    environment_uuid: str | None = None
+    #: The branch the verification pipeline runs on.
+    branch: str = Field("main", min_length=1, max_length=255)
+    #: A ``custom:`` pipeline in bitbucket-pipelines.yml (recommended); None runs the branch's pipeline.
+    pipeline: str | None = Field(None, min_length=1, max_length=255)
+
+    @field_validator("api_url")
+    @classmethod
+    def _safe_api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            return value.rstrip("/")
+        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
+
+    @field_validator("workspace", "repository")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if re.fullmatch(_SLUG, value) is None:
+            raise ValueError(f"must be a Bitbucket slug, not {value!r}")
+        return value
+
+    @field_validator("environment_uuid")
+    @classmethod
+    def _braced_uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _UUID.fullmatch(value)
+        if match is None:
+            raise ValueError(f"must be an environment uuid like {{6f9c...}}, not {value!r}")
+        return "{" + match.group(1).lower() + "}"
+
+    @model_validator(mode="after")
+    def _scope_fields(self) -> BitbucketTargetConfig:
+        if self.scope == "deployment" and not self.environment_uuid:
+            raise ValueError("environment_uuid is required when scope is 'deployment'")
+        if self.scope != "deployment" and self.environment_uuid:
+            raise ValueError("environment_uuid is only allowed with scope 'deployment'")
+        return self
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.workspace}/{self.repository}"
+
+
+def map_pipeline(state: Mapping[str, Any] | None, url: str | None = None) -> RunStatus:
+    """Only COMPLETED/SUCCESSFUL is a pass; PAUSED (a manual step) is not verified, so it keeps waiting."""
+    state = state or {}
+    name = state.get("name")
+    if name == "COMPLETED":
+        result = (state.get("result") or {}).get("name") or "UNKNOWN"
+        passed = result == "SUCCESSFUL"
+        return RunStatus(RunState.SUCCEEDED if passed else RunState.FAILED, f"COMPLETED/{result}", url)
+    stage = (state.get("stage") or {}).get("name")
+    return RunStatus(RunState.PENDING, f"{name or 'UNKNOWN'}/{stage}" if stage else (name or "UNKNOWN"), url)
+
+
+def map_commit_status(state: str | None, url: str | None = None) -> RunStatus | None:
+    """The webhook's commit-status state; None while the pipeline runs (or for a state we do not know)."""
+    if state == "SUCCESSFUL":
+        return RunStatus(RunState.SUCCEEDED, state, url)
+    if state in ("FAILED", "STOPPED"):
+        return RunStatus(RunState.FAILED, state, url)
+    return None
+
+
+def signature(secret: str, raw_body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+
+
+def run_id_for(full_name: str, build_number: int | str) -> str:
+    # Slugs are case-insensitive on Bitbucket; the webhook's full_name may differ in case from the config.
+    return f"{full_name.lower()}#{build_number}"
+
+
+@register
+class BitbucketTarget(CITarget):
+    provider = "bitbucket"
+    config_model = BitbucketTargetConfig
+    config: BitbucketTargetConfig
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        token: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_seconds: float = 20.0,
+        timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(config, BitbucketTargetConfig):
+            raise ConfigError(f"BitbucketTarget needs a BitbucketTargetConfig, not {type(config).__name__}")
+        super().__init__(config, token)
+        # Repository/workspace access tokens are Bearer tokens (app passwords stop working in 2026).
+        self._http = HttpClient(self.config.api_url, {"Authorization": f"Bearer {token}"},
+                                timeout=timeout, max_wait_seconds=max_wait_seconds, sleep=sleep)
+        cfg = self.config
+        self._repo_path = f"/repositories/{quote(cfg.workspace, safe='')}/{quote(cfg.repository, safe='')}"
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    def push(self, credentials: Credentials) -> None:
+        names = self.config.secret_names
+        written = False
+        try:
+            # List first, then PUT or POST: 3 calls per push instead of POST-409-GET-PUT per variable,
+            # which matters against Bitbucket's 1,000 requests/hour. A POST's 409 is still handled.
+            existing = self._list_variables("list variables")
+            for key, value in (
+                (names.access_key_id, credentials.access_key_id),
+                (names.secret_access_key, credentials.secret_access_key),
+            ):
+                self._upsert(key, value, existing)
+                written = True
+        except TargetPushFailed as exc:
+            # A refused first call leaves the target as it was: rollback has nothing to restore there.
+            exc.changed = written
+            raise
+
+    def _variables_path(self) -> str:
+        cfg = self.config
+        if cfg.scope == "workspace":
+            return f"/workspaces/{quote(cfg.workspace, safe='')}/pipelines-config/variables"  # sic: hyphen
+        if cfg.scope == "deployment":
+            assert cfg.environment_uuid is not None
+            env = quote(cfg.environment_uuid, safe="")
+            return f"{self._repo_path}/deployments_config/environments/{env}/variables"
+        return f"{self._repo_path}/pipelines_config/variables"
+
+    def _list_variables(self, what: str) -> dict[str, str]:
+        """key -> variable uuid, over every page."""
+        found: dict[str, str] = {}
+        path: str | None = self._variables_path()
+        params: dict[str, Any] = {"pagelen": PAGE_LEN}
+        for _ in range(MAX_PAGES):
+            if path is None:
+                return found
+            try:
+                page = self._http.request("GET", path, params=params, expect=(200,)).json or {}
+            except HttpError as exc:
+                raise self._push_failed(what, exc) from None
+            for var in page.get("values") or []:
+                if isinstance(var, dict) and isinstance(var.get("key"), str) and var.get("uuid"):
+                    found[var["key"]] = str(var["uuid"])
+            path, params = self._next_page(page.get("next"))
+        raise TargetPushFailed(f"{self._where()}: {what}: more than {MAX_PAGES} pages")
+
+    def _next_page(self, next_url: Any) -> tuple[str | None, dict[str, Any]]:
+        if not next_url:
+            return None, {}
+        base = urlsplit(self._http.base_url)
+        parts = urlsplit(str(next_url))
+        # The token goes wherever we send the request: follow only links back into the same API.
+        inside = parts.path == base.path or parts.path.startswith(base.path.rstrip("/") + "/")
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc) or not inside:
+            raise TargetPushFailed(f"{self._where()}: a variables page links outside {self._http.base_url}")
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return parts.path[len(base.path):], params
+
+    def _upsert(self, key: str, value: str, existing: dict[str, str]) -> None:
+        # Secured values are never shown in logs or returned by the API: always, for both variables.
+        body = {"key": key, "value": value, "secured": True}
+        if key not in existing:
+            try:
+                self._http.request("POST", self._variables_path(), json=body, expect=(201,))
+                log.info("%s: variable %s created", self._where(), key)
+                return
+            except HttpError as exc:
+                if exc.status != 409:
+                    raise self._push_failed(f"create variable {key}", exc) from None
+            # Created since we listed (another writer): update the one that exists now.
+            existing.update(self._list_variables("re-list variables after 409"))
+            if key not in existing:
+                raise TargetPushFailed(f"{self._where()}: variable {key} exists (409) but is not listed")
+        # The uuid carries braces, which must be sent as %7B...%7D.
+        path = f"{self._variables_path()}/{quote(existing[key], safe='')}"
+        try:
+            self._http.request("PUT", path, json=body, expect=(200,))
+        except HttpError as exc:
+            raise self._push_failed(f"update variable {key}", exc) from None
+        log.info("%s: variable %s updated", self._where(), key)
+
+    def _where(self) -> str:
+        cfg = self.config
+        place = {"repository": cfg.full_name, "workspace": cfg.workspace,
+                 "deployment": f"{cfg.full_name} environment {cfg.environment_uuid}"}[cfg.scope]
+        return f"bitbucket target {cfg.id!r} ({cfg.scope} {place})"
+
+    def _push_failed(self, what: str, exc: HttpError) -> TargetPushFailed:
+        return TargetPushFailed(f"{self._where()}: {what} refused: {exc}")
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def trigger_verification(self, nonce: str) -> RunRef:
+        cfg = self.config
+        target: dict[str, Any] = {"type": "pipeline_ref_target", "ref_type": "branch", "ref_name": cfg.branch}
+        body: dict[str, Any] = {"target": target}
+        if cfg.pipeline:
+            target["selector"] = {"type": "custom", "pattern": cfg.pipeline}
+            # Only custom pipelines take variables; the nonce ties the run to this try in its log.
+            body["variables"] = [{"key": "ROTATION_NONCE", "value": nonce, "secured": False}]
+        try:
+            response = self._http.request("POST", f"{self._repo_path}/pipelines/", json=body, expect=(201, 200))
+        except HttpError as exc:
+            what = f"custom pipeline {cfg.pipeline!r}" if cfg.pipeline else "pipeline"
+            raise VerificationTriggerFailed(
+                f"bitbucket target {cfg.id!r}: {what} on {cfg.full_name}@{cfg.branch} refused: {exc}") from None
+        pipeline = response.json if isinstance(response.json, dict) else {}
+        number = pipeline.get("build_number")
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise VerificationTriggerFailed(f"bitbucket target {cfg.id!r}: the new pipeline has no build_number")
+        log.info("%s: pipeline #%s %s started", self._where(), number, pipeline.get("uuid", ""))
+        return RunRef(run_id_for(cfg.full_name, number), self._results_url(number))
+
+    def run_status(self, run_id: str) -> RunStatus:
+        cfg = self.config
+        place, _, number = run_id.rpartition("#")
+        if place != cfg.full_name.lower() or not number.isdigit():
+            raise VerificationFailed(f"bitbucket target {cfg.id!r}: {run_id!r} is not a run of {cfg.full_name}")
+        try:
+            pipeline = self._http.request("GET", f"{self._repo_path}/pipelines/{number}", expect=(200,)).json
+        except HttpError as exc:
+            raise VerificationFailed(f"bitbucket target {cfg.id!r}: cannot read pipeline #{number}: {exc}") from None
+        state = pipeline.get("state") if isinstance(pipeline, dict) else None
+        return map_pipeline(state if isinstance(state, dict) else None, self._results_url(int(number)))
+
+    def _results_url(self, number: int) -> str | None:
+        if self.config.api_url != DEFAULT_API_URL:
+            return None  # a self-hosted or local API: no known web UI address
+        return f"https://bitbucket.org/{self.config.full_name}/pipelines/results/{number}"
+
+    # -- webhook ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+        lower = {k.lower(): v for k, v in headers.items()}
+        given = lower.get("x-hub-signature", "")
+        if not secret:
+            raise WebhookRejected("no webhook secret configured for bitbucket", 401)
+        if not given:
+            # Bitbucket signs only when the webhook has a secret; an unsigned delivery is never trusted.
+            raise WebhookRejected("missing X-Hub-Signature (does the Bitbucket webhook have a secret?)", 401)
+        if not hmac.compare_digest(signature(secret, raw_body).encode(), given.encode()):
+            raise WebhookRejected("X-Hub-Signature does not match the body", 401)
+        # Retries repeat X-Request-UUID (X-Attempt-Number grows); X-Hook-UUID names the hook, not the delivery.
+        delivery = lower.get("x-request-uuid")
+        if not delivery:
+            raise WebhookRejected("missing X-Request-UUID", 400)
+        if lower.get("x-event-key") not in STATUS_EVENTS:
+            return WebhookEvent(delivery, None, None)
+        status, repository = _commit_status(raw_body)
+        number = _build_number(status)
+        if number is None or not repository:
+            return WebhookEvent(delivery, None, None)  # a status from another tool, not from Pipelines
+        url = status.get("url") if isinstance(status.get("url"), str) else None
+        return WebhookEvent(delivery, run_id_for(repository, number), map_commit_status(status.get("state"), url))
+
+
+def _commit_status(raw_body: bytes) -> tuple[dict[str, Any], str | None]:
+    try:
+        payload = json.loads(raw_body)
+    except ValueError:
+        raise WebhookRejected("body is not JSON", 400) from None
+    status = payload.get("commit_status") if isinstance(payload, dict) else None
+    if not isinstance(status, dict):
+        raise WebhookRejected("commit status event without commit_status", 400)
+    repository = payload.get("repository") or status.get("repository") or {}
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    return status, full_name if isinstance(full_name, str) and "/" in full_name else None
+
+
+def _build_number(status: Mapping[str, Any]) -> str | None:
+    """Pipelines' statuses link to ``.../pipelines/results/<n>`` and are named ``Pipeline #<n> for ...``."""
+    url, name = status.get("url"), status.get("name")
+    match = _RESULTS_URL.search(url) if isinstance(url, str) else None
+    if match is None and isinstance(name, str):
+        match = _PIPELINE_NAME.match(name)
+    return match.group(1) if match else None

@@ -1,0 +1,375 @@
+"""Travis CI (API v3): private env vars, API-triggered verification requests, RSA-signed webhooks.
+
+Contract: /work/shared/reference/ci-apis.md section 4. A verification is a ``requests#create`` whose
+build must be resolved later; the run id is the build id once known, else ``request:<id>`` (run_status
+resolves it, and a request that produced no build is a failed verification). Webhook deliveries are
+form-encoded and signed by Travis's private key, so the "secret" configured for the travis webhook is
+the PEM *public* key served at ``GET /config`` (``config.notifications.webhook.public_key``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, urlsplit
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from pydantic import Field, field_validator
+
+from chalicelib.errors import (
+    ConfigError,
+    TargetPushFailed,
+    TransientError,
+    VerificationFailed,
+    VerificationTriggerFailed,
+)
+from chalicelib.targets.base import (
+    CITarget,
+    Credentials,
+    RunRef,
+    RunState,
+    RunStatus,
+    TargetConfig,
+    WebhookEvent,
+    WebhookRejected,
+)
+from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.registry import register
+
+log = logging.getLogger(__name__)
+
+_SLUG = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+REQUEST_PREFIX = "request:"
+
+#: Build states (travis-api ``Build::States``).
+SUCCEEDED_STATES = frozenset({"passed"})
+FAILED_STATES = frozenset({"failed", "errored", "canceled"})
+PENDING_STATES = frozenset({"created", "received", "started", "queued"})
+#: ``status_message`` values of the webhook payload (travis-tasks ``result_message``).
+_PASSED_MESSAGES = frozenset({"passed", "fixed"})
+_FAILED_MESSAGES = frozenset({"failed", "broken", "still failing", "errored", "canceled"})
+
+
+class TravisTargetConfig(TargetConfig):
+    """Where the key pair lives in Travis CI, and which branch runs the verification build."""
+
+    provider: Literal["travis"]
+    api_url: str = "https://api.travis-ci.com"
+    #: owner/name; sent URL-encoded (``owner%2Fname``) as Travis requires.
+    repository: str
+    #: The branch the verification request builds.
+    branch: str = Field("main", min_length=1, max_length=255)
+    #: Restrict both variables to one branch (Travis ``env_var.branch``); None: every branch.
+    variable_branch: str | None = Field(None, min_length=1, max_length=255)
+    #: The rotator's ``/webhooks/travis`` URL: merged into the verification request's config as a
+    #: ``notifications.webhooks`` block (Travis has no API to register a webhook). None: poll only.
+    notify_url: str | None = None
+
+    @field_validator("api_url", "notify_url")
+    @classmethod
+    def _safe_url(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value)
+
+    @field_validator("repository")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if re.fullmatch(_SLUG, value) is None:
+            raise ValueError(f"must be an owner/name repository slug, not {value!r}")
+        return value
+
+
+def _https_or_loopback(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        return value.rstrip("/")
+    raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost)")
+
+
+def map_build(state: str | None, url: str | None = None) -> RunStatus:
+    """Only ``passed`` is a pass; an unknown state keeps waiting (the old key stays alive meanwhile)."""
+    if state in SUCCEEDED_STATES:
+        return RunStatus(RunState.SUCCEEDED, state, url)
+    if state in FAILED_STATES:
+        return RunStatus(RunState.FAILED, state, url)
+    return RunStatus(RunState.PENDING, state or "unknown", url)
+
+
+def sign(private_key: rsa.RSAPrivateKey, payload: str) -> str:
+    """The ``Signature`` header Travis sends: base64 RSA PKCS#1 v1.5 over SHA-1 of the payload field."""
+    # SHA-1 is Travis's choice, not ours; we can only verify what it signs.
+    return base64.b64encode(private_key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA1())).decode()  # noqa: S303
+
+
+@register
+class TravisTarget(CITarget):
+    provider = "travis"
+    config_model = TravisTargetConfig
+    config: TravisTargetConfig
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        token: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_seconds: float = 20.0,
+        timeout: float = 10.0,
+        resolve_attempts: int = 6,
+    ) -> None:
+        if not isinstance(config, TravisTargetConfig):
+            raise ConfigError(f"TravisTarget needs a TravisTargetConfig, not {type(config).__name__}")
+        super().__init__(config, token)
+        self._sleep = sleep
+        self._resolve_attempts = resolve_attempts
+        self._http = HttpClient(
+            self.config.api_url,
+            {"Travis-API-Version": "3", "Authorization": f"token {token}"},
+            timeout=timeout,
+            max_wait_seconds=max_wait_seconds,
+            sleep=sleep,
+        )
+        self._repo_path = f"/repo/{quote(self.config.repository, safe='')}"
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    def push(self, credentials: Credentials) -> None:
+        names = self.config.secret_names
+        written = False
+        try:
+            existing = self._list_env_vars("list env vars")
+            for name, value in (
+                (names.access_key_id, credentials.access_key_id),
+                (names.secret_access_key, credentials.secret_access_key),
+            ):
+                self._upsert(name, value, existing)
+                written = True
+        except TargetPushFailed as exc:
+            # A refused first call leaves the target as it was: rollback has nothing to restore there.
+            exc.changed = written
+            raise
+
+    def _list_env_vars(self, what: str) -> dict[str, dict[str, Any]]:
+        """name -> env var, for the variables in our branch scope (another branch's are other variables)."""
+        try:
+            body = self._http.request("GET", f"{self._repo_path}/env_vars", expect=(200,)).json or {}
+        except HttpError as exc:
+            raise self._push_failed(what, exc) from None
+        found: dict[str, dict[str, Any]] = {}
+        for var in body.get("env_vars") or []:
+            if isinstance(var, dict) and var.get("branch") == self.config.variable_branch and var.get("id"):
+                found[str(var.get("name"))] = var
+        return found
+
+    def _upsert(self, name: str, value: str, existing: dict[str, dict[str, Any]]) -> None:
+        body = {
+            "env_var.name": name,
+            "env_var.value": value,
+            # Public values are printed in build logs and returned by the API: never, for either variable.
+            "env_var.public": False,
+            "env_var.branch": self.config.variable_branch,
+        }
+        if name not in existing:
+            try:
+                self._http.request("POST", f"{self._repo_path}/env_vars", json=body, expect=(201,))
+                log.info("%s: env var %s created", self._where(), name)
+                return
+            except HttpError as exc:
+                if exc.status != 409:
+                    raise self._push_failed(f"create env var {name}", exc) from None
+            # Created since we listed (another writer): update the one that exists now.
+            existing.update(self._list_env_vars("re-list env vars after 409"))
+            if name not in existing:
+                raise TargetPushFailed(f"{self._where()}: env var {name} is a duplicate (409) but is not listed")
+        var = existing[name]
+        if var.get("public"):
+            log.warning("%s: env var %s was public; it is made private now", self._where(), name)
+        try:
+            self._http.request("PATCH", f"{self._repo_path}/env_var/{quote(str(var['id']), safe='')}",
+                               json=body, expect=(200,))
+        except HttpError as exc:
+            raise self._push_failed(f"update env var {name}", exc) from None
+        log.info("%s: env var %s updated", self._where(), name)
+
+    def _where(self) -> str:
+        return f"travis target {self.config.id!r} ({self.config.repository})"
+
+    def _push_failed(self, what: str, exc: HttpError) -> TargetPushFailed:
+        return TargetPushFailed(f"{self._where()}: {what} refused: {exc}")
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def trigger_verification(self, nonce: str) -> RunRef:
+        request: dict[str, Any] = {"branch": self.config.branch, "message": f"key-rotation verify {nonce}"}
+        if self.config.notify_url:
+            # deep_merge keeps the repository's .travis.yml and only adds our webhook.
+            request["config"] = {
+                "merge_mode": "deep_merge",
+                "notifications": {"webhooks": {"urls": [self.config.notify_url], "on_success": "always",
+                                               "on_failure": "always", "on_start": "never"}},
+            }
+        try:
+            response = self._http.request("POST", f"{self._repo_path}/requests", json={"request": request},
+                                          expect=(202, 200, 201))
+        except HttpError as exc:
+            raise VerificationTriggerFailed(
+                f"{self._where()}: verification request on {self.config.branch} refused: {exc}") from None
+        body = response.json if isinstance(response.json, dict) else {}
+        request_id = (body.get("request") or {}).get("id")
+        if not isinstance(request_id, int):
+            raise VerificationTriggerFailed(f"{self._where()}: the 202 for the verification request has no id")
+        log.info("%s: verification request %s accepted (%s API requests left this hour)", self._where(),
+                 request_id, body.get("remaining_requests", "?"))
+        return RunRef(self._resolve_build(request_id))
+
+    def _resolve_build(self, request_id: int) -> str:
+        """The build id, so webhooks (which name builds) match; else the request id, resolved later.
+
+        The request exists now: a failure here must not fail the trigger, or a retry would start a
+        second build. run_status resolves ``request:<id>`` whenever the build appears.
+        """
+        delay = 0.5
+        for attempt in range(self._resolve_attempts):
+            if attempt:
+                self._sleep(delay)
+                delay = min(delay * 2, 4.0)
+            try:
+                request = self._request(request_id)
+            except (HttpError, TransientError) as exc:
+                log.info("%s: request %s not readable yet (%s)", self._where(), request_id, exc)
+                continue
+            build_id = _first_build_id(request)
+            if build_id is not None:
+                return build_id
+            if _request_settled(request):
+                break  # no build will come; run_status reports it as a failed verification
+        return f"{REQUEST_PREFIX}{request_id}"
+
+    def _request(self, request_id: int | str) -> dict[str, Any]:
+        body = self._http.request("GET", f"{self._repo_path}/request/{request_id}", expect=(200,)).json
+        return body if isinstance(body, dict) else {}
+
+    def run_status(self, run_id: str) -> RunStatus:
+        try:
+            if run_id.startswith(REQUEST_PREFIX) and run_id[len(REQUEST_PREFIX):].isdigit():
+                return self._request_status(run_id[len(REQUEST_PREFIX):])
+            if run_id.isdigit():
+                return self._build_status(run_id)
+        except HttpError as exc:
+            raise VerificationFailed(f"{self._where()}: cannot read {run_id}: {exc}") from None
+        raise VerificationFailed(f"{self._where()}: {run_id!r} is neither a Travis build id nor request:<id>")
+
+    def _request_status(self, request_id: str) -> RunStatus:
+        request = self._request(request_id)
+        build_id = _first_build_id(request)
+        if build_id is not None:
+            return self._build_status(build_id)
+        if _request_settled(request):
+            why = request.get("result") or request.get("state") or "finished"
+            return RunStatus(RunState.FAILED, f"no build ran (request {why})")
+        return RunStatus(RunState.PENDING, f"request {request.get('state') or 'pending'}")
+
+    def _build_status(self, build_id: str) -> RunStatus:
+        build = self._http.request("GET", f"/build/{build_id}", expect=(200,)).json or {}
+        return map_build(build.get("state"))
+
+    # -- webhook ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+        """``secret`` is Travis's PEM public key; the signature covers the ``payload`` form field."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        if not secret:
+            raise WebhookRejected("no webhook public key configured for travis", 401)
+        given = lower.get("signature", "")
+        if not given:
+            raise WebhookRejected("missing Signature", 401)
+        payload = _payload_field(raw_body)
+        _verify(_public_key(secret.strip()), given, payload)
+        build = _payload_json(payload)
+        build_id, state = str(build["id"]), build.get("state")
+        status = _webhook_status(state, build.get("status_message"), build.get("build_url"))
+        # Travis sends no delivery id. The signed payload names the build and its state, and a replay
+        # repeats it byte for byte, so its digest identifies the delivery.
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:32]
+        return WebhookEvent(f"travis:{build_id}:{state or 'unknown'}:{digest}", build_id, status)
+
+
+def _first_build_id(request: Mapping[str, Any]) -> str | None:
+    ids = [b["id"] for b in request.get("builds") or []
+           if isinstance(b, dict) and isinstance(b.get("id"), int) and not isinstance(b.get("id"), bool)]
+    return str(min(ids)) if ids else None
+
+
+def _request_settled(request: Mapping[str, Any]) -> bool:
+    """A rejected request (bad config, inactive repo) or a finished one never gets a build later."""
+    return request.get("result") == "rejected" or request.get("state") == "finished"
+
+
+def _webhook_status(state: Any, message: Any, url: Any) -> RunStatus | None:
+    url = url if isinstance(url, str) else None
+    if isinstance(state, str) and state:
+        status = map_build(state, url)
+    else:  # older payloads: only the human-readable message
+        text = message.lower() if isinstance(message, str) else ""
+        if text in _PASSED_MESSAGES:
+            status = RunStatus(RunState.SUCCEEDED, message, url)
+        elif text in _FAILED_MESSAGES:
+            status = RunStatus(RunState.FAILED, message, url)
+        else:
+            return None
+    if status.terminal and isinstance(message, str) and message and message.lower() != status.detail:
+        status = RunStatus(status.state, f"{status.detail} ({message})", url)
+    return status if status.terminal else None
+
+
+def _payload_field(raw_body: bytes) -> str:
+    try:
+        form = parse_qs(raw_body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise WebhookRejected("body is not UTF-8 form data", 400) from None
+    values = form.get("payload", [])
+    if len(values) != 1:
+        raise WebhookRejected("body must have exactly one payload field", 400)
+    return values[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _public_key(pem: str) -> rsa.RSAPublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey):
+        # The operator's config is wrong, not the sender; still nothing may pass unverified.
+        raise WebhookRejected("the travis webhook key is not a PEM RSA public key (see GET /config)", 401)
+    return key
+
+
+def _verify(key: rsa.RSAPublicKey, given: str, payload: str) -> None:
+    try:
+        signature = base64.b64decode(given, validate=True)
+        key.verify(signature, payload.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - Travis's scheme
+    except (binascii.Error, ValueError, InvalidSignature):
+        raise WebhookRejected("Signature does not match the payload", 401) from None
+
+
+def _payload_json(payload: str) -> dict[str, Any]:
+    try:
+        build = json.loads(payload)
+    except ValueError:
+        raise WebhookRejected("payload is not JSON", 400) from None
+    build_id = build.get("id") if isinstance(build, dict) else None
+    if not isinstance(build_id, int) or isinstance(build_id, bool):
+        raise WebhookRejected("payload without a build id", 400)
+    return build
