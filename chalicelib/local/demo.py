@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from chalicelib import clock
 from chalicelib.deps import get_deps
 from chalicelib.local.runtime import LocalRuntime
 from chalicelib.local.world import World
+from chalicelib.workflow.state import execution_name
 
 USER = "ci-deployer"
 REPO = "acme/web-app"
@@ -34,17 +36,56 @@ TIME_SCALE = 1 / 20000
 class Scenario:
     name: str
     title: str
-    prepare: Callable[[World], None]
+    #: Sets the scene, then starts the rotation and returns its execution ARN.
+    start: Callable[[World, str], str]
+    expected: str = "SUCCEEDED"
 
 
-def _fail_next_build(world: World) -> None:
+def _manual(world: World, name: str) -> str:
+    return world.start_rotation(USER, reason="manual", rotation_id=f"{name}-{int(time.time())}").execution_arn
+
+
+def _failing_build(world: World, name: str) -> str:
     world.github.fail_next_builds(REPO, 1)
+    return _manual(world, name)
+
+
+def _exposure(world: World, name: str) -> str:
+    """AWS Health reports the current key leaked: the event goes through the local EventBridge."""
+    leaked = next(k for k, s in world.key_statuses(USER).items() if s == "Active")
+    matched = world.runtime.emit(health_event(leaked))
+    print(f"  AWS Health AWS_RISK_CREDENTIALS_EXPOSED for {leaked} → rules {matched}")
+    arn = world.runtime.state_machine_arn.replace(":stateMachine:", ":execution:")
+    execution = f"{arn}:{execution_name(USER, f'exposure-{leaked}')}"
+    sfn = world.runtime.client("stepfunctions")
+    for _ in range(600):
+        try:
+            sfn.describe_execution(executionArn=execution)
+            return execution
+        except sfn.exceptions.ExecutionDoesNotExist:
+            time.sleep(0.05)
+    raise TimeoutError("the exposure handler started no rotation")
+
+
+def health_event(key_id: str) -> dict[str, Any]:
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "AWS Health Event", "source": "aws.health",
+        "account": "123456789012", "time": clock.iso(clock.now()), "region": "us-east-1", "resources": [],
+        "detail": {
+            "eventArn": f"arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/{uuid.uuid4().hex}",
+            "service": "RISK", "eventTypeCode": "AWS_RISK_CREDENTIALS_EXPOSED", "eventTypeCategory": "issue",
+            "affectedEntities": [{"entityValue": key_id}],
+        },
+    }
 
 
 SCENARIOS = [
-    Scenario("adoption", "Adopt a key created by hand and rotate it", lambda world: None),
-    Scenario("rotation", "A normal, scheduled-style rotation of the rotator's own key", lambda world: None),
-    Scenario("failed-verification", "The verification build fails: roll back, nothing broken", _fail_next_build),
+    Scenario("adoption", "Adopt a key created by hand and rotate it", _manual),
+    Scenario("rotation", "A normal rotation of the rotator's own key", _manual),
+    Scenario("failed-verification", "The verification build fails: roll back, nothing broken", _failing_build,
+             expected="FAILED"),
+    Scenario("exposure", "AWS reports the key leaked: emergency rotation, leaked key off right after the push",
+             _exposure),
 ]
 
 
@@ -75,16 +116,17 @@ def _timeline(world: World, history: list[dict[str, Any]], started: datetime) ->
 
 def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
     runtime = world.runtime
-    before = {a["subject"] for a in runtime.alerts()}
-    scenario.prepare(world)
+    before = len(runtime.alerts())
+    print(f"\n■ {scenario.name}: {scenario.title}")
     old_key = next((k for k, s in world.key_statuses(USER).items() if s == "Active"), None)
-    started = world.start_rotation(USER, reason="manual", rotation_id=f"{scenario.name}-{int(time.time())}")
-    description = runtime.wait(started.execution_arn, timeout=300)
-    history = runtime.history(started.execution_arn)
+    execution_arn = scenario.start(world, scenario.name)
+    description = runtime.wait(execution_arn, timeout=300)
+    history = runtime.history(execution_arn)
+    rotation_id = json.loads(description["input"])["rotation_id"]
     (out / "histories").mkdir(exist_ok=True)
     (out / "histories" / f"{scenario.name}.json").write_text(json.dumps(history, indent=1, default=str))
 
-    rotation = get_deps().ledger.rotation(USER, started.rotation_id) or {}
+    rotation = get_deps().ledger.rotation(USER, rotation_id) or {}
     new_key = rotation.get("new_key_id")
     seconds_verified_to_inactive = None
     verified = [t.get("verified_at") for t in rotation.get("targets", {}).values() if t.get("verified")]
@@ -93,11 +135,11 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         seconds_verified_to_inactive = round(
             (clock.parse_iso(rotation["deactivated_at"]) - last_verified).total_seconds(), 3)
     held = world.held_key(REPO)
-    alerts = [a for a in runtime.alerts() if a["subject"] not in before]
+    alerts = [a for a in runtime.alerts()[before:] if a["message"].get("user") == USER]
     states = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
     result = {
         "name": scenario.name,
-        "execution_arn": started.execution_arn,
+        "execution_arn": execution_arn,
         "status": description["status"],
         "states": states,
         "old_key_id": old_key,
@@ -111,7 +153,6 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         "targets": [{"id": t, "provider": "github", "key_id": world.held_key(REPO)}
                     for t in rotation.get("targets", {})],
     }
-    print(f"\n■ {scenario.name}: {scenario.title}")
     print(f"  {USER}: {old_key} → {new_key or '(none)'}   execution {description['status']}")
     for line in _timeline(world, history, history[0]["timestamp"]):
         print(line)
@@ -124,6 +165,45 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         print(f"  verification result → old key Inactive: {seconds_verified_to_inactive:.2f}s "
               f"(includes the {TIMINGS['drain_period']} drain period, time-compressed)")
     return result
+
+
+def run_audit_scenario(world: World) -> dict[str, Any]:
+    """An out-of-band key change is reported; the rotator's own changes during the demo were not."""
+    runtime = world.runtime
+    print("\n■ audit: someone creates a key for a managed CI user by hand")
+    runtime.bus.drain()
+    rotator_events = [e for _, e in runtime.bus.delivered
+                      if e.get("detail", {}).get("eventName", "").endswith("AccessKey")
+                      and e["detail"]["userIdentity"].get("userName") == "ci-key-rotator"]
+    slack_before, sns_before = len(runtime.slack.messages), len(runtime.alerts())
+    # Findings about key changes before anyone touched a key by hand: all of them were the rotator's own.
+    findings_before = [a for a in runtime.alerts() if str(a["message"].get("detection", "")).startswith(
+        ("key-lifecycle.", "self-protection."))]
+    iam = runtime.client("iam")
+    stray = iam.create_access_key(UserName=USER)["AccessKey"]["AccessKeyId"]
+    runtime.bus.drain()
+    slack = runtime.slack.messages[slack_before:]
+    sns = [a for a in runtime.alerts()[sns_before:] if a["message"].get("detection")]
+    iam.delete_access_key(UserName=USER, AccessKeyId=stray)  # the operator cleans up (also reported)
+    runtime.bus.drain()
+    findings = [{"detection": a["message"]["detection"], "severity": a["severity"],
+                 "summary": a["message"].get("summary", "")} for a in sns]
+    print(f"  rotator key changes seen by the audit Lambda during the demo: {len(rotator_events)}, "
+          f"findings about them: {len(findings_before)}")
+    for finding in findings:
+        print(f"  finding [{finding['severity']}] {finding['detection']}: {finding['summary'][:110]}")
+    print(f"  delivered: {len(slack)} Slack message(s) to the local webhook sink, {len(sns)} SNS message(s)")
+    high = [f for f in findings if f["detection"] == "key-lifecycle.access-key-change" and f["severity"] == "HIGH"]
+    return {
+        "name": "audit",
+        "status": "PASSED" if high and slack and not findings_before else "FAILED",
+        "out_of_band_key_id": stray,
+        "findings": findings,
+        "slack_messages": len(slack),
+        "sns_messages": len(sns),
+        "rotator_key_changes_audited": len(rotator_events),
+        "rotator_key_changes_flagged": len(findings_before),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,20 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         world.defaults = dict(TIMINGS)
         hand_made = world.add_user(USER, [REPO])
         print(f"\nsetup: IAM user {USER} with key {hand_made}, created by hand and pasted into {REPO}")
+        print("       CloudTrail → EventBridge → audit Lambda on; Slack webhook sink on 127.0.0.1")
+        runtime.enable_audit()
         scenarios = [run_scenario(world, scenario, out) for scenario in SCENARIOS]
+        audit = run_audit_scenario(world)
         # The access key id is stored as a CI secret too, but it is an id, not secret material.
         key_ids = {hand_made} | {s[k] for s in scenarios for k in ("old_key_id", "new_key_id") if s[k]}
         id_hashes = {hashlib.sha256(k.encode()).hexdigest() for k in key_ids if k}
         secrets = [h for h in world.received_secret_sha256s() if h not in id_hashes]
-        report = {"scenarios": scenarios, "secrets_sha256": secrets}
+        report = {"scenarios": [*scenarios, audit], "secrets_sha256": secrets}
+        (out / "slack-messages.json").write_text(json.dumps(runtime.slack.messages, indent=1))
         (out / "sns-messages.json").write_text(json.dumps(runtime.alerts(), indent=1, default=str))
         world.stop()
     (out / "report.json").write_text(json.dumps(report, indent=2))
     leaks = scan_for_secrets(out, report["secrets_sha256"])
-    print(f"\nwrote {out}/report.json, histories/, handler-logs.jsonl, sns-messages.json")
+    print(f"\nwrote {out}/report.json, histories/, handler-logs.jsonl, sns-messages.json, slack-messages.json")
     print(f"secret scan of {out}: {'no secret found' if not leaks else 'LEAKED in ' + ', '.join(leaks)}")
-    ok = [s["status"] for s in scenarios] == ["SUCCEEDED", "SUCCEEDED", "FAILED"] and not leaks
-    ok = ok and all(s["ci_build_passes"] for s in scenarios)
+    ok = [s["status"] for s in scenarios] == [s.expected for s in SCENARIOS] and not leaks
+    ok = ok and all(s["ci_build_passes"] for s in scenarios) and audit["status"] == "PASSED"
     print("demo", "OK" if ok else "FAILED")
     return 0 if ok else 1
 
