@@ -62,12 +62,15 @@ BuildMode = Literal["build", "fail", "hang"]
 class ApiError(Exception):
     """Raised by a route handler: the reply is ``status`` with the provider's error body for ``message``."""
 
-    def __init__(self, status: int, message: Any, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: Any, headers: Mapping[str, str] | None = None, *,
+                 body: Any = None) -> None:
         super().__init__(str(message))
         self.status = status
         #: A string, or a structured body part (GitLab validation errors are ``{"key": ["..."]}``).
         self.message = message
         self.headers = dict(headers or {})
+        #: The whole reply body when the provider's shape is not ``_error_body(message)``.
+        self.body = body
 
 
 @dataclass
@@ -314,7 +317,8 @@ class EmulatorServer:
         try:
             return route.handler(request, *(unquote(g) for g in match.groups()))
         except ApiError as exc:
-            return Reply(exc.status, self._error_body(exc.message), exc.headers)
+            body = exc.body if exc.body is not None else self._error_body(exc.message)
+            return Reply(exc.status, body, exc.headers)
 
     def _fault(self, method: str, path: str) -> Reply | None:
         with self._lock:
