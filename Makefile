@@ -24,5 +24,8 @@ lint: install
 test: install lint  ## unit + end-to-end tests on moto and the local CI emulator
 	$(PY) -m pytest
 
+bench: install  ## speed and size figures; writes BENCHMARKS.md and bench.json
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
