@@ -399,7 +399,7 @@ def test_webhook_from_a_real_build_verifies_with_the_key_served_at_config(
 
     run = target.trigger_verification("hook")
     wait_terminal(target, run.run_id)
-    (sent,) = [d for d in travis.deliveries() if f'"id": {run.run_id},' in _payload(d["body"])]
+    sent = wait_delivered(travis, lambda d: f'"id": {run.run_id},' in _payload(d["body"]))
 
     assert sent["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
     assert sent["status"] == 200, "the rotator's webhook route accepted the form-encoded delivery"
@@ -409,6 +409,18 @@ def test_webhook_from_a_real_build_verifies_with_the_key_served_at_config(
     replayed = TravisTarget.parse_webhook(travis.deliveries()[-1]["headers"], travis.deliveries()[-1]["body"],
                                           served["public_key"])
     assert replayed.delivery_id == event.delivery_id
+
+
+def wait_delivered(ci: TravisEmulator, match: Callable[[dict[str, Any]], bool], timeout: float = 10,
+                   ) -> dict[str, Any]:
+    """The one delivery ``match`` selects, once the receiver has answered it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for d in ci.deliveries() if match(d)]
+        if (len(found) == 1 and found[0]["status"] is not None) or time.monotonic() > deadline:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.05)
 
 
 def _payload(body: bytes) -> str:

@@ -1,0 +1,319 @@
+"""CircleCI (API v2): project or context environment variables, API-triggered pipelines, judged by workflows.
+
+Contract: /work/shared/reference/ci-apis.md section 3.
+
+* Secrecy: CircleCI has no per-variable flags. Every project and context variable is secret (write-only
+  through the API, shown as ``xxxx`` + last 4 characters, masked in job output), so there is nothing to
+  set. Restrict who can use a context with its security groups / restrictions in the CircleCI UI.
+* A pipeline's own ``state`` only says whether it was set up; the verdict comes from its workflows:
+  all ``success`` passes, any failed/error/canceled/unauthorized/not_run/failing fails, and a pipeline
+  with no workflow at all (config error, or filters excluded every workflow) means no build ran: FAILED.
+* ``parameters`` must be declared in ``.circleci/config.yml``; CircleCI refuses undeclared ones. Set
+  ``nonce_parameter`` only if the config declares that parameter.
+* Webhooks: ``circleci-signature: v1=<hex HMAC-SHA256(secret, raw body)>``; no timestamp, so replays are
+  caught only by de-duplicating the event ``id`` in the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.targets.base import (
+    CITarget,
+    Credentials,
+    RunRef,
+    RunState,
+    RunStatus,
+    TargetConfig,
+    WebhookEvent,
+    WebhookRejected,
+)
+from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.registry import register
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_SLUG = r"^(?:gh|github|bb|bitbucket|circleci)/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+WORKFLOW_SUCCESS = "success"
+#: ``failing`` is still running but a job already failed: it can no longer end in success.
+WORKFLOW_FAILED = frozenset({"failed", "error", "canceled", "unauthorized", "not_run", "failing"})
+#: A pipeline in these states has not created its workflows yet.
+PIPELINE_SETTING_UP = frozenset({"setup-pending", "setup", "pending"})
+#: Workflows can appear a few seconds after a pipeline reports ``created``.
+NO_WORKFLOW_GRACE_SECONDS = 15.0
+_MAX_WORKFLOW_PAGES = 50
+
+
+class CircleCITargetConfig(TargetConfig):
+    """Where the key pair lives in CircleCI, and which pipeline proves it works."""
+
+    provider: Literal["circleci"]
+    api_url: str = "https://circleci.com/api/v2"
+    #: ``gh/org/repo``, ``bb/org/repo`` or ``circleci/<org-uuid>/<project-uuid>``; the pipeline runs here.
+    project_slug: str
+    scope: Literal["project", "context"] = "project"
+    #: For scope=context: the context's UUID (one PUT rotates every project that uses it).
+    context_id: str | None = Field(None, pattern=_UUID)
+    branch: str = Field("main", min_length=1)
+    #: Pipeline parameters to send; each must be declared in the project's config.
+    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+    #: Name of a declared string parameter that receives the nonce; None sends no nonce.
+    nonce_parameter: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+    @field_validator("api_url")
+    @classmethod
+    def _safe_api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            return value.rstrip("/")
+        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
+
+    @field_validator("project_slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if re.fullmatch(_SLUG, value) is None:
+            raise ValueError(f"must be a project slug like gh/org/repo, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _scope_fields(self) -> CircleCITargetConfig:
+        if self.scope == "context" and not self.context_id:
+            raise ValueError("context_id is required when scope is 'context'")
+        if self.scope != "context" and self.context_id:
+            raise ValueError("context_id is only allowed with scope 'context'")
+        if self.nonce_parameter and self.nonce_parameter in self.parameters:
+            raise ValueError(f"parameters must not set {self.nonce_parameter!r}: it carries the nonce")
+        return self
+
+
+def map_workflows(pipeline_state: str | None, workflows: Iterable[tuple[str, str]],
+                  pipeline_age_seconds: float = float("inf"),
+                  grace_seconds: float = NO_WORKFLOW_GRACE_SECONDS) -> RunStatus:
+    """The verdict of a pipeline from its ``(name, status)`` workflows; the pipeline state only matters
+    when there are none: still setting up is pending, otherwise no build ran and that is a failure."""
+    flows = list(workflows)
+    if flows:
+        failed = [f"{name}={status}" for name, status in flows if status in WORKFLOW_FAILED]
+        if failed:
+            return RunStatus(RunState.FAILED, "workflows " + ", ".join(failed))
+        summary = "workflows " + ", ".join(f"{name}={status}" for name, status in flows)
+        if all(status == WORKFLOW_SUCCESS for _, status in flows):
+            return RunStatus(RunState.SUCCEEDED, summary)
+        return RunStatus(RunState.PENDING, summary)
+    state = pipeline_state or "unknown"
+    if state == "errored":
+        return RunStatus(RunState.FAILED, "pipeline errored (config error): no build ran")
+    if state in PIPELINE_SETTING_UP or (state == "created" and pipeline_age_seconds < grace_seconds):
+        return RunStatus(RunState.PENDING, f"pipeline {state}, no workflow yet")
+    if state == "created":
+        return RunStatus(RunState.FAILED, "pipeline created no workflow (filters?): no build ran")
+    return RunStatus(RunState.PENDING, f"pipeline {state}, no workflow yet")
+
+
+def map_workflow_event(status: str | None) -> RunStatus | None:
+    """One ``workflow-completed`` event's status; None if it is not final (CircleCI sends only final ones)."""
+    if status == WORKFLOW_SUCCESS:
+        return RunStatus(RunState.SUCCEEDED, f"workflow {status}")
+    if status in WORKFLOW_FAILED:
+        return RunStatus(RunState.FAILED, f"workflow {status}")
+    return None
+
+
+def signature(secret: str, raw_body: bytes) -> str:
+    return "v1=" + hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+
+
+@register
+class CircleCITarget(CITarget):
+    provider = "circleci"
+    config_model = CircleCITargetConfig
+    config: CircleCITargetConfig
+
+    def __init__(
+        self,
+        config: TargetConfig,
+        token: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_seconds: float = 20.0,
+        timeout: float = 10.0,
+        no_workflow_grace_seconds: float = NO_WORKFLOW_GRACE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(config, CircleCITargetConfig):
+            raise ConfigError(f"CircleCITarget needs a CircleCITargetConfig, not {type(config).__name__}")
+        super().__init__(config, token)
+        self._grace = no_workflow_grace_seconds
+        self._clock = clock
+        self._http = HttpClient(self.config.api_url, {"Circle-Token": token}, timeout=timeout,
+                                max_wait_seconds=max_wait_seconds, sleep=sleep)
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    def push(self, credentials: Credentials) -> None:
+        names = self.config.secret_names
+        written = False
+        try:
+            for name, value in (
+                (names.access_key_id, credentials.access_key_id),
+                (names.secret_access_key, credentials.secret_access_key),
+            ):
+                if self.config.scope == "context":
+                    self._put_context_variable(name, value)
+                else:
+                    self._post_project_variable(name, value)
+                written = True
+        except TargetPushFailed as exc:
+            # A refused first write leaves the target as it was: rollback has nothing to restore there.
+            exc.changed = written
+            raise
+
+    def _slug_path(self) -> str:
+        return quote(self.config.project_slug, safe="/")
+
+    def _post_project_variable(self, name: str, value: str) -> None:
+        """POST overwrites a variable of the same name: the API's only way to update one."""
+        try:
+            body = self._http.request("POST", f"/project/{self._slug_path()}/envvar",
+                                      json={"name": name, "value": value}, expect=(201,)).json or {}
+        except HttpError as exc:
+            raise TargetPushFailed(f"{self._where()}: set variable {name} refused: {exc}") from None
+        # The answer shows the value as xxxx + its last 4 characters: enough to see the write landed.
+        shown = body.get("value") if isinstance(body, dict) else None
+        if isinstance(shown, str) and len(value) >= 4 and not shown.endswith(value[-4:]):
+            raise TargetPushFailed(f"{self._where()}: variable {name} was not stored (masked value differs)")
+        log.info("%s: variable %s set", self._where(), name)
+
+    def _put_context_variable(self, name: str, value: str) -> None:
+        assert self.config.context_id is not None
+        path = f"/context/{self.config.context_id}/environment-variable/{quote(name, safe='')}"
+        try:
+            self._http.request("PUT", path, json={"value": value}, expect=(200,))
+        except HttpError as exc:
+            raise TargetPushFailed(f"{self._where()}: set variable {name} refused: {exc}") from None
+        log.info("%s: variable %s set", self._where(), name)
+
+    def _where(self) -> str:
+        cfg = self.config
+        place = f"context {cfg.context_id}" if cfg.scope == "context" else f"project {cfg.project_slug}"
+        return f"circleci target {cfg.id!r} ({place})"
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def trigger_verification(self, nonce: str) -> RunRef:
+        cfg = self.config
+        body: dict[str, Any] = {"branch": cfg.branch}
+        parameters: dict[str, Any] = dict(cfg.parameters)
+        if cfg.nonce_parameter:
+            parameters[cfg.nonce_parameter] = nonce
+        if parameters:
+            body["parameters"] = parameters
+        try:
+            response = self._http.request("POST", f"/project/{self._slug_path()}/pipeline", json=body,
+                                          expect=(201,))
+        except HttpError as exc:
+            raise VerificationTriggerFailed(
+                f"circleci target {cfg.id!r}: trigger pipeline on {cfg.project_slug}@{cfg.branch} refused: {exc}"
+            ) from None
+        pipeline = response.json if isinstance(response.json, dict) else {}
+        pipeline_id = pipeline.get("id")
+        if not isinstance(pipeline_id, str) or re.fullmatch(_UUID, pipeline_id) is None:
+            raise VerificationTriggerFailed(
+                f"circleci target {cfg.id!r}: trigger pipeline on {cfg.project_slug} returned no pipeline id"
+            )
+        return RunRef(pipeline_id)
+
+    def run_status(self, run_id: str) -> RunStatus:
+        cfg = self.config
+        if re.fullmatch(_UUID, run_id) is None:
+            raise VerificationFailed(f"circleci target {cfg.id!r}: run id {run_id!r} is not a pipeline id")
+        try:
+            workflows = self._workflows(run_id)
+            if workflows:
+                return map_workflows(None, workflows)
+            # Only without workflows does the pipeline's own state matter: set up yet, or errored?
+            pipeline = self._http.request("GET", f"/pipeline/{run_id}", expect=(200,)).json or {}
+        except HttpError as exc:
+            raise VerificationFailed(f"circleci target {cfg.id!r}: cannot read pipeline {run_id}: {exc}") from None
+        return map_workflows(pipeline.get("state"), [], self._age(pipeline.get("created_at")), self._grace)
+
+    def _workflows(self, pipeline_id: str) -> list[tuple[str, str]]:
+        """Every workflow of the pipeline, following ``next_page_token``."""
+        found: list[tuple[str, str]] = []
+        params: dict[str, str] = {}
+        for _ in range(_MAX_WORKFLOW_PAGES):
+            page = self._http.request("GET", f"/pipeline/{pipeline_id}/workflow", params=params or None,
+                                      expect=(200,)).json or {}
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    found.append((str(item.get("name", "?")), str(item.get("status", "unknown"))))
+            token = page.get("next_page_token")
+            if not token:
+                return found
+            params = {"page-token": str(token)}
+        raise VerificationFailed(f"circleci target {self.config.id!r}: pipeline {pipeline_id} lists more than "
+                                 f"{_MAX_WORKFLOW_PAGES} pages of workflows")
+
+    def _age(self, created_at: Any) -> float:
+        if not isinstance(created_at, str):
+            return float("inf")
+        try:
+            created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            return float("inf")
+        return self._clock() - created.timestamp()
+
+    # -- webhook ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+        lower = {k.lower(): v for k, v in headers.items()}
+        given = lower.get("circleci-signature", "")
+        if not secret:
+            raise WebhookRejected("no webhook secret configured for circleci", 401)
+        if not given:
+            raise WebhookRejected("missing circleci-signature", 401)
+        expected = signature(secret, raw_body).encode()
+        # A comma-separated, versioned list; only v1 exists, and any matching v1 entry is enough.
+        candidates = [part.strip() for part in given.split(",") if part.strip().startswith("v1=")]
+        if not any(hmac.compare_digest(candidate.encode(), expected) for candidate in candidates):
+            raise WebhookRejected("circleci-signature does not match the body", 401)
+        payload = _payload(raw_body)
+        delivery = payload.get("id")
+        if not isinstance(delivery, str) or not delivery:
+            raise WebhookRejected("event without an id", 400)
+        # The event type is read from the signed body, not from the unsigned Circleci-Event-Type header.
+        if payload.get("type") != "workflow-completed":
+            return WebhookEvent(delivery, None, None)
+        pipeline, workflow = payload.get("pipeline"), payload.get("workflow")
+        if not isinstance(pipeline, dict) or not isinstance(pipeline.get("id"), str) or not isinstance(workflow, dict):
+            raise WebhookRejected("workflow-completed event without pipeline.id and workflow", 400)
+        status = map_workflow_event(workflow.get("status"))
+        if status is not None:
+            status = RunStatus(status.state, f"workflow {workflow.get('name', '?')} {workflow.get('status')}",
+                               workflow.get("url"))
+        return WebhookEvent(delivery, pipeline["id"], status)
+
+
+def _payload(raw_body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw_body)
+    except ValueError:
+        raise WebhookRejected("body is not JSON", 400) from None
+    if not isinstance(payload, dict):
+        raise WebhookRejected("body is not a JSON object", 400)
+    return payload
