@@ -9,7 +9,6 @@ from chalicelib.audit import service
 from chalicelib.audit.telemetry import metrics
 from chalicelib.deps import get_deps
 
-
 # An audit run that found nothing has no metric to flush; that is the normal case, not a warning.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 

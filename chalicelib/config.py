@@ -1,7 +1,9 @@
 """The rotation configuration: managed CI users, their targets and timings, validated by pydantic.
 
-One YAML file (``ROTATOR_CONFIG_PATH``). A bad file is refused as a whole with every problem named by
-its path in the file, e.g. ``users[0].targets[1].repository: Field required``.
+One YAML document (``ROTATOR_CONFIG_PATH``): a file shipped with the app, or ``ssm:<parameter name>`` for
+one stored in SSM Parameter Store (read with powertools Parameters, cached CONFIG_CACHE_SECONDS, so an
+updated parameter takes effect without a deployment). A bad document is refused as a whole with every
+problem named by its path in the file, e.g. ``users[0].targets[1].repository: Field required``.
 """
 
 from __future__ import annotations
@@ -163,20 +165,64 @@ def parse_config(data: Any, source: str = "configuration") -> RotationConfig:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
 
 
+#: ``ROTATOR_CONFIG_PATH`` values with this prefix name an SSM parameter instead of a file.
+SSM_SOURCE = "ssm:"
+#: Seconds a configuration read from SSM is reused before the parameter is read again.
+CONFIG_CACHE_SECONDS = 300
+
+
+def parse_yaml(text: str, source: str = "configuration") -> RotationConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    return parse_config(data, source=source)
+
+
+def _read_ssm(name: str, max_age: int = CONFIG_CACHE_SECONDS) -> str:
+    from chalicelib import aws
+
+    try:
+        value = aws.ssm_provider().get(name, max_age=max_age)
+    except Exception as exc:  # noqa: BLE001 - powertools wraps the ClientError; say what and where
+        raise ConfigError(f"cannot read configuration {SSM_SOURCE}{name}: {type(exc).__name__}: {exc}") from None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def load_config(path: str | Path) -> RotationConfig:
+    """Load and validate a configuration file, or ``ssm:<parameter name>``."""
+    if str(path).startswith(SSM_SOURCE):
+        return parse_yaml(_read_ssm(str(path)[len(SSM_SOURCE):], max_age=0), source=str(path))
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_yaml(text, source=str(path))
 
 
 @lru_cache(maxsize=1)
+def _from_file(path: str) -> RotationConfig:
+    return load_config(path)
+
+
+@lru_cache(maxsize=4)
+def _from_text(text: str, source: str) -> RotationConfig:
+    return parse_yaml(text, source)
+
+
 def get_config() -> RotationConfig:
-    """The deployed configuration, validated once per Lambda container."""
-    return load_config(get_settings().config_path)
+    """The deployed configuration: a file is validated once per Lambda container; an SSM parameter is
+    re-read (and re-validated if it changed) every CONFIG_CACHE_SECONDS."""
+    source = get_settings().config_path
+    if source.startswith(SSM_SOURCE):
+        return _from_text(_read_ssm(source[len(SSM_SOURCE):]), source)
+    return _from_file(source)
+
+
+def _clear_config_caches() -> None:
+    _from_file.cache_clear()
+    _from_text.cache_clear()
+
+
+get_config.cache_clear = _clear_config_caches  # type: ignore[attr-defined]

@@ -24,11 +24,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
-from chalicelib import clock
+from chalicelib import aws, clock
 from chalicelib.aws import error_code, reraise_transient
 from chalicelib.errors import RotationInProgress
 
@@ -50,7 +49,17 @@ def _clean(item: dict[str, Any]) -> dict[str, Any]:
 
 class Ledger:
     def __init__(self, table_name: str) -> None:
-        self.table = boto3.session.Session().resource("dynamodb").Table(table_name)
+        self.table_name = table_name
+        self._tables: dict[Any, Any] = {}
+
+    @property
+    def table(self) -> Any:
+        """The table resource signed by the running Lambda's identity (chalicelib.aws), one per identity."""
+        identity = aws.current_identity()
+        table = self._tables.get(identity)
+        if table is None:
+            table = self._tables.setdefault(identity, aws.resource("dynamodb").Table(self.table_name))
+        return table
 
     # -- low level -------------------------------------------------------------------------------
 
@@ -145,6 +154,19 @@ class Ledger:
                 f"(since {holder.get('acquired_at', '?')}); this trigger changed nothing"
             )
 
+    def take_over_lock(self, user: str, rotation_id: str, execution_arn: str, ttl: timedelta,
+                       from_rotation_id: str) -> None:
+        """Take a lock whose holder's execution is no longer running (stopped, or its Alert failed)."""
+        now = clock.now()
+        claimed = self._put(
+            {"pk": f"USER#{user}", "sk": "LOCK", "rotation_id": rotation_id, "execution_arn": execution_arn,
+             "acquired_at": clock.iso(now), "expires_at": clock.epoch(now + ttl),
+             "taken_over_from": from_rotation_id},
+            condition=Attr("rotation_id").eq(from_rotation_id),
+        )
+        if not claimed:
+            raise RotationInProgress(f"user {user!r}: another trigger took the stale lock first")
+
     def release_lock(self, user: str, rotation_id: str) -> bool:
         """Release the lock only if ``rotation_id`` holds it."""
         return self._delete(f"USER#{user}", "LOCK", condition=Attr("rotation_id").eq(rotation_id))
@@ -166,7 +188,9 @@ class Ledger:
         )
 
     def update_rotation(self, user: str, rotation_id: str, **fields: Any) -> None:
-        self._update(f"USER#{user}", f"ROTATION#{rotation_id}", fields)
+        # Also creates the record (an Alert for a Plan that failed before recording anything).
+        self._update(f"USER#{user}", f"ROTATION#{rotation_id}", {"user": user, "rotation_id": rotation_id,
+                                                                 **fields})
 
     def set_target(self, user: str, rotation_id: str, target_id: str, **fields: Any) -> None:
         self._update(

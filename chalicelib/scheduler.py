@@ -30,11 +30,17 @@ class Started:
 
 
 def start_rotation(deps: Deps, user: str, reason: str, rotation_id: str | None = None,
-                   compromised_key_id: str | None = None) -> Started:
+                   compromised_key_id: str | None = None, resume: bool = False) -> Started:
+    """Start a rotation; ``resume`` re-runs rotation ``rotation_id`` from where it stopped (every task is
+    idempotent per rotation id), for a failure after verification that an operator has fixed."""
     deps.config.user(user)  # unknown users are refused before anything starts
     rotation_id = rotation_id or f"{reason[:6]}-{clock.now():%Y%m%dT%H%M%S}"
     name = execution_name(user, rotation_id)
+    if resume:
+        name = execution_name(user, f"{rotation_id}-resume-{clock.now():%H%M%S%f}")
     payload: dict[str, Any] = {"user": user, "reason": reason, "rotation_id": rotation_id}
+    if resume:
+        payload["resume"] = True
     if compromised_key_id:
         payload["compromised_key_id"] = compromised_key_id
     arn = deps.settings.state_machine_arn

@@ -3,8 +3,9 @@
 import re
 from typing import Any, Literal
 
-from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from chalicelib import aws
 
 # Values that are obviously a credential pasted where its *location* belongs.
 _LOOKS_LIKE_A_TOKEN = re.compile(
@@ -42,11 +43,12 @@ class SecretRef(BaseModel):
         return f"{self.source}:{self.name}"
 
     def resolve(self) -> str:
-        """The secret's value, cached for CACHE_SECONDS. Never log the result."""
+        """The secret's value, cached for CACHE_SECONDS per identity (powertools Parameters, signed by the
+        running Lambda's identity: see chalicelib.aws). Never log the result."""
         if self.source == "secretsmanager":
-            value = parameters.get_secret(self.name, max_age=CACHE_SECONDS)
+            value = aws.secrets_provider().get(self.name, max_age=CACHE_SECONDS)
         else:
-            value = parameters.get_parameter(self.name, decrypt=True, max_age=CACHE_SECONDS)
+            value = aws.ssm_provider().get(self.name, decrypt=True, max_age=CACHE_SECONDS)
         if not isinstance(value, str):
             value = value.decode() if isinstance(value, bytes) else str(value)
         return value

@@ -25,7 +25,12 @@ def handle(deps: Deps, provider: str, headers: Mapping[str, str], raw_body: byte
         cls = provider_class(provider)
     except ConfigError:
         return 404, {"error": "unknown provider"}
-    secret = deps.webhook_secret(provider)
+    try:
+        secret = deps.webhook_secret(provider)
+    except ConfigError as exc:
+        # The sender retries 5xx deliveries; the poller covers the runs in the meantime.
+        logger.error("rotation configuration unusable; webhook not processed", extra={"error": str(exc)})
+        return 503, {"error": "the rotator's configuration is invalid; see its logs"}
     if secret is None:
         return 404, {"error": f"webhooks are not configured for {provider}"}
     try:

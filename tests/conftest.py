@@ -45,3 +45,19 @@ def user(clean_world: World) -> str:
     name = new_user_name()
     clean_world.add_user(name, [f"acme/{name}"])
     return name
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault matrix (step × fault → outcome) when the fault tests ran."""
+    from tests.test_fault_matrix import MATRIX
+
+    if not MATRIX:
+        return
+    faults = list(dict.fromkeys(f for _, f in MATRIX))
+    steps = list(dict.fromkeys(s for s, _ in MATRIX))
+    terminalreporter.write_sep("=", "fault matrix (step × fault → outcome)")
+    terminalreporter.write_line("| step | " + " | ".join(faults) + " |")
+    terminalreporter.write_line("|---" * (len(faults) + 1) + "|")
+    for step in steps:
+        cells = [MATRIX.get((step, f), "") for f in faults]
+        terminalreporter.write_line(f"| {step} | " + " | ".join(cells) + " |")

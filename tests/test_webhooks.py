@@ -114,3 +114,17 @@ def test_ping_and_unknown_runs_are_acknowledged(clean_world: World) -> None:
                                             "X-Hub-Signature-256": signature})
         assert response.status in (200, 202)
         assert json.loads(response.data)["status"] in ("ignored", "unknown-run")
+
+
+def test_an_unusable_configuration_is_a_clear_503(clean_world: World, user: str, tmp_path) -> None:
+    from chalicelib.deps import reset
+
+    broken = tmp_path / "rotation.yaml"
+    broken.write_text("users: []\n")
+    clean_world.runtime.use_config(broken)
+    try:
+        response = post(clean_world, b"{}", {"X-GitHub-Delivery": "x"})
+        assert response.status == 503 and b"configuration is invalid" in response.data
+    finally:
+        clean_world.write_config()
+        reset()

@@ -25,6 +25,8 @@ def register(subparsers: Any) -> None:
     rotate.add_argument("user")
     rotate.add_argument("--wait", action="store_true", help="wait for the execution to finish")
     rotate.add_argument("--timeout", type=float, default=3600)
+    rotate.add_argument("--resume", metavar="ROTATION_ID",
+                        help="continue a rotation that failed after verification (see its alert)")
     rotate.set_defaults(func=rotate_user)
 
     status = subparsers.add_parser("status", help="keys, last rotation and rotations in progress")
@@ -58,7 +60,7 @@ def rotate_user(args: argparse.Namespace) -> int:
 
     deps = get_deps()
     try:
-        started = start_rotation(deps, args.user, "manual")
+        started = start_rotation(deps, args.user, "manual", rotation_id=args.resume, resume=bool(args.resume))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -62,5 +62,5 @@ class LocalEventBus:
             try:
                 self._dispatch(name, event)
                 self.delivered.append((name, event))
-            except Exception:  # noqa: BLE001 - EventBridge would retry and dead-letter; we log and go on
+            except Exception:
                 log.exception("event handler %s failed", name)

@@ -67,7 +67,7 @@ def _patch_lambda_invoke() -> None:
             return json.dumps(
                 {
                     "errorMessage": str(exc),
-                    "errorType": type(exc).__name__,
+                    "errorType": getattr(exc, "error_type", type(exc).__name__),
                     "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
                 }
             ).encode()

@@ -235,7 +235,13 @@ class CircleCITarget(CITarget):
             raise VerificationTriggerFailed(
                 f"circleci target {cfg.id!r}: trigger pipeline on {cfg.project_slug} returned no pipeline id"
             )
-        return RunRef(pipeline_id)
+        return RunRef(pipeline_id, self._web_url(pipeline.get("number")))
+
+    def _web_url(self, number: Any) -> str | None:
+        """The pipeline's page for alerts; only known for circleci.com itself."""
+        if urlsplit(self.config.api_url).hostname != "circleci.com" or not isinstance(number, int):
+            return None
+        return f"https://app.circleci.com/pipelines/{self.config.project_slug}/{number}"
 
     def run_status(self, run_id: str) -> RunStatus:
         cfg = self.config
@@ -302,6 +308,8 @@ class CircleCITarget(CITarget):
         pipeline, workflow = payload.get("pipeline"), payload.get("workflow")
         if not isinstance(pipeline, dict) or not isinstance(pipeline.get("id"), str) or not isinstance(workflow, dict):
             raise WebhookRejected("workflow-completed event without pipeline.id and workflow", 400)
+        # One workflow's end is a hint about the pipeline, not its verdict (others may still run):
+        # the receiver confirms with run_status, which reads every workflow, before acting.
         status = map_workflow_event(workflow.get("status"))
         if status is not None:
             status = RunStatus(status.state, f"workflow {workflow.get('name', '?')} {workflow.get('status')}",

@@ -235,9 +235,12 @@ class GitLabTarget(CITarget):
             path = f"/projects/{self._project_path_id()}/trigger/pipeline"
             body["token"] = self._resolve_trigger_token()
         try:
-            response = self._http.request("POST", path, json=body, expect=(201,))
+            response = self._http.request("POST", path, json=body, expect=(201, 400))
         except HttpError as exc:
             raise self._trigger_failed(str(exc)) from None
+        if response.status == 400:
+            # A bad ref, an undeclared input or workflow:rules; GitLab says which in a structured message.
+            raise self._trigger_failed(f"HTTP 400: {_safe_summary(response.json, body.get('token', ''))}")
         pipeline = response.json if isinstance(response.json, dict) else {}
         pipeline_id = pipeline.get("id")
         if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool):

@@ -52,10 +52,9 @@ _SLUG = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 REQUEST_PREFIX = "request:"
 
-#: Build states (travis-api ``Build::States``).
+#: Terminal build states (travis-api ``Build::States``); created/received/started are still running.
 SUCCEEDED_STATES = frozenset({"passed"})
 FAILED_STATES = frozenset({"failed", "errored", "canceled"})
-PENDING_STATES = frozenset({"created", "received", "started", "queued"})
 #: ``status_message`` values of the webhook payload (travis-tasks ``result_message``).
 _PASSED_MESSAGES = frozenset({"passed", "fixed"})
 _FAILED_MESSAGES = frozenset({"failed", "broken", "still failing", "errored", "canceled"})

@@ -27,6 +27,15 @@ def _error(state: dict[str, Any]) -> tuple[str, str]:
     return name, cause
 
 
+def _next_step(event: dict[str, Any], user: str, rotation_id: str, error_name: str) -> str:
+    if error_name == "RotationInProgress":
+        return "nothing: the rotation that holds the lock goes on"
+    if event.get("rollback") or not event.get("new_key_id"):
+        return f"fix the cause, then start a new rotation: python -m chalicelib.cli rotate {user}"
+    return (f"every target holds the verified new key; fix the cause, then resume: "
+            f"python -m chalicelib.cli rotate {user} --resume {rotation_id}")
+
+
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
     event = dict(wrapper.get("state") or {})
@@ -52,6 +61,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     except ConfigError as exc:
         left = f"unknown user: {exc}"
     message["state_left_behind"] = left
+    message["next_step"] = _next_step(event, user, rotation_id, error_name)
     already = False
     if "rotation_id" in event:
         state = RotationState.model_validate(event)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib import clock, keys
 from chalicelib.deps import Deps
-from chalicelib.errors import RotatorError
+from chalicelib.errors import EscrowError, RotatorError
 from chalicelib.observability import logger
 from chalicelib.workflow.state import RotationState
 
@@ -20,18 +22,28 @@ _MAY_HOLD_NEW = {"pushing", "pushed", "verifying", "verified", "verification-fai
 
 def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     state = RotationState.model_validate(event)
-    user, rid = state.user, state.rotation_id
+    summary = roll_back(deps, state.user, state.rotation_id, state.new_key_id, state.old_key_id)
+    return state.out(new_key_id=summary["new_key_id"], rollback=summary)
+
+
+def roll_back(deps: Deps, user: str, rid: str, new_key_id: str | None = None,
+              old_key_id: str | None = None) -> dict[str, Any]:
+    """Undo rotation ``rid`` as far as it got; also used by Plan for a rotation whose execution died."""
     rotation = deps.ledger.rotation(user, rid) or {}
-    new_key_id = rotation.get("new_key_id") or state.new_key_id
-    old_key_id = rotation.get("old_key_id") or state.old_key_id
-    old_secret = deps.escrow.current_for(user, old_key_id)
+    new_key_id = rotation.get("new_key_id") or new_key_id
+    old_key_id = rotation.get("old_key_id") or old_key_id
+    try:
+        old_secret = deps.escrow.current_for(user, old_key_id)
+    except EscrowError:
+        old_secret = None  # an unreadable escrow means: nothing to restore from, so keep the new key
     if rotation.get("compromised_deactivated_at"):
         # An emergency rotation already switched the leaked key off: never hand it back to a pipeline,
         # and keep the new key, which every target holds.
         summary = {"restored": [], "not_restored": [], "new_key_deleted": False, "new_key_id": new_key_id,
                    "kept": "the compromised key stays Inactive; every target keeps the new key"}
         deps.ledger.update_rotation(user, rid, phase="emergency-kept-new-key", rollback=summary)
-        return state.out(new_key_id=new_key_id, rollback=summary)
+        deps.ledger.release_lock(user, rid)
+        return summary
 
     restored, not_restored = [], []
     for tid, result in sorted(rotation.get("targets", {}).items()):
@@ -60,11 +72,16 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         deps.ledger.record_key(user, new_key_id, status="deleted", deleted_at=clock.iso(clock.now()))
         new_key_deleted = True
     if new_key_id:
-        deps.escrow.discard_pending(user, rid)
+        try:
+            deps.escrow.discard_pending(user, rid)
+        except (EscrowError, ClientError):
+            logger.warning("could not clear the escrow's pending label", extra={"rotation_id": rid})
     summary = {"restored": restored, "not_restored": not_restored, "new_key_deleted": new_key_deleted,
                "new_key_id": new_key_id}
     deps.ledger.update_rotation(user, rid, phase="rolled-back" if not not_restored else "rollback-incomplete",
                                 rollback=summary)
+    # The user's keys are as consistent as rollback can make them; Alert describes the rest.
+    deps.ledger.release_lock(user, rid)
     logger.warning("rolled back", extra={"rotation_id": rid, **{k: v for k, v in summary.items()
                                                                 if k != "not_restored"}})
-    return state.out(new_key_id=new_key_id, rollback=summary)
+    return summary

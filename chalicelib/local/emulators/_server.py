@@ -7,7 +7,8 @@ How to build a new emulator on it
 2. In ``__init__``: ``super().__init__(token=..., aws_endpoint_url=..., webhook_url=..., webhook_secret=...,
    region=..., build_timeout=...)`` then one ``self.route(method, path_regex, handler)`` per endpoint. A
    handler is called as ``handler(request, *path_groups)`` (groups URL-decoded), returns a :class:`Reply`
-   or raises :class:`ApiError`, and runs on a server thread: hold ``self._lock`` around shared state.
+   or raises :class:`ApiError` (``body=`` for an error shape other than ``_error_body(message)``), and runs
+   on a server thread: hold ``self._lock`` around shared state.
    ``route(..., auth=False)`` skips the token check (e.g. GitLab's trigger-token endpoint).
 3. Override ``_refuse(request)`` for the provider's auth header (compare with ``self._token_ok(given)``,
    which also honours ``revoke_token()``); optionally ``_rate_headers()`` (sent on every reply),

@@ -15,12 +15,12 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from chalicelib.local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from chalicelib.local.emulators._server import ApiError, EmulatorServer, Handler, Reply, Request, utc_now
 from chalicelib.local.emulators.base import emulator
 
 DEFAULT_PIPELINE = "verify-aws-key"
@@ -135,16 +135,21 @@ class BitbucketEmulator(EmulatorServer):
         self._repos: dict[str, _Repo] = {}
         self._hook_uuid = _braced_uuid()
         repo = rf"/repositories/{_SEG}/{_SEG}"
-        for prefix, resolve in (
-            (f"{repo}/pipelines_config/variables", self._repo_store),
-            (rf"/workspaces/{_SEG}/pipelines-config/variables", self._workspace_store),
-            (f"{repo}/deployments_config/environments/{_SEG}/variables", self._environment_store),
-        ):
-            self.route("GET", prefix + _END, self._variables_handler(resolve, self._list_variables))
-            self.route("POST", prefix + _END, self._variables_handler(resolve, self._create_variable))
-            self.route("GET", f"{prefix}/{_SEG}{_END}", self._variables_handler(resolve, self._get_variable))
-            self.route("PUT", f"{prefix}/{_SEG}{_END}", self._variables_handler(resolve, self._update_variable))
-            self.route("DELETE", f"{prefix}/{_SEG}{_END}", self._variables_handler(resolve, self._delete_variable))
+        # (path prefix, the store its groups name, how many path groups name it)
+        scopes: tuple[tuple[str, Callable[..., _Store], int], ...] = (
+            (f"{repo}/pipelines_config/variables", self._repo_store, 2),
+            (rf"/workspaces/{_SEG}/pipelines-config/variables", self._workspace_store, 1),  # sic: hyphen
+            (f"{repo}/deployments_config/environments/{_SEG}/variables", self._environment_store, 3),
+        )
+        for prefix, resolve, arity in scopes:
+            for method, path, action in (
+                ("GET", prefix, self._list_variables),
+                ("POST", prefix, self._create_variable),
+                ("GET", f"{prefix}/{_SEG}", self._get_variable),
+                ("PUT", f"{prefix}/{_SEG}", self._update_variable),
+                ("DELETE", f"{prefix}/{_SEG}", self._delete_variable),
+            ):
+                self.route(method, path + _END, self._in_store(resolve, arity, action))
         self.route("GET", f"{repo}/environments{_END}", self._list_environments)
         self.route("POST", f"{repo}/pipelines{_END}", self._create_pipeline)
         self.route("GET", f"{repo}/pipelines/{_SEG}{_END}", self._get_pipeline)
@@ -165,6 +170,11 @@ class BitbucketEmulator(EmulatorServer):
             self._repos[full_name.lower()] = repo
             return repo.uuid
 
+    def define_pipeline(self, full_name: str, name: str, environment: str | None = None) -> None:
+        """Add a custom pipeline to bitbucket-pipelines.yml; ``environment``: the deployment its step uses."""
+        with self._lock:
+            self._known(full_name).pipelines[name] = environment
+
     def environment_uuid(self, full_name: str, name: str) -> str:
         with self._lock:
             return next(e.uuid for e in self._known(full_name).environments.values() if e.name == name)
@@ -181,8 +191,12 @@ class BitbucketEmulator(EmulatorServer):
         """Every variable's uuid, key and secured flag in one scope (never a value)."""
         with self._lock:
             repo = self._known(full_name)
-            store = {"repository": repo.store, "workspace": self._workspaces[repo.workspace.lower()],
-                     "deployment": repo.environments.get(environment or "", _Environment("", "")).store}[scope]
+            if scope == "workspace":
+                store = self._workspaces[repo.workspace.lower()]
+            elif scope == "deployment":
+                store = repo.environments[(environment or "").lower()].store
+            else:
+                store = repo.store
             return [{"uuid": v.uuid, "key": v.key, "secured": v.secured} for v in store.variables.values()]
 
     def pipelines(self, full_name: str) -> list[dict[str, Any]]:
@@ -249,9 +263,8 @@ class BitbucketEmulator(EmulatorServer):
 
     # -- variables ----------------------------------------------------------------------------------
 
-    def _variables_handler(self, resolve: Any, action: Any) -> Any:
-        """Bind a variables action to the scope its path names: ``(request, *scope_groups, [uuid])``."""
-        arity = {self._repo_store: 2, self._workspace_store: 1, self._environment_store: 3}[resolve]
+    def _in_store(self, resolve: Callable[..., _Store], arity: int, action: Callable[..., Reply]) -> Handler:
+        """A route handler: the first ``arity`` path groups name the store, the rest go to ``action``."""
 
         def handler(request: Request, *groups: str) -> Reply:
             with self._lock:

@@ -283,10 +283,9 @@ class GitLabEmulator(EmulatorServer):
             start, count = self._window
             self._window = (minute, count + 1 if start == minute else 1)
             used = self._window[1]
-        reset = (minute + 1) * 60
+        # RateLimit-ResetTime comes with throttled answers only (see _throttle_headers), as documented.
         return {"RateLimit-Limit": str(_RATE_LIMIT), "RateLimit-Observed": str(used),
-                "RateLimit-Remaining": str(max(0, _RATE_LIMIT - used)), "RateLimit-Reset": str(reset),
-                "RateLimit-ResetTime": email.utils.formatdate(reset, usegmt=True)}
+                "RateLimit-Remaining": str(max(0, _RATE_LIMIT - used)), "RateLimit-Reset": str((minute + 1) * 60)}
 
     def _throttle_headers(self, status: int, retry_after: float | None) -> dict[str, str]:
         if status != 429:

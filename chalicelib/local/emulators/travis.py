@@ -261,7 +261,8 @@ class TravisEmulator(EmulatorServer):
     def _get_env_var(self, _: Request, slug: str, var_id: str) -> Reply:
         with self._lock:
             repo = self._repo(slug)
-            return Reply(200, self._env_var(repo, var_id).api(self._href(repo, self._env_var(repo, var_id))))
+            var = self._env_var(repo, var_id)
+            return Reply(200, var.api(self._href(repo, var)))
 
     def _create_env_var(self, request: Request, slug: str) -> Reply:
         fields = _env_var_fields(request.json_object())

@@ -1,0 +1,476 @@
+"""A local CircleCI: the API v2 subset the CircleCI target uses, over real HTTP on 127.0.0.1.
+
+Project env vars (POST overwrites; values shown as ``xxxx`` + last 4), context env vars (PUT upsert),
+pipelines (201, parameters must be declared), pipeline state vs. paginated workflows, and signed
+``workflow-completed`` webhooks, as in /work/shared/reference/ci-apis.md section 3. Each workflow is a real
+build (``chalicelib.local.build_job``) seeing project variables overridden by those of the contexts the
+project uses. A pipeline on a branch its workflow filters exclude creates no workflow; an unknown branch
+or ``error_next_pipelines`` errors it (config error). Values stay in memory; nothing prints or logs one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from chalicelib.local.emulators.base import emulator
+
+API = "/api/v2"
+#: A slug as three path segments, or one URL-escaped segment (``gh%2Forg%2Frepo``).
+_SLUG = r"((?:gh|github|bb|bitbucket|circleci)/[^/]+/[^/]+|[^/]+)"
+_ID = r"([^/]+)"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VCS = {"gh": "github", "github": "github", "bb": "bitbucket", "bitbucket": "bitbucket", "circleci": "circleci"}
+
+
+def _masked(value: str) -> str:
+    return "xxxx" + value[-4:]
+
+
+@dataclass
+class _EnvVar:
+    value: str
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+
+
+@dataclass
+class _Context:
+    id: str
+    name: str
+    variables: dict[str, _EnvVar] = field(default_factory=dict)
+
+
+@dataclass
+class _Project:
+    id: str
+    slug: str
+    #: Pipeline parameters its config declares.
+    parameters: frozenset[str]
+    #: Names of the workflows its config runs (each one is a build).
+    workflows: tuple[str, ...]
+    branches: frozenset[str]
+    #: Branches the workflows' filters allow; None: every branch.
+    workflow_branches: frozenset[str] | None
+    #: Workflows that always fail whatever the key (a broken workflow).
+    failing_workflows: frozenset[str] = frozenset()
+    variables: dict[str, _EnvVar] = field(default_factory=dict)
+    #: Ids of the contexts its workflows use, in config order (a later context wins).
+    contexts: list[str] = field(default_factory=list)
+    numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def api(self) -> dict[str, Any]:
+        _, org, name = self.slug.split("/")
+        return {"id": self.id, "name": name, "slug": self.slug, "organization_name": org}
+
+
+@dataclass
+class _Pipeline:
+    id: str
+    number: int
+    project: _Project
+    branch: str
+    state: str = "pending"
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    workflows: list[_Workflow] = field(default_factory=list)
+    #: Set once every workflow finished and its webhook (if any) was attempted, or none will run.
+    settled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def revision(self) -> str:
+        return hashlib.sha1(f"{self.project.slug}@{self.branch}".encode(), usedforsecurity=False).hexdigest()
+
+    def creation(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "number": self.number, "created_at": self.created_at}
+
+    def api(self) -> dict[str, Any]:
+        return {
+            **self.creation(), "project_slug": self.project.slug, "updated_at": self.updated_at,
+            "errors": list(self.errors),
+            "trigger": {"type": "api", "received_at": self.created_at, "actor": {"login": "ci-key-rotator"}},
+            "vcs": {"branch": self.branch, "revision": self.revision,
+                    "provider_name": _VCS[self.project.slug.split("/")[0]]},
+        }
+
+
+@dataclass
+class _Workflow:
+    id: str
+    name: str
+    pipeline: _Pipeline
+    status: str = "running"
+    created_at: str = field(default_factory=utc_now)
+    stopped_at: str | None = None
+    log: str = ""
+
+    def api(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "status": self.status, "created_at": self.created_at,
+                "stopped_at": self.stopped_at, "pipeline_id": self.pipeline.id,
+                "pipeline_number": self.pipeline.number, "project_slug": self.pipeline.project.slug,
+                "started_by": "ci-key-rotator"}
+
+
+@emulator
+class CircleCIEmulator(EmulatorServer):
+    """The local CircleCI. ``with CircleCIEmulator(...) as cc: cc.api_url`` is the API base (``/api/v2``)."""
+
+    provider = "circleci"
+    server_version = "CircleCIEmulator/1"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        aws_endpoint_url: str,
+        webhook_url: str | None,
+        webhook_secret: str,
+        region: str = "us-east-1",
+        build_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(token=token, aws_endpoint_url=aws_endpoint_url, webhook_url=webhook_url,
+                         webhook_secret=webhook_secret, region=region, build_timeout=build_timeout)
+        #: Items per page of every list (workflows, env vars): small values exercise pagination.
+        self.page_size = 20
+        self._hook_id = str(uuid.uuid4())
+        self._org_id = str(uuid.uuid4())
+        self._projects: dict[str, _Project] = {}
+        self._contexts: dict[str, _Context] = {}
+        self._pipelines: dict[str, _Pipeline] = {}
+        self._workflows: dict[str, _Workflow] = {}
+        self._error_next: dict[str, int] = {}
+        self.route("POST", rf"{API}/project/{_SLUG}/envvar", self._create_env_var)
+        self.route("GET", rf"{API}/project/{_SLUG}/envvar", self._list_env_vars)
+        self.route("GET", rf"{API}/project/{_SLUG}/envvar/([^/]+)", self._get_env_var)
+        self.route("PUT", rf"{API}/context/{_ID}/environment-variable/([^/]+)", self._put_context_var)
+        self.route("GET", rf"{API}/context/{_ID}/environment-variable", self._list_context_vars)
+        self.route("POST", rf"{API}/project/{_SLUG}/pipeline", self._trigger_pipeline)
+        self.route("GET", rf"{API}/pipeline/{_ID}", self._get_pipeline)
+        self.route("GET", rf"{API}/pipeline/{_ID}/workflow", self._list_workflows)
+        self.route("GET", rf"{API}/workflow/{_ID}", self._get_workflow)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + API
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    def add_project(
+        self,
+        name: str,
+        *,
+        parameters: Iterable[str] = ("nonce",),
+        workflows: Sequence[str] = ("verify",),
+        branches: Iterable[str] = ("main", "develop"),
+        workflow_branches: Iterable[str] | None = None,
+        failing_workflows: Iterable[str] = (),
+    ) -> str:
+        """A project (``org/repo`` becomes ``gh/org/repo``) whose config declares ``parameters`` and runs
+        ``workflows``, only on ``workflow_branches`` if given (filters); ``failing_workflows`` always fail.
+        Returns its slug."""
+        slug = self.slug(name)
+        with self._lock:
+            project = _Project(str(uuid.uuid4()), slug, frozenset(parameters), tuple(workflows),
+                               frozenset(branches), None if workflow_branches is None else frozenset(workflow_branches),
+                               frozenset(failing_workflows))
+            self._projects[slug.lower()] = project
+        return slug
+
+    def add_context(self, name: str, *, used_by: Iterable[str] = ()) -> str:
+        """A context whose variables reach the builds of the ``used_by`` projects; its id."""
+        context = _Context(str(uuid.uuid4()), name)
+        with self._lock:
+            self._contexts[context.id] = context
+            for project in used_by:
+                self._known(project).contexts.append(context.id)
+        return context.id
+
+    def error_next_pipelines(self, project: str, n: int = 1) -> None:
+        """The next ``n`` pipelines error during setup (a config error): no workflow runs."""
+        with self._lock:
+            key = self._project_key(project)
+            self._error_next[key] = self._error_next.get(key, 0) + n
+
+    def reset_faults(self) -> None:
+        super().reset_faults()
+        with self._lock:
+            self._error_next.clear()
+
+    @staticmethod
+    def slug(name: str) -> str:
+        """The project slug of ``name``: already a slug, or ``org/repo`` on GitHub."""
+        return name if name.split("/")[0] in _VCS and name.count("/") == 2 else f"gh/{name}"
+
+    # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
+
+    def target_config(self, project: str, token_ref: str) -> dict[str, Any]:
+        return {"provider": "circleci", "api_url": self.api_url, "project_slug": self.slug(project),
+                "token": token_ref, "nonce_parameter": "nonce"}
+
+    def held_value(self, project: str, name: str) -> str | None:
+        with self._lock:
+            return self._build_env(self._known(project)).get(name)
+
+    def webhook_key(self) -> str:
+        return self._webhook_secret
+
+    def run_build(self, project: str) -> bool:
+        """Run the build now with the current variables; no pipeline, no webhook."""
+        with self._lock:
+            env = self._build_env(self._known(project))
+        return self._run_job(env).passed
+
+    # -- introspection ------------------------------------------------------------------------------
+
+    def pipelines(self, project: str) -> list[dict[str, Any]]:
+        """Every pipeline of ``project``, oldest first, with its workflows (each with its masked ``log``)."""
+        with self._lock:
+            target = self._known(project)
+            return [{**p.api(), "workflows": [{**w.api(), "log": w.log} for w in p.workflows]}
+                    for p in self._pipelines.values() if p.project is target]
+
+    def wait_for_pipeline(self, pipeline_id: str, timeout: float) -> dict[str, Any]:
+        """Wait until every workflow finished and its webhook was sent (or none will run); the pipeline."""
+        with self._lock:
+            pipeline = self._pipelines[pipeline_id]
+        if not pipeline.settled.wait(timeout):
+            raise TimeoutError(f"pipeline {pipeline_id} still {pipeline.state} after {timeout}s")
+        with self._lock:
+            return {**pipeline.api(), "workflows": [{**w.api(), "log": w.log} for w in pipeline.workflows]}
+
+    # -- request handling ---------------------------------------------------------------------------
+
+    def _project_key(self, name: str) -> str:
+        return self._known(name).slug.lower()
+
+    def _refuse(self, request: Request) -> Reply | None:
+        given = request.headers.get("Circle-Token") or ""
+        scheme, _, credentials = (request.headers.get("Authorization") or "").partition(" ")
+        if not given and scheme.lower() == "basic":
+            # Basic auth with the token as the user name and an empty password.
+            try:
+                given = base64.b64decode(credentials).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                given = ""
+        if not self._token_ok(given):
+            return Reply(401, {"message": "You must log in first."})
+        return None
+
+    def _not_found(self) -> Reply:
+        return Reply(404, {"message": "Not found."})
+
+    # -- environment variables ----------------------------------------------------------------------
+
+    def _create_env_var(self, request: Request, slug: str) -> Reply:
+        body = request.json_object()
+        name, value = body.get("name"), body.get("value")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ApiError(400, "Invalid environment variable name.")
+        if not isinstance(value, str):
+            raise ApiError(400, "Invalid environment variable value.")
+        with self._lock:
+            project = self._project(slug)
+            # Same name overwrites: the only way the API updates a project variable.
+            project.variables[name] = var = _EnvVar(value)
+            self._record_secret(value)
+        return Reply(201, {"name": name, "value": _masked(value), "created-at": var.created_at})
+
+    def _list_env_vars(self, request: Request, slug: str) -> Reply:
+        with self._lock:
+            items = [{"name": n, "value": _masked(v.value), "created-at": v.created_at}
+                     for n, v in sorted(self._project(slug).variables.items())]
+        return Reply(200, self._page(items, request))
+
+    def _get_env_var(self, _: Request, slug: str, name: str) -> Reply:
+        with self._lock:
+            var = self._project(slug).variables.get(name)
+            if var is None:
+                raise ApiError(404, "Environment variable not found.")
+            return Reply(200, {"name": name, "value": _masked(var.value), "created-at": var.created_at})
+
+    def _put_context_var(self, request: Request, context_id: str, name: str) -> Reply:
+        value = request.json_object().get("value")
+        if not _NAME.match(name):
+            raise ApiError(400, "Invalid environment variable name.")
+        if not isinstance(value, str):
+            raise ApiError(400, "Invalid environment variable value.")
+        with self._lock:
+            context = self._context(context_id)
+            old = context.variables.get(name)
+            var = _EnvVar(value, created_at=old.created_at if old else utc_now())
+            context.variables[name] = var
+            self._record_secret(value)
+        # The value is never returned.
+        return Reply(200, {"variable": name, "context_id": context_id, "created_at": var.created_at,
+                           "updated_at": var.updated_at})
+
+    def _list_context_vars(self, request: Request, context_id: str) -> Reply:
+        with self._lock:
+            items = [{"variable": n, "context_id": context_id, "created_at": v.created_at,
+                      "updated_at": v.updated_at} for n, v in sorted(self._context(context_id).variables.items())]
+        return Reply(200, self._page(items, request))
+
+    def _build_env(self, project: _Project) -> dict[str, str]:
+        """Project variables, overridden by those of the contexts the workflows use."""
+        env = {n: v.value for n, v in project.variables.items()}
+        for context_id in project.contexts:
+            env.update({n: v.value for n, v in self._contexts[context_id].variables.items()})
+        return env
+
+    # -- pipelines and workflows --------------------------------------------------------------------
+
+    def _trigger_pipeline(self, request: Request, slug: str) -> Reply:
+        body = request.json_object()
+        branch = body.get("branch") or body.get("tag") or "main"
+        parameters = body.get("parameters", {})
+        if not isinstance(branch, str):
+            raise ApiError(400, "Invalid branch.")
+        if not isinstance(parameters, dict):
+            raise ApiError(400, "Invalid parameters.")
+        with self._lock:
+            project = self._project(slug)
+            unexpected = sorted(set(parameters) - project.parameters)
+            if unexpected:
+                raise ApiError(400, f"Unexpected argument(s): {', '.join(unexpected)}")
+            pipeline = _Pipeline(str(uuid.uuid4()), next(project.numbers), project, branch)
+            self._pipelines[pipeline.id] = pipeline
+            errored = self._take_error(project.slug.lower()) or branch not in project.branches
+            mode = self._take_build_mode(project.slug.lower())
+            self._spawn(self._execute, f"pipeline-{pipeline.number}", pipeline, mode, errored)
+            return Reply(201, pipeline.creation())
+
+    def _take_error(self, key: str) -> bool:
+        if self._error_next.get(key):
+            self._error_next[key] -= 1
+            return True
+        return False
+
+    def _get_pipeline(self, _: Request, pipeline_id: str) -> Reply:
+        with self._lock:
+            return Reply(200, self._pipeline(pipeline_id).api())
+
+    def _list_workflows(self, request: Request, pipeline_id: str) -> Reply:
+        with self._lock:
+            items = [w.api() for w in self._pipeline(pipeline_id).workflows]
+        return Reply(200, self._page(items, request))
+
+    def _get_workflow(self, _: Request, workflow_id: str) -> Reply:
+        with self._lock:
+            workflow = self._workflows.get(workflow_id)
+            if workflow is None:
+                raise ApiError(404, "Workflow not found")
+            return Reply(200, workflow.api())
+
+    def _execute(self, pipeline: _Pipeline, mode: str, errored: bool) -> None:
+        with self._lock:
+            project = pipeline.project
+            pipeline.updated_at = utc_now()
+            if errored:
+                pipeline.state = "errored"
+                pipeline.errors.append({"type": "config-fetch",
+                                        "message": f"Unable to set up pipeline on branch {pipeline.branch}"})
+                pipeline.settled.set()
+                return
+            runs = project.workflow_branches is None or pipeline.branch in project.workflow_branches
+            # Workflows appear with the "created" state, in one step, so a reader never sees one without them.
+            pipeline.workflows = [_Workflow(str(uuid.uuid4()), name, pipeline) for name in project.workflows
+                                  if runs]
+            self._workflows.update({w.id: w for w in pipeline.workflows})
+            pipeline.state = "created"
+            # Variables are read when the jobs start, as on CircleCI.
+            env = self._build_env(project)
+        if mode == "hang":
+            return
+        try:
+            for workflow in pipeline.workflows:
+                self._run_workflow(workflow, mode, env)
+        finally:
+            pipeline.settled.set()
+
+    def _run_workflow(self, workflow: _Workflow, mode: str, env: dict[str, str]) -> None:
+        if mode == "fail" or workflow.name in workflow.pipeline.project.failing_workflows:
+            status, output = "failed", "verify: job exited 1 (injected failure)\n"
+        else:
+            result = self._run_job(env)
+            status, output = ("success" if result.passed else "failed"), result.log
+        with self._lock:
+            workflow.status, workflow.log, workflow.stopped_at = status, output, utc_now()
+        self._send_workflow_completed(workflow)
+
+    def _page(self, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+        """One page of ``items`` and the opaque token of the next (``page-token``), like every v2 list."""
+        token = request.query.get("page-token")
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise ApiError(400, "Invalid page-token.") from None
+        end = start + max(1, self.page_size)
+        more = end < len(items)
+        return {"items": items[start:end],
+                "next_page_token": base64.urlsafe_b64encode(str(end).encode()).decode() if more else None}
+
+    # -- webhooks -----------------------------------------------------------------------------------
+
+    def _send_workflow_completed(self, workflow: _Workflow) -> None:
+        with self._lock:
+            pipeline, project = workflow.pipeline, workflow.pipeline.project
+            payload = {
+                "type": "workflow-completed",
+                "id": str(uuid.uuid4()),
+                "happened_at": workflow.stopped_at,
+                "webhook": {"id": self._hook_id, "name": "ci-key-rotator"},
+                "workflow": {"id": workflow.id, "name": workflow.name, "status": workflow.status,
+                             "created_at": workflow.created_at, "stopped_at": workflow.stopped_at,
+                             "url": f"{self.url}/pipelines/{project.slug}/{pipeline.number}/workflows/{workflow.id}"},
+                "pipeline": {"id": pipeline.id, "number": pipeline.number, "created_at": pipeline.created_at,
+                             "trigger": {"type": "api"}, "vcs": pipeline.api()["vcs"]},
+                "project": {"id": project.id, "name": project.slug.rsplit("/", 1)[-1], "slug": project.slug},
+                "organization": {"id": self._org_id, "name": project.slug.split("/")[1]},
+            }
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "CircleCI-Webhook/1.0",
+            "Circleci-Event-Type": "workflow-completed",
+            "Circleci-Signature": "v1=" + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
+        }
+        self._deliver(payload["id"], headers, body)
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def _project(self, slug: str) -> _Project:
+        project = self._projects.get(slug.lower())
+        if project is None:
+            raise ApiError(404, "Project not found")
+        return project
+
+    def _context(self, context_id: str) -> _Context:
+        context = self._contexts.get(context_id)
+        if context is None:
+            raise ApiError(404, "Context not found")
+        return context
+
+    def _pipeline(self, pipeline_id: str) -> _Pipeline:
+        pipeline = self._pipelines.get(pipeline_id)
+        if pipeline is None:
+            raise ApiError(404, "Pipeline not found")
+        return pipeline
+
+    def _known(self, name: str) -> _Project:
+        """For the Python-side API: a plain KeyError rather than an HTTP answer."""
+        project = self._projects.get(self.slug(name).lower())
+        if project is None:
+            raise KeyError(f"no project {name!r}; add_project() first")
+        return project
