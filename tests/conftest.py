@@ -23,7 +23,12 @@ def runtime() -> Iterator[LocalRuntime]:
 def world(runtime: LocalRuntime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     w = World(runtime, tmp_path_factory.mktemp("world")).start()
     yield w
+    # Invariant 3 over everything the whole session produced, before the evidence goes away.
+    from tests.leak_scan import corpus, known_secrets, leaks
+
+    found = leaks(corpus(runtime), *known_secrets(runtime, set(w.received_secret_sha256s())))
     w.stop()
+    assert not found, f"secret material leaked during the test session: {found}"
 
 
 @pytest.fixture
