@@ -1,11 +1,16 @@
-"""CI Key Rotator: Chalice handlers only. Every handler is one line into chalicelib/."""
+"""CI Key Rotator: Chalice handlers only. Every handler is one line into chalicelib/.
+
+``@observed`` (chalicelib/observability.py) traces each handler and flushes its metrics. Each Lambda has
+its own IAM policy, ``.chalice/policy-<name>.json``, checked against the code it reaches from here.
+"""
 
 from chalice import Chalice, Cron, Rate, Response
 
 from chalicelib import audit_handlers, exposure, poller, scheduler, webhooks
 from chalicelib.audit.patterns import audit_event_pattern
 from chalicelib.deps import get_deps
-from chalicelib.handlers import run_task
+from chalicelib.handlers import audit_result, key_age, rotation_failed, rotation_succeeded, run_task
+from chalicelib.observability import observed
 from chalicelib.workflow import (
     alert,
     await_key_live,
@@ -30,80 +35,95 @@ app = Chalice(app_name="ci-key-rotator", configure_logs=False)
 
 
 @app.lambda_function(name="plan")
+@observed("plan")
 def plan_task(event, context):
-    return run_task("plan", plan.run, event)
+    return run_task("plan", plan.run, event, observe=key_age)
 
 
 @app.lambda_function(name="create_key")
+@observed("create_key")
 def create_key_task(event, context):
     return run_task("create_key", create_key.run, event)
 
 
 @app.lambda_function(name="await_key_live")
+@observed("await_key_live")
 def await_key_live_task(event, context):
     return run_task("await_key_live", await_key_live.run, event)
 
 
 @app.lambda_function(name="push_target")
+@observed("push_target")
 def push_target_task(event, context):
     return run_task("push_target", push_target.run, event)
 
 
 @app.lambda_function(name="verify_build")
+@observed("verify_build")
 def verify_build_task(event, context):
     return run_task("verify_build", verify_build.run, event)
 
 
 @app.lambda_function(name="deactivate_compromised_key")
+@observed("deactivate_compromised_key")
 def deactivate_compromised_key_task(event, context):
     return run_task("deactivate_compromised_key", deactivate_compromised_key.run, event)
 
 
 @app.lambda_function(name="drain_check")
+@observed("drain_check")
 def drain_check_task(event, context):
     return run_task("drain_check", drain_check.run, event)
 
 
 @app.lambda_function(name="deactivate_old_key")
+@observed("deactivate_old_key")
 def deactivate_old_key_task(event, context):
     return run_task("deactivate_old_key", deactivate_old_key.run, event)
 
 
 @app.lambda_function(name="delete_old_key")
+@observed("delete_old_key")
 def delete_old_key_task(event, context):
     return run_task("delete_old_key", delete_old_key.run, event)
 
 
 @app.lambda_function(name="report")
+@observed("report")
 def report_task(event, context):
-    return run_task("report", report.run, event)
+    return run_task("report", report.run, event, observe=rotation_succeeded)
 
 
 @app.lambda_function(name="rollback")
+@observed("rollback")
 def rollback_task(event, context):
     return run_task("rollback", rollback.run, event)
 
 
 @app.lambda_function(name="alert")
+@observed("alert")
 def alert_task(event, context):
-    return run_task("alert", alert.run, event)
+    return run_task("alert", alert.run, event, observe=rotation_failed)
 
 
 # -- triggers and callbacks --------------------------------------------------------------------------
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="scheduler")
+@observed("scheduler")
 def schedule_rotations(event):
     return [started.rotation_id for started in scheduler.run_schedule(get_deps())]
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="poller")
+@observed("poller")
 def poll_verifications(event):
     return poller.poll(get_deps())
 
 
 @app.route("/webhooks/{provider}", methods=["POST"],
            content_types=["application/json", "application/x-www-form-urlencoded"])
+@observed("api_handler")
 def webhook(provider):
     request = app.current_request
     status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body)
@@ -114,15 +134,18 @@ def webhook(provider):
 
 
 @app.on_cw_event(audit_event_pattern(), name="audit")
+@observed("audit")
 def audit_events(event):
-    return audit_handlers.audit(event.to_dict())
+    return audit_result(audit_handlers.audit(event.to_dict()))
 
 
 @app.on_cw_event(exposure.PATTERN, name="exposure")
+@observed("exposure")
 def exposed_keys(event):
     return exposure.respond(get_deps(), event.to_dict())
 
 
 @app.schedule(Cron(0, 6, "*", "*", "?", "*"), name="credential_report")
+@observed("credential_report")
 def credential_report(event):
-    return audit_handlers.credential_report()
+    return audit_result(audit_handlers.credential_report())

@@ -15,14 +15,16 @@ iteration, a webhook request) has its own.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
@@ -63,6 +65,7 @@ _sessions: dict[Identity | None, boto3.session.Session] = {}
 _clients: dict[tuple[Identity | None, str], Any] = {}
 _resources: dict[tuple[Identity | None, str], Any] = {}
 _providers: dict[tuple[Identity | None, str], Any] = {}
+_observers: list[Callable[[Identity | None, str], None]] = []
 
 
 @contextmanager
@@ -85,16 +88,49 @@ def session() -> boto3.session.Session:
     with _lock:  # boto3's session and client creation is not thread-safe; use is
         cached = _sessions.get(identity)
         if cached is None:
+            # One model loader for every identity: each session would otherwise parse the service
+            # models again (a few hundred ms per identity).
+            core = botocore.session.get_session()
+            core.register_component("data_loader", _loader())
             if identity is None:
-                cached = boto3.session.Session()
+                cached = boto3.session.Session(botocore_session=core)
             else:
                 cached = boto3.session.Session(
+                    botocore_session=core,
                     aws_access_key_id=identity.access_key_id,
                     aws_secret_access_key=identity.secret_access_key,
                     aws_session_token=identity.session_token,
                 )
+            paths = cached._loader.search_paths  # boto3 appends its data path to the shared loader
+            paths[:] = list(dict.fromkeys(paths))
+            if _observers:
+                cached.events.register("before-call", functools.partial(_notify, identity))
             _sessions[identity] = cached
         return cached
+
+
+_shared: dict[str, Any] = {}
+
+
+def _loader() -> Any:
+    if "loader" not in _shared:
+        _shared["loader"] = botocore.session.get_session().get_component("data_loader")
+    return _shared["loader"]
+
+
+def observe_calls(callback: Callable[[Identity | None, str], None]) -> None:
+    """Call ``callback(identity, "service:Operation")`` before every AWS call (the local runtime records
+    what each function calls, for the least-privilege tests). Applies to sessions made from now on."""
+    _observers.append(callback)
+    reset_clients()
+
+
+def _notify(identity: Identity | None, model: Any = None, **_: Any) -> None:
+    if model is None:
+        return
+    action = f"{model.service_model.signing_name}:{model.name}"
+    for callback in list(_observers):
+        callback(identity, action)
 
 
 def client(service: str) -> Any:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from botocore.exceptions import UnknownServiceError
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Code that never runs in a Lambda: the embedded runtime and the operator CLI.
 EXCLUDED = ("chalicelib/local/", "chalicelib/cli/", "chalicelib/audit/bench.py")
@@ -506,7 +508,7 @@ def to_actions(calls: Iterable[str]) -> set[str]:
         service, _, name = call.partition(":")
         try:
             prefix, operations = _operations(service)
-        except Exception:  # noqa: BLE001 - not a boto3 service name
+        except UnknownServiceError:
             continue
         if name in operations:
             actions.add(f"{prefix}:{operations[name]}")

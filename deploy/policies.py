@@ -186,15 +186,17 @@ def grants(policy: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]]]:
 # -- the check ---------------------------------------------------------------------------------------
 
 
-def check(function: str, reach: analysis.Reach | None = None) -> list[str]:
-    """Every problem with ``.chalice/policy-<function>.json``; empty when it is least privilege."""
+def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, Any] | None = None) -> list[str]:
+    """Every problem with ``.chalice/policy-<function>.json`` (or ``policy``); empty when it is least
+    privilege."""
     path = policy_path(function)
-    if not path.exists():
-        return [f"{path.name}: missing (every Chalice function needs its own policy file)"]
-    try:
-        policy = load(function)
-    except ValueError as exc:
-        return [f"{path.name}: not JSON: {exc}"]
+    if policy is None:
+        if not path.exists():
+            return [f"{path.name}: missing (every Chalice function needs its own policy file)"]
+        try:
+            policy = load(function)
+        except ValueError as exc:
+            return [f"{path.name}: not JSON: {exc}"]
     problems: list[str] = []
     where = path.name
     if policy.get("Version") != "2012-10-17":
@@ -258,7 +260,7 @@ def render(function: str, reach: analysis.Reach | None = None) -> dict[str, Any]
     statements: dict[str, dict[str, Any]] = {}
     for need in needs(function, reach):
         pattern = pattern_for(function, need)
-        sid = _SIDS[need.kind] + ("AnyOwner" if pattern != PATTERNS[need.kind] else "")
+        sid = "KeyOwnerLookup" if pattern != PATTERNS[need.kind] else _SIDS[need.kind]
         statement = statements.setdefault(sid, {"Sid": sid, "Effect": "Allow", "Action": [], "Resource": pattern})
         if need.action not in statement["Action"]:
             statement["Action"].append(need.action)

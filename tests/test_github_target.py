@@ -537,3 +537,9 @@ def test_run_status_refuses_unknown_and_malformed_run_ids(github: GitHubEmulator
         target(github).run_status("12345")
     with pytest.raises(VerificationFailed, match="not a GitHub run id"):
         target(github).run_status("../../orgs/acme")
+
+
+def test_a_reset_time_on_a_503_is_not_a_wait_when_the_limit_is_not_spent() -> None:
+    headers = {"ratelimit-resettime": "60", "ratelimit-remaining": "1999"}
+    assert server_wait(headers, now=1000.0, status=503) is None
+    assert server_wait(headers, now=1000.0, status=429) == 60.0

@@ -1,4 +1,4 @@
-"""The verification build the local GitHub emulator runs: prove the pushed key pair works against AWS.
+"""The verification build every local CI emulator runs: prove the pushed key pair works against AWS.
 
 Run as ``python -m chalicelib.local.build_job`` with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL and AWS_DEFAULT_REGION (optionally VERIFY_S3_BUCKET) in the environment. Exit 0 when

@@ -44,6 +44,7 @@ def install() -> None:
     _patch_executor_clients()
     _patch_inactive_keys()
     _patch_map_error_names()
+    _patch_stop_wakes_callbacks()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
@@ -150,6 +151,21 @@ def _patch_map_error_names() -> None:
         return CustomErrorName(error_name=error_name)
 
     iteration_worker.CustomErrorName = error_name  # type: ignore[attr-defined]
+
+
+def _patch_stop_wakes_callbacks() -> None:
+    """``StopExecution`` must end an execution that waits on a task token, as on AWS; moto let the
+    wait run on to its timeout and then continued into the Catch path."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+
+    original = Environment.set_stop
+
+    def set_stop(self: Any, stop_date: Any, cause: str | None, error: str | None) -> None:
+        original(self, stop_date, cause, error)
+        for endpoint in list(self.callback_pool_manager._pool.values()):
+            endpoint.interrupt_all()
+
+    Environment.set_stop = set_stop
 
 
 def _patch_inactive_keys() -> None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import boto3
 
+from chalicelib import aws, infra
 from chalicelib import deps as deps_module
-from chalicelib import infra
 from chalicelib.local import moto_patches
 from chalicelib.observability import SERVICE
 
@@ -36,8 +36,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ROOT = Path(__file__).resolve().parents[2]
 
-# What the rotator's own identity may do. Issue-level least privilege per function lives in
-# .chalice/policy-*.json; locally one identity signs every handler's calls.
+# What the process-wide default identity may do (code running outside a Lambda: tests' direct calls, the
+# CLI). Each Lambda signs with its own user, whose policy is its .chalice/policy-<function>.json.
 ROTATOR_ACTIONS = [
     "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
     "iam:GetAccessKeyLastUsed", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "secretsmanager:*", "dynamodb:*", "sns:Publish",
@@ -89,6 +89,11 @@ class LocalRuntime:
         self._extra_handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Chalice function name -> the IAM user its calls are signed with.
+        self.function_identities: dict[str, aws.Identity] = {}
+        #: Chalice function name -> every AWS action its calls made (``service:Operation``), for the
+        #: least-privilege tests.
+        self.aws_calls: dict[str, set[str]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class LocalRuntime:
         # moto checks "lambda:Invoke" where AWS checks "lambda:InvokeFunction"; grant both.
         self.executor = self._service_user(iam, "ci-key-rotator-states", ["lambda:InvokeFunction", "lambda:Invoke"])
         self.operator = self._service_user(iam, "operator", ["*"])
+        self._function_users(iam)
         moto_patches.set_executor_credentials(self.executor.access_key_id, self.executor.secret_access_key,
                                               self.endpoint)
         role_arn = iam.create_role(
@@ -209,6 +215,32 @@ class LocalRuntime:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Identity(key["AccessKeyId"], key["SecretAccessKey"])
 
+    def _function_users(self, iam: Any) -> None:
+        """One IAM user per Chalice function with exactly the actions of its policy file."""
+        from app import app
+
+        functions = [f.name for f in app.pure_lambda_functions] + [s.name for s in app.event_sources]
+        if app.routes:
+            functions.append("api_handler")
+        for function in functions:
+            policy = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
+            name = self.function_name(function)
+            iam.create_user(UserName=name, Path="/service/")
+            arn = iam.create_policy(PolicyName=name, Path="/service/",
+                                    PolicyDocument=json.dumps(moto_policy(policy)))["Policy"]["Arn"]
+            iam.attach_user_policy(UserName=name, PolicyArn=arn)
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            self.function_identities[function] = aws.Identity(function, key["AccessKeyId"], key["SecretAccessKey"])
+        aws.observe_calls(self._record_call)
+
+    def _record_call(self, identity: aws.Identity | None, action: str) -> None:
+        if identity is not None and identity.name in self.function_identities:
+            self.aws_calls.setdefault(identity.name, set()).add(action)
+
+    def identity_of(self, function: str) -> aws.Identity | None:
+        """The identity a Chalice function's calls are signed with (None: the default)."""
+        return self.function_identities.get(function)
+
     def function_name(self, handler: str) -> str:
         return f"{APP_NAME}-{STAGE}-{handler}"
 
@@ -224,7 +256,8 @@ class LocalRuntime:
         if fault is not None and not after:
             fault(event)
         function = self._extra_handlers.get(handler) or app.handler_map[handler]
-        result = function(event, LambdaContext(function_name))
+        with aws.acting_as(self.identity_of(handler)):
+            result = function(event, LambdaContext(function_name))
         if fault is not None and after:
             fault(result)  # a crash after the side effects, before the state machine heard of them
         return result
@@ -256,7 +289,9 @@ class LocalRuntime:
         slack_ref = "ci-key-rotator/local/slack-webhook"
         self.client("secretsmanager").create_secret(Name=slack_ref, SecretString=self.slack.url)
         os.environ["ROTATOR_AUDIT_SLACK_WEBHOOK"] = f"secretsmanager:{slack_ref}"
-        os.environ["ROTATOR_AUDIT_ROTATOR_ROLE"] = "ci-key-rotator"
+        # The rotator's identities: the default user and each function's own.
+        os.environ["ROTATOR_AUDIT_ROTATOR_ROLE"] = ",".join(
+            ["ci-key-rotator", *(self.function_name(f) for f in self.function_identities)])
         os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CIKeyRotator")
         # EMF metrics are print()ed to stdout, which here is the operator's terminal, not CloudWatch Logs.
         os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
@@ -266,7 +301,8 @@ class LocalRuntime:
         from app import app
 
         self.invocations[handler] += 1
-        return app.handler_map[handler](event, LambdaContext(self.function_name(handler)))
+        with aws.acting_as(self.identity_of(handler)):
+            return app.handler_map[handler](event, LambdaContext(self.function_name(handler)))
 
     def enable_audit(self) -> None:
         """Record IAM writes as CloudTrail events and deliver them (and anything ``emit``ted) to the app."""
@@ -291,6 +327,7 @@ class LocalRuntime:
 
         from app import app
 
+        _serve_routes_as(app, self)
         self.app_port = free_port()
         self._app_server = create_local_server(app, Config.create(chalice_stage=STAGE, app_name=APP_NAME),
                                                "127.0.0.1", self.app_port)
@@ -304,7 +341,8 @@ class LocalRuntime:
 
         while not self._stop.wait(self.poll_interval):
             try:
-                poller.poll(deps_module.get_deps())
+                with aws.acting_as(self.identity_of("poller")):
+                    poller.poll(deps_module.get_deps())
             except Exception:  # the poller is a safety net; a failing round must not kill the thread
                 logging.getLogger(SERVICE).exception("poll round failed")
 
@@ -377,6 +415,34 @@ class LocalRuntime:
                 sqs.delete_message(QueueUrl=self.alerts_queue, ReceiptHandle=message["ReceiptHandle"])
         self._alerts = collected
         return list(collected)
+
+
+def moto_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """A policy file as moto can enforce it: its Allow actions exactly, on ``*``.
+
+    moto matches a statement's Resource against the request's resource, which it knows for almost no
+    call (it uses ``*``), so a scoped Resource would deny everything; it ignores most conditions. The
+    resource scoping is checked statically instead (tests/deploy/test_policies.py).
+    """
+    statements = [s for s in policy.get("Statement", []) if s.get("Effect") == "Allow"]
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": s.get("Sid", f"S{i}"), "Effect": "Allow", "Action": s["Action"], "Resource": "*"}
+        for i, s in enumerate(statements)]}
+
+
+_route_runtime: dict[str, LocalRuntime] = {}
+
+
+def _serve_routes_as(app: Any, runtime: LocalRuntime) -> None:
+    """Sign the REST API's calls (the webhook route) with the ``api_handler`` function's identity."""
+    if not _route_runtime:
+        def api_identity(event: Any, get_response: Callable[[Any], Any]) -> Any:
+            current = _route_runtime.get("runtime")
+            with aws.acting_as(current.identity_of("api_handler") if current else None):
+                return get_response(event)
+
+        app.register_middleware(api_identity, "http")
+    _route_runtime["runtime"] = runtime
 
 
 def _empty_zip() -> bytes:

@@ -74,8 +74,12 @@ def is_rate_limited(status: int, headers: Mapping[str, str]) -> bool:
     return status == 403 and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
 
 
-def server_wait(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds the server asked us to wait, from Retry-After or a reset time; None if it did not say."""
+def server_wait(headers: Mapping[str, str], now: float, status: int = 429) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After or a reset time; None if it did not say.
+
+    A reset time only counts when the limit is spent (remaining 0, or a 429): GitLab sends
+    ``RateLimit-ResetTime`` on every response, and a 503 must not wait for a window that is not closed.
+    """
     retry_after = headers.get("retry-after")
     if retry_after:
         seconds = _seconds_or_date(retry_after, now)
@@ -85,7 +89,7 @@ def server_wait(headers: Mapping[str, str], now: float) -> float | None:
         return _epoch_wait(headers["x-ratelimit-reset"], now)
     if headers.get("ratelimit-remaining") == "0" and headers.get("ratelimit-reset"):
         return _epoch_wait(headers["ratelimit-reset"], now)
-    if headers.get("ratelimit-resettime"):
+    if headers.get("ratelimit-resettime") and (status == 429 or headers.get("ratelimit-remaining") == "0"):
         return _seconds_or_date(headers["ratelimit-resettime"], now)
     return None
 
@@ -186,7 +190,7 @@ class HttpClient:
         return response.status in RETRY_STATUSES or is_rate_limited(response.status, response.headers)
 
     def _delay(self, response: Response, attempt: int) -> float:
-        asked = server_wait(response.headers, self._clock())
+        asked = server_wait(response.headers, self._clock(), response.status)
         if asked is not None:
             return asked
         # Full jitter keeps parallel Map iterations from retrying in lock step.

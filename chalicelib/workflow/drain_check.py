@@ -15,6 +15,9 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     state = RotationState.model_validate(event)
     if not state.old_key_id or state.emergency:
         return state.out()
+    retired = (deps.ledger.key(state.user, state.old_key_id) or {}).get("status") in ("retired", "deleted")
+    if retired:  # a resumed rotation that got past this point before
+        return state.out()
     rotation = deps.ledger.rotation(state.user, state.rotation_id) or {}
     pushed = [clock.parse_iso(t["pushed_at"]) for t in rotation.get("targets", {}).values() if t.get("pushed_at")]
     used = keys.last_used(state.old_key_id)

@@ -1,0 +1,223 @@
+"""``make package``: one CloudFormation/SAM template with everything ``make deploy`` creates.
+
+``merge_template(stage)`` is the part Chalice cannot make — the ledger table, the outcomes topic, the
+escrow's KMS key, the state machine (``statemachine/rotation.asl.json`` with ``DefinitionSubstitutions``
+pointing at the Chalice functions), its role, the EventBridge rule for executions that end without an
+alert, and the rotation config parameter — plus overrides of the Chalice resources (each function's
+environment gets the topic and state machine ARNs; each role gets the name the audit recognises).
+``chalice package --merge-template`` deep-merges it into Chalice's own template.
+
+``package_offline`` runs Chalice's own template generation without building the dependency bundle
+(which needs PyPI): the template is the one ``chalice package`` writes, with a placeholder CodeUri. The
+tests and ``make test`` lint that one with cfn-lint; ``make package`` builds the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from deploy import naming, policies, resources
+from deploy.analysis import ROOT
+
+
+def logical_id(function: str) -> str:
+    """Chalice's CloudFormation name for a function (``create_key`` → ``CreateKey``)."""
+    if function == "api_handler":
+        return "APIHandler"
+    return "".join(part[:1].upper() + part[1:] for part in function.replace("-", "_").split("_"))
+
+
+def _sub(text: str) -> dict[str, str]:
+    return {"Fn::Sub": text}
+
+
+def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]:
+    names = naming.StageNames(stage)
+    functions = policies.functions()
+    tasks = resources.task_functions()
+    state_machine_arn = _sub(
+        "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:" + names.state_machine)
+    tags = [{"Key": k, "Value": v} for k, v in names.tags().items()]
+    template: dict[str, Any] = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"CI Key Rotator ({stage}): Chalice functions plus the ledger, escrow key, outcomes "
+                       "topic and rotation state machine. Deploy in us-east-1 for the audit rules.",
+        "Resources": {},
+        "Outputs": {
+            "StateMachineArn": {"Value": {"Ref": "RotationStateMachine"}},
+            "OutcomesTopicArn": {"Value": {"Ref": "OutcomesTopic"}},
+            "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
+        },
+    }
+    res = template["Resources"]
+    res["LedgerTable"] = {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "TableName": names.table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                     {"AttributeName": "sk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "DeletionProtectionEnabled": True,
+            "SSESpecification": {"SSEEnabled": True},
+            "Tags": tags,
+        },
+    }
+    res["OutcomesTopic"] = {
+        "Type": "AWS::SNS::Topic",
+        "Properties": {"TopicName": names.topic, "Tags": tags},
+    }
+    res["OutcomesTopicPolicy"] = {
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
+            "Topics": [{"Ref": "OutcomesTopic"}],
+            "PolicyDocument": resources.topic_policy(
+                {"Ref": "OutcomesTopic"}, {"Fn::GetAtt": ["ExecutionFailedRule", "Arn"]}, {"Ref": "AWS::AccountId"}),
+        },
+    }
+    escrow_roles = [{"Fn::GetAtt": [f"{logical_id(f)}Role", "Arn"]} for f in resources.escrow_functions()]
+    res["EscrowKey"] = {
+        "Type": "AWS::KMS::Key",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Description": f"CI Key Rotator escrow ({stage})",
+            "EnableKeyRotation": True,
+            "KeyPolicy": resources.key_policy(
+                _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"), escrow_roles,
+                _sub("secretsmanager.${AWS::Region}.amazonaws.com"), {"Ref": "AWS::AccountId"}),
+            "Tags": tags,
+        },
+    }
+    res["EscrowKeyAlias"] = {
+        "Type": "AWS::KMS::Alias",
+        "Properties": {"AliasName": names.kms_alias, "TargetKeyId": {"Ref": "EscrowKey"}},
+    }
+    res["StateMachineRole"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": names.state_machine_role,
+            "AssumeRolePolicyDocument": resources.states_trust_policy({"Ref": "AWS::AccountId"}),
+            "Policies": [{"PolicyName": "invoke-tasks", "PolicyDocument": resources.states_policy(
+                [{"Fn::GetAtt": [logical_id(t), "Arn"]} for t in tasks])}],
+            "Tags": tags,
+        },
+    }
+    res["RotationStateMachine"] = {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": names.state_machine,
+            "DefinitionString": resources.DEFINITION.read_text(),
+            "DefinitionSubstitutions": {
+                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]} for t in tasks},
+            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+            "Tags": tags,
+        },
+    }
+    res["ExecutionFailedRule"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Name": names.execution_rule,
+            "Description": "A rotation that ended without reaching its Alert state (aborted, timed out, crashed)",
+            "EventPattern": resources.execution_failed_pattern(state_machine_arn),
+            "State": "ENABLED",
+            "Targets": [resources.execution_failed_target({"Ref": "OutcomesTopic"})],
+        },
+    }
+    if config_text is not None:
+        res["RotationConfig"] = {
+            "Type": "AWS::SSM::Parameter",
+            "Properties": {"Name": names.config_parameter, "Type": "String", "Tier": "Intelligent-Tiering",
+                           "Description": f"CI Key Rotator rotation config ({stage})", "Value": config_text},
+        }
+    environment = {
+        "ROTATOR_TOPIC_ARN": {"Ref": "OutcomesTopic"},
+        "ROTATOR_STATE_MACHINE_ARN": state_machine_arn,
+        "ROTATOR_ESCROW_KMS_KEY_ID": {"Ref": "EscrowKeyAlias"},
+    }
+    for function in functions:
+        res[logical_id(function)] = {"Properties": {"Environment": {"Variables": dict(environment)}}}
+        res[f"{logical_id(function)}Role"] = {"Properties": {"RoleName": names.function(function)}}
+    return template
+
+
+# -- Chalice's template, without the dependency build ------------------------------------------------
+
+
+def package_offline(stage: str, outdir: Path, merge: Path | None = None) -> Path:
+    """What ``chalice package --stage S [--merge-template M] OUTDIR`` writes, with an app-only zip."""
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy import models
+    from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+    from chalice.deploy.deployer import (
+        BaseDeployStep,
+        BuildStage,
+        InjectDefaults,
+        LambdaEventSourcePolicyInjector,
+        PolicyGenerator,
+        SwaggerBuilder,
+        WebsocketPolicyInjector,
+    )
+    from chalice.deploy.swagger import CFNSwaggerGenerator
+    from chalice.package import (
+        AppPackager,
+        CompositePostProcessor,
+        JSONTemplateSerializer,
+        ResourceBuilder,
+        SAMCodeLocationPostProcessor,
+        SAMTemplateGenerator,
+        TemplateDeepMerger,
+        TemplateMergePostProcessor,
+    )
+    from chalice.policy import AppPolicyGenerator
+    from chalice.utils import OSUtils
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    bundle = outdir / "app-only.zip"
+
+    class AppOnlyPackage(BaseDeployStep):  # type: ignore[misc]
+        def handle_deploymentpackage(self, config: Any, resource: Any) -> None:
+            if isinstance(resource.filename, models.Placeholder):
+                with zipfile.ZipFile(bundle, "w") as archive:
+                    archive.write(ROOT / "app.py", "app.py")
+                    for path in sorted((ROOT / "chalicelib").rglob("*.py")):
+                        archive.write(path, path.relative_to(ROOT).as_posix())
+                resource.filename = str(bundle)
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", naming.AUDIT_REGION)
+    factory = CLIFactory(project_dir=str(ROOT))
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    options = factory.create_package_options()
+    osutils = OSUtils()
+    build_stage = BuildStage(steps=[
+        InjectDefaults(), AppOnlyPackage(), PolicyGenerator(policy_gen=AppPolicyGenerator(osutils=osutils),
+                                                            osutils=osutils),
+        SwaggerBuilder(swagger_generator=CFNSwaggerGenerator()), LambdaEventSourcePolicyInjector(),
+        WebsocketPolicyInjector(),
+    ])
+    serializer = JSONTemplateSerializer()
+    packager = AppPackager(
+        SAMTemplateGenerator(config, options),
+        ResourceBuilder(ApplicationGraphBuilder(), DependencyBuilder(), build_stage),
+        CompositePostProcessor([
+            SAMCodeLocationPostProcessor(osutils=osutils),
+            TemplateMergePostProcessor(osutils=osutils, merger=TemplateDeepMerger(), template_serializer=serializer,
+                                       merge_template=str(merge) if merge else None),
+        ]),
+        serializer, osutils)
+    packager.package_app(config, str(outdir), stage)
+    return outdir / "sam.json"
+
+
+def write_merge_template(stage: str, path: Path, config_text: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merge_template(stage, config_text), indent=2) + "\n")
+    return path
