@@ -399,9 +399,6 @@ def check_functions(d: Deployment) -> None:
                               f"`python -m deploy prepare --stage {d.stage}` then `chalice deploy --stage {d.stage}`")
 
 
-STEPS: list[Callable[[Deployment], Any]] = [ensure_table, ensure_topic, ensure_escrow_key]
-
-
 def apply(stage: str, session: boto3.session.Session, deployed: dict[str, Any],
           config_text: str | None = None) -> Deployment:
     """Create or update everything; ``Deployment.changes`` lists what changed (empty on a re-run)."""

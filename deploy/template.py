@@ -31,6 +31,11 @@ def logical_id(function: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in function.replace("-", "_").split("_"))
 
 
+def role_logical_id(function: str) -> str:
+    """Chalice's CloudFormation name for a function's role (``api_handler`` → ``ApiHandlerRole``)."""
+    return "".join(part[:1].upper() + part[1:] for part in f"{function}_role".split("_"))
+
+
 def _sub(text: str) -> dict[str, str]:
     return {"Fn::Sub": text}
 
@@ -83,7 +88,9 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
                 {"Ref": "OutcomesTopic"}, {"Fn::GetAtt": ["ExecutionFailedRule", "Arn"]}, {"Ref": "AWS::AccountId"}),
         },
     }
-    escrow_roles = [{"Fn::GetAtt": [f"{logical_id(f)}Role", "Arn"]} for f in resources.escrow_functions()]
+    def role_arns(functions: list[str]) -> list[Any]:
+        return [{"Fn::GetAtt": [role_logical_id(f), "Arn"]} for f in functions]
+
     res["EscrowKey"] = {
         "Type": "AWS::KMS::Key",
         "DeletionPolicy": "Retain",
@@ -92,7 +99,8 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "Description": f"CI Key Rotator escrow ({stage})",
             "EnableKeyRotation": True,
             "KeyPolicy": resources.key_policy(
-                _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"), escrow_roles,
+                _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"),
+                role_arns(resources.escrow_readers()), role_arns(resources.escrow_writers()),
                 _sub("secretsmanager.${AWS::Region}.amazonaws.com"), {"Ref": "AWS::AccountId"}),
             "Tags": tags,
         },
@@ -145,7 +153,7 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
     }
     for function in functions:
         res[logical_id(function)] = {"Properties": {"Environment": {"Variables": dict(environment)}}}
-        res[f"{logical_id(function)}Role"] = {"Properties": {"RoleName": names.function(function)}}
+        res[role_logical_id(function)] = {"Properties": {"RoleName": names.function(function)}}
     return template
 
 

@@ -198,10 +198,11 @@ def add_project(world: World, *, initial_key: bool = True) -> tuple[str, str]:
     return project, split(project)[1]
 
 
-def make_target(world: World, project: str, sleep: Callable[[float], None] = lambda _: None,
-                **fields: Any) -> TravisTarget:
+def make_target(world: World, project: str, sleep: Callable[[float], None] = time.sleep,
+                resolve_attempts: int = 6, **fields: Any) -> TravisTarget:
     config = TravisTargetConfig.model_validate({**world.target_config(project), **fields})
-    return TravisTarget(config, world._tokens["travis"], sleep=sleep, timeout=5)
+    return TravisTarget(config, world._tokens["travis"], sleep=sleep, timeout=5,
+                        resolve_attempts=resolve_attempts)
 
 
 def wait_terminal(target: TravisTarget, run_id: str, timeout: float = 30) -> RunStatus:
@@ -356,8 +357,7 @@ def test_a_rejected_request_is_a_failed_verification(clean_world: World, travis:
 def test_a_build_that_appears_late_is_found_through_its_request(clean_world: World, travis: TravisEmulator) -> None:
     project, _ = add_project(clean_world)
     travis.build_delay = 1.0
-    target = make_target(clean_world, project)
-    target._resolve_attempts = 1
+    target = make_target(clean_world, project, resolve_attempts=1)
 
     run = target.trigger_verification("late")
 
@@ -368,7 +368,7 @@ def test_a_build_that_appears_late_is_found_through_its_request(clean_world: Wor
 
 def test_inactive_repository_and_request_limit_fail_the_trigger(clean_world: World, travis: TravisEmulator) -> None:
     project, slug = add_project(clean_world)
-    target = make_target(clean_world, project)
+    target = make_target(clean_world, project, sleep=lambda _: None)  # no real backoff before the 429 gives up
     travis.set_active(slug, False)
     with pytest.raises(VerificationTriggerFailed, match="406"):
         target.trigger_verification("inactive")

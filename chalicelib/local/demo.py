@@ -22,7 +22,7 @@ from typing import Any
 from chalicelib import clock
 from chalicelib.deps import get_deps
 from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World
+from chalicelib.local.world import World, split, target_id
 from chalicelib.workflow.state import execution_name
 
 USER = "ci-deployer"
@@ -32,6 +32,10 @@ TIMINGS = {"drain_period": "10m", "recovery_window": "24h", "verify_timeout": "5
 TIME_SCALE = 1 / 20000
 
 
+PLATFORM_USER = "ci-platform"
+PLATFORM_PROJECTS = ["acme/platform", "gitlab:acme/platform"]
+
+
 @dataclass
 class Scenario:
     name: str
@@ -39,15 +43,29 @@ class Scenario:
     #: Sets the scene, then starts the rotation and returns its execution ARN.
     start: Callable[[World, str], str]
     expected: str = "SUCCEEDED"
+    user: str = USER
+    projects: tuple[str, ...] = (REPO,)
 
 
-def _manual(world: World, name: str) -> str:
-    return world.start_rotation(USER, reason="manual", rotation_id=f"{name}-{int(time.time())}").execution_arn
+def _manual(world: World, name: str, user: str = USER) -> str:
+    return world.start_rotation(user, reason="manual", rotation_id=f"{name}-{int(time.time())}").execution_arn
 
 
 def _failing_build(world: World, name: str) -> str:
     world.github.fail_next_builds(REPO, 1)
     return _manual(world, name)
+
+
+def _gitlab_refuses(world: World, name: str) -> str:
+    """ci-platform deploys from GitHub and GitLab; its GitLab token lost access to the project."""
+    if PLATFORM_USER not in world.users:
+        world.add_user(PLATFORM_USER, PLATFORM_PROJECTS)
+        adopted = world.start_rotation(PLATFORM_USER, rotation_id=f"{name}-setup-{int(time.time())}")
+        world.runtime.wait(adopted.execution_arn, timeout=300)
+        print(f"  setup: {PLATFORM_USER} on {', '.join(PLATFORM_PROJECTS)}, rotated once (adopted)")
+    world.emulator("gitlab").inject("*", r".*/variables.*", statuses=[403] * 20)
+    print("  GitLab now answers 403 to every variable write of acme/platform")
+    return _manual(world, name, PLATFORM_USER)
 
 
 def _exposure(world: World, name: str) -> str:
@@ -84,15 +102,18 @@ SCENARIOS = [
     Scenario("rotation", "A normal rotation of the rotator's own key", _manual),
     Scenario("failed-verification", "The verification build fails: roll back, nothing broken", _failing_build,
              expected="FAILED"),
+    Scenario("multi-provider-partial-failure",
+             "GitHub takes the new key, GitLab refuses it: GitHub is restored, nothing is left broken",
+             _gitlab_refuses, expected="FAILED", user=PLATFORM_USER, projects=tuple(PLATFORM_PROJECTS)),
     Scenario("exposure", "AWS reports the key leaked: emergency rotation, leaked key off right after the push",
              _exposure),
 ]
 
 
-def _key_status(world: World, key_id: str | None) -> str | None:
+def _key_status(world: World, user: str, key_id: str | None) -> str | None:
     if key_id is None:
         return None
-    return world.key_statuses(USER).get(key_id, "Deleted")
+    return world.key_statuses(user).get(key_id, "Deleted")
 
 
 def _timeline(world: World, history: list[dict[str, Any]], started: datetime) -> list[str]:
@@ -118,15 +139,18 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
     runtime = world.runtime
     before = len(runtime.alerts())
     print(f"\n■ {scenario.name}: {scenario.title}")
-    old_key = next((k for k, s in world.key_statuses(USER).items() if s == "Active"), None)
+    user = scenario.user
+    old_key = next((k for k, s in world.key_statuses(user).items() if s == "Active"), None) \
+        if user in world.users else None
     execution_arn = scenario.start(world, scenario.name)
+    old_key = old_key or next(k for k, s in world.key_statuses(user).items() if s == "Active")
     description = runtime.wait(execution_arn, timeout=300)
     history = runtime.history(execution_arn)
     rotation_id = json.loads(description["input"])["rotation_id"]
     (out / "histories").mkdir(exist_ok=True)
     (out / "histories" / f"{scenario.name}.json").write_text(json.dumps(history, indent=1, default=str))
 
-    rotation = get_deps().ledger.rotation(USER, rotation_id) or {}
+    rotation = get_deps().ledger.rotation(user, rotation_id) or {}
     new_key = rotation.get("new_key_id")
     seconds_verified_to_inactive = None
     verified = [t.get("verified_at") for t in rotation.get("targets", {}).values() if t.get("verified")]
@@ -134,8 +158,9 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         last_verified = max(clock.parse_iso(v) for v in verified)
         seconds_verified_to_inactive = round(
             (clock.parse_iso(rotation["deactivated_at"]) - last_verified).total_seconds(), 3)
-    held = world.held_key(REPO)
-    alerts = [a for a in runtime.alerts()[before:] if a["message"].get("user") == USER]
+    held = world.held_key(scenario.projects[0])
+    alerts = [a for a in runtime.alerts()[before:] if a["message"].get("user") == user
+              and a["message"].get("rotation_id") == rotation_id]
     states = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
     result = {
         "name": scenario.name,
@@ -144,23 +169,27 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         "states": states,
         "old_key_id": old_key,
         "new_key_id": new_key,
-        "key_status": {k: _key_status(world, k) for k in (old_key, new_key) if k},
+        "key_status": {k: _key_status(world, user, k) for k in (old_key, new_key) if k},
         "ci_key_id": held,
-        "ci_build_passes": world.run_build(REPO),
+        "ci_build_passes": all(world.run_build(p) for p in scenario.projects),
         "alerts": [{"subject": a["subject"], "severity": a["severity"]} for a in alerts],
         "transitions": len(states),
         "seconds_verified_to_inactive": seconds_verified_to_inactive,
-        "targets": [{"id": t, "provider": "github", "key_id": world.held_key(REPO)}
-                    for t in rotation.get("targets", {})],
+        "targets": [{"id": target_id(p), "provider": split(p)[0], "key_id": world.held_key(p),
+                     "build_passes": world.run_build(p)} for p in scenario.projects],
     }
-    print(f"  {USER}: {old_key} → {new_key or '(none)'}   execution {description['status']}")
+    print(f"  {user}: {old_key} → {new_key or '(none)'}   execution {description['status']}")
     for line in _timeline(world, history, history[0]["timestamp"]):
         print(line)
     statuses = ", ".join(f"{k} {v}" for k, v in result["key_status"].items())
     print(f"  keys now: {statuses}")
-    print(f"  {REPO} holds {held}; a build with it {'passes' if result['ci_build_passes'] else 'FAILS'}")
-    for alert in result["alerts"]:
+    for target in result["targets"]:
+        verdict = "passes" if target["build_passes"] else "FAILS"
+        print(f"  {target['provider']} target {target['id']} holds {target['key_id']}; a build with it {verdict}")
+    for alert in alerts:
         print(f"  SNS [{alert['severity']}] {alert['subject']}")
+        if alert["message"].get("cause"):
+            print(f"      cause: {alert['message']['cause'][:150]}")
     if seconds_verified_to_inactive is not None:
         print(f"  verification result → old key Inactive: {seconds_verified_to_inactive:.2f}s "
               f"(includes the {TIMINGS['drain_period']} drain period, time-compressed)")
@@ -174,11 +203,13 @@ def run_audit_scenario(world: World) -> dict[str, Any]:
     runtime.bus.drain()
     rotator_events = [e for _, e in runtime.bus.delivered
                       if e.get("detail", {}).get("eventName", "").endswith("AccessKey")
-                      and e["detail"]["userIdentity"].get("userName") == "ci-key-rotator"]
+                      # the rotator's identities: one IAM user per Lambda function, all "ci-key-rotator*"
+                      and str(e["detail"]["userIdentity"].get("userName", "")).startswith("ci-key-rotator")]
     slack_before, sns_before = len(runtime.slack.messages), len(runtime.alerts())
-    # Findings about key changes before anyone touched a key by hand: all of them were the rotator's own.
+    # Findings that blame the rotator's own identity for a key change (there must be none).
     findings_before = [a for a in runtime.alerts() if str(a["message"].get("detection", "")).startswith(
-        ("key-lifecycle.", "self-protection."))]
+        ("key-lifecycle.", "self-protection.")) and ":user/service/ci-key-rotator" in str(
+        a["message"].get("principal", ""))]
     iam = runtime.client("iam")
     stray = iam.create_access_key(UserName=USER)["AccessKey"]["AccessKeyId"]
     runtime.bus.drain()
@@ -226,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [run_scenario(world, scenario, out) for scenario in SCENARIOS]
         audit = run_audit_scenario(world)
         # The access key id is stored as a CI secret too, but it is an id, not secret material.
-        key_ids = {hand_made} | {s[k] for s in scenarios for k in ("old_key_id", "new_key_id") if s[k]}
+        key_ids = {hand_made} | {k for u in world.users for k in get_deps().ledger.keys(u)}
         id_hashes = {hashlib.sha256(k.encode()).hexdigest() for k in key_ids if k}
         secrets = [h for h in world.received_secret_sha256s() if h not in id_hashes]
         report = {"scenarios": [*scenarios, audit], "secrets_sha256": secrets}
