@@ -434,15 +434,11 @@ def destroy(stage: str, session: boto3.session.Session, *, delete_data: bool = F
     d = Deployment(stage, session)
     names = d.names
     events = d.client("events")
-    targets = []
-    try:
+    if _ignore_missing(events.describe_rule, "ResourceNotFoundException", Name=names.execution_rule):
         targets = [t["Id"] for t in events.list_targets_by_rule(Rule=names.execution_rule).get("Targets", [])]
-    except ClientError as exc:
-        if not _missing(exc, "ResourceNotFoundException"):
-            raise
-    if targets:
-        events.remove_targets(Rule=names.execution_rule, Ids=targets)
-    if _ignore_missing(events.delete_rule, "ResourceNotFoundException", Name=names.execution_rule):
+        if targets:
+            events.remove_targets(Rule=names.execution_rule, Ids=targets)
+        events.delete_rule(Name=names.execution_rule)  # idempotent in AWS: check first to report truthfully
         d.changed(f"deleted EventBridge rule {names.execution_rule}")
     sfn = d.client("stepfunctions")
     try:

@@ -21,7 +21,8 @@ def example() -> dict:
 
 def test_the_shipped_example_is_valid() -> None:
     config = load_config(EXAMPLE)
-    assert [u.name for u in config.users] == ["ci-deployer", "ci-terraform"]
+    assert [u.name for u in config.users] == ["ci-deployer", "ci-terraform", "ci-platform"]
+    assert {t.provider for u in config.users for t in u.targets} == {"github", "gitlab", "circleci"}
     assert timing_seconds(config.timings("ci-deployer"))["rotate_after"] == 14 * 86400
     assert timing_seconds(config.timings("ci-terraform"))["rotate_after"] == 30 * 86400
     assert str(config.target("ci-deployer", "web-app").token) == "secretsmanager:ci-key-rotator/github-token"
@@ -68,7 +69,7 @@ def test_a_pasted_token_is_never_echoed_back() -> None:
 
 def test_cli_validate_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["validate-config", str(EXAMPLE)]) == 0
-    assert "OK, 2 user(s)" in capsys.readouterr().out
+    assert "OK, 3 user(s)" in capsys.readouterr().out
 
     bad = tmp_path / "rotation.yaml"
     bad.write_text("users:\n  - name: ci\n    targets: []\n")

@@ -173,6 +173,7 @@ def cli_env(runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", runtime.operator.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", runtime.operator.secret_access_key)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     config = tmp_path / ".chalice" / "config.json"
     config.parent.mkdir()
     config.write_text(Path("/dev/null").read_text() or (resources.ROOT / ".chalice" / "config.json").read_text())
@@ -201,6 +202,7 @@ def test_prepare_refuses_another_region_unless_allowed(cli_env: Path, monkeypatc
     config = cli_env / "rotation.yaml"
     config.write_text(CONFIG)
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert cli.main(["prepare", "--stage", STAGE, "--config", str(config)]) == 2
     assert "us-east-1" in capsys.readouterr().err
     assert cli.main(["prepare", "--stage", STAGE, "--config", str(config), "--allow-region-outside-us-east-1"]) == 0

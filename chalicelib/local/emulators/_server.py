@@ -50,6 +50,8 @@ from urllib.parse import parse_qs, unquote
 
 import urllib3
 
+from chalicelib.local import build_job
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -348,6 +350,9 @@ class EmulatorServer:
 
     # -- builds -------------------------------------------------------------------------------------
 
+    #: Run the build job in a thread instead of a subprocess (no interpreter start-up per build).
+    in_process_builds = False
+
     def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
         threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
@@ -365,6 +370,10 @@ class EmulatorServer:
             "PYTHONDONTWRITEBYTECODE": "1",
             **secret_env,
         }
+        if self.in_process_builds:
+            # Same job, same key, same AWS call, without a Python start-up per build (fleet benchmarks).
+            passed, output = build_job.verify(env)
+            return BuildResult(passed, False, _masked(output, secret_env.values() if mask is None else mask))
         try:
             proc = subprocess.run(  # fixed argv: our own interpreter and module
                 [sys.executable, "-m", "chalicelib.local.build_job"],
@@ -372,10 +381,7 @@ class EmulatorServer:
             )
         except subprocess.TimeoutExpired:
             return BuildResult(False, True, f"verify: build exceeded {self.build_timeout}s\n")
-        output = proc.stdout + proc.stderr
-        for value in secret_env.values() if mask is None else mask:
-            if len(value) >= _MIN_MASKED_LENGTH:
-                output = output.replace(value, "***")
+        output = _masked(proc.stdout + proc.stderr, secret_env.values() if mask is None else mask)
         return BuildResult(proc.returncode == 0, False, output)
 
     # -- webhooks -----------------------------------------------------------------------------------
@@ -460,3 +466,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
 def utc_now() -> str:
     """ISO-8601 UTC to the second, the timestamp format the CI APIs use."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _masked(output: str, values: Iterable[str]) -> str:
+    for value in values:
+        if len(value) >= _MIN_MASKED_LENGTH:
+            output = output.replace(value, "***")
+    return output
