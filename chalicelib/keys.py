@@ -86,7 +86,14 @@ def delete_key(user: str, key_id: str) -> bool:
 
 
 def last_used(key_id: str) -> datetime | None:
-    response = _call(client("iam").get_access_key_last_used, AccessKeyId=key_id)
+    """When AWS last saw ``key_id`` used; None if never, or if the key no longer exists."""
+    try:
+        response = client("iam").get_access_key_last_used(AccessKeyId=key_id)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        reraise_transient(exc)
+        raise
     return response.get("AccessKeyLastUsed", {}).get("LastUsedDate")
 
 

@@ -59,8 +59,8 @@ def expected_stage(stage: str, topic_arn: str = "", state_machine_arn: str = "")
     }
 
 
-def load(path: Path = CONFIG_PATH) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def load(path: Path | None = None) -> dict[str, Any]:
+    return json.loads((path or CONFIG_PATH).read_text())
 
 
 def problems(config: dict[str, Any] | None = None) -> list[str]:
@@ -80,8 +80,9 @@ def problems(config: dict[str, Any] | None = None) -> list[str]:
     return found
 
 
-def write_stage(stage: str, topic_arn: str, state_machine_arn: str, path: Path = CONFIG_PATH) -> bool:
+def write_stage(stage: str, topic_arn: str, state_machine_arn: str, path: Path | None = None) -> bool:
     """Set the stage's section; True if the file changed."""
+    path = path or CONFIG_PATH
     config = load(path)
     stages = config.setdefault("stages", {})
     section = stages.setdefault(stage, {})

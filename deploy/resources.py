@@ -187,8 +187,8 @@ class Deployment:
         return {f: recorded.get(f, self.role_arn(self.names.function(f))) for f in policies.functions()}
 
 
-def load_deployed(stage: str, directory: Path = DEPLOYED_DIR) -> dict[str, Any]:
-    path = directory / f"{stage}.json"
+def load_deployed(stage: str, directory: Path | None = None) -> dict[str, Any]:
+    path = (directory or DEPLOYED_DIR) / f"{stage}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `chalice deploy --stage {stage}` first (make deploy does)")
     return json.loads(path.read_text())

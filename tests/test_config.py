@@ -22,7 +22,7 @@ def example() -> dict:
 def test_the_shipped_example_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert [u.name for u in config.users] == ["ci-deployer", "ci-terraform", "ci-platform"]
-    assert {t.provider for u in config.users for t in u.targets} == {"github", "gitlab", "circleci"}
+    assert {t.provider for u in config.users for t in u.targets} == {"github", "gitlab", "circleci", "travis", "bitbucket"}
     assert timing_seconds(config.timings("ci-deployer"))["rotate_after"] == 14 * 86400
     assert timing_seconds(config.timings("ci-terraform"))["rotate_after"] == 30 * 86400
     assert str(config.target("ci-deployer", "web-app").token) == "secretsmanager:ci-key-rotator/github-token"

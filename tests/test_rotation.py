@@ -278,3 +278,30 @@ def _hand_made_secret(user: str, key_id: str) -> str:
                 if key.access_key_id == key_id:
                     return key.secret_access_key
     raise LookupError(key_id)
+
+
+def test_a_green_build_that_never_used_the_new_key_does_not_retire_the_old_one(clean_world: World) -> None:
+    """An environment secret of the same name shadows the repository secret the rotator pushes."""
+    from chalicelib.targets.base import Credentials
+    from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig
+
+    name = new_user_name()
+    repo = f"acme/{name}"
+    clean_world.github.add_repository(repo, workflows={"rotate-verify.yml": "production"})
+    clean_world.users[name] = __import__("chalicelib.local.world", fromlist=["ManagedUser"]).ManagedUser(name, [repo])
+    iam = clean_world.runtime.client("iam")
+    iam.create_user(UserName=name, Path="/ci/")
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    clean_world.write_config()
+    credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    clean_world.target(repo).push(credentials)
+    environment = GitHubTargetConfig.model_validate({**clean_world.target_config(repo), "scope": "environment",
+                                                     "environment": "production"})
+    GitHubTarget(environment, clean_world._tokens["github"]).push(credentials)  # the forgotten copy
+
+    result = clean_world.rotate(name)
+
+    assert result["status"] == "FAILED"
+    assert clean_world.key_statuses(name)[key["AccessKeyId"]] == "Active", "the key builds really use stays on"
+    failure = alerts_for(clean_world, name)[-1]
+    assert failure["message"]["error"] == "VerificationFailed" and "shadow" in failure["message"]["cause"]

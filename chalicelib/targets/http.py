@@ -239,7 +239,7 @@ def _decode(data: bytes) -> Any:
 def _provider_message(body: Any) -> str | None:
     if not isinstance(body, Mapping):
         return None
-    for key in ("message", "error"):
+    for key in ("message", "error", "error_message"):  # GitHub/GitLab, Bitbucket, Travis
         value = body.get(key)
         if isinstance(value, Mapping):
             value = value.get("message")

@@ -176,7 +176,7 @@ def cli_env(runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     config = tmp_path / ".chalice" / "config.json"
     config.parent.mkdir()
-    config.write_text(Path("/dev/null").read_text() or (resources.ROOT / ".chalice" / "config.json").read_text())
+    config.write_text((resources.ROOT / ".chalice" / "config.json").read_text())
     monkeypatch.setattr("deploy.chalice_config.CONFIG_PATH", config)
     return tmp_path
 
@@ -240,7 +240,6 @@ def test_apply_and_destroy_from_the_cli(cli_env: Path, deployer: boto3.session.S
     deployed_dir.mkdir()
     (deployed_dir / f"{stage}.json").write_text(json.dumps(record))
     monkeypatch.setattr(resources, "DEPLOYED_DIR", deployed_dir)
-    monkeypatch.setattr(resources.load_deployed, "__defaults__", (deployed_dir,))
     assert cli.main(["apply", "--stage", stage]) == 0
     assert "created state machine" in capsys.readouterr().out
     assert cli.main(["apply", "--stage", stage]) == 0
@@ -249,3 +248,7 @@ def test_apply_and_destroy_from_the_cli(cli_env: Path, deployer: boto3.session.S
     assert "deleted DynamoDB table" in capsys.readouterr().out
     assert cli.main(["apply", "--stage", "never-deployed"]) == 2
     assert "chalice deploy --stage never-deployed" in capsys.readouterr().err
+
+
+def test_the_cli_tests_never_touch_the_real_config(cli_env: Path) -> None:
+    assert "deploytest" not in (resources.ROOT / ".chalice" / "config.json").read_text()

@@ -1,0 +1,3 @@
+def test_show(exercised):
+    for k, v in sorted(exercised.items()):
+        print(k, sorted(v))
