@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 STAGE  ?= dev
+# make deploy/package CONFIG=rotation.yaml: validated, then stored in SSM (/ci-key-rotator/<stage>/rotation-config)
+CONFIG ?=
+CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint template-lint bench deploy destroy package clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +24,27 @@ demo: install  ## the whole product on the embedded local AWS; writes .demo/
 lint: install
 	$(PY) -m ruff check .
 
-test: install lint  ## unit + end-to-end tests on moto and the local CI emulator
+template-lint: install  ## the packaged template (built offline) and the CI identity templates pass cfn-lint
+	$(PY) -m deploy template --stage $(STAGE) --out dist/offline-$(STAGE) >/dev/null
+	$(VENV)/bin/cfn-lint dist/offline-$(STAGE)/sam.json templates/ci-identity/ci-user.yaml templates/ci-identity/deploy-role.yaml
+
+test: install lint template-lint  ## unit + end-to-end tests on moto and the local CI emulator
 	$(PY) -m pytest
+
+deploy: install  ## STAGE=dev [CONFIG=rotation.yaml]: chalice deploy, then what Chalice cannot create (README "Deploy to AWS")
+	$(PY) -m deploy prepare --stage $(STAGE) $(CONFIG_FLAG) $(if $(ALLOW_ANY_REGION),--allow-region-outside-us-east-1)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) -m deploy apply --stage $(STAGE) $(CONFIG_FLAG)
+
+destroy: install  ## STAGE=dev [DELETE_DATA=1]: remove the stage; the ledger, escrow, its key and the config stay unless DELETE_DATA=1
+	$(PY) -m deploy destroy --stage $(STAGE) $(if $(DELETE_DATA),--delete-data)
+	$(VENV)/bin/chalice delete --stage $(STAGE)
+
+package: install  ## STAGE=dev [CONFIG=rotation.yaml]: one CloudFormation/SAM template, dist/$(STAGE)/sam.json, linted
+	$(PY) -m deploy merge-template --stage $(STAGE) $(CONFIG_FLAG) --out dist/merge-$(STAGE).json
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) \
+		--merge-template dist/merge-$(STAGE).json dist/$(STAGE)
+	$(VENV)/bin/cfn-lint dist/$(STAGE)/sam.json
 
 bench: install  ## speed and size figures; writes BENCHMARKS.md and bench.json
 	$(PY) -m bench

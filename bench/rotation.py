@@ -16,7 +16,8 @@ from chalicelib.local.runtime import LocalRuntime
 from chalicelib.local.world import World
 from chalicelib.scheduler import run_schedule
 
-FLEET_SIZES = (50, 100, 200)
+# The two ends of the scale the issue asks about; every size in between costs another minute or two.
+FLEET_SIZES = (50, 200)
 
 
 class IamCallCounter:
@@ -89,7 +90,7 @@ def fleet(world: World, size: int) -> dict[str, Any]:
 
 
 def run(runs: int = 5) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as workdir, LocalRuntime(time_scale=0.0, poll_interval=None) as runtime:
+    with tempfile.TemporaryDirectory() as workdir, LocalRuntime(time_scale=0.0, poll_interval=5.0) as runtime:
         iam = IamCallCounter()
         world = World(runtime, Path(workdir)).start()
         world.defaults = {"drain_period": "0s", "recovery_window": "0s", "verify_timeout": "300s"}

@@ -179,11 +179,11 @@ def parse_yaml(text: str, source: str = "configuration") -> RotationConfig:
     return parse_config(data, source=source)
 
 
-def _read_ssm(name: str, max_age: int = CONFIG_CACHE_SECONDS) -> str:
+def _read_ssm(name: str, fresh: bool = False) -> str:
     from chalicelib import aws
 
     try:
-        value = aws.ssm_provider().get(name, max_age=max_age)
+        value = aws.ssm_provider().get(name, max_age=CONFIG_CACHE_SECONDS, force_fetch=fresh)
     except Exception as exc:  # noqa: BLE001 - powertools wraps the ClientError; say what and where
         raise ConfigError(f"cannot read configuration {SSM_SOURCE}{name}: {type(exc).__name__}: {exc}") from None
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -192,7 +192,7 @@ def _read_ssm(name: str, max_age: int = CONFIG_CACHE_SECONDS) -> str:
 def load_config(path: str | Path) -> RotationConfig:
     """Load and validate a configuration file, or ``ssm:<parameter name>``."""
     if str(path).startswith(SSM_SOURCE):
-        return parse_yaml(_read_ssm(str(path)[len(SSM_SOURCE):], max_age=0), source=str(path))
+        return parse_yaml(_read_ssm(str(path)[len(SSM_SOURCE):], fresh=True), source=str(path))
     path = Path(path)
     try:
         text = path.read_text()

@@ -8,6 +8,7 @@ from typing import Any
 from chalicelib import clock, keys, observability
 from chalicelib.deps import Deps, get_deps
 from chalicelib.observability import logger
+from chalicelib.workflow.state import rotation_id_from_execution
 
 Task = Callable[[dict[str, Any], Deps], dict[str, Any]]
 #: ``observe(event, result, deps)`` records a task's metrics after it succeeded. Passed per handler in
@@ -17,9 +18,9 @@ Observe = Callable[[dict[str, Any], dict[str, Any], Deps], None]
 
 def run_task(name: str, task: Task, event: dict[str, Any], observe: Observe | None = None) -> dict[str, Any]:
     """Run ``task`` with the rotation id as the correlation id of every log line it writes."""
-    rotation_id = event.get("rotation_id") or (event.get("state") or {}).get("rotation_id")
-    logger.thread_safe_append_keys(task=name, rotation_id=rotation_id, correlation_id=rotation_id,
-                                   user=event.get("user"))
+    rotation_id = _rotation_id(event)
+    user = event.get("user") or (event.get("state") or {}).get("user") or (event.get("input") or {}).get("user")
+    logger.thread_safe_append_keys(task=name, rotation_id=rotation_id, correlation_id=rotation_id, user=user)
     try:
         deps = get_deps()
         result = task(event, deps)
@@ -35,6 +36,18 @@ def run_task(name: str, task: Task, event: dict[str, Any], observe: Observe | No
         raise
     finally:
         logger.thread_safe_clear_keys()
+
+
+def _rotation_id(event: dict[str, Any]) -> str | None:
+    """The correlation id: the rotation id wherever the task's input carries it (Plan gets the execution
+    input and name; Alert a wrapper with the failed state)."""
+    for source in (event, event.get("state") or {}, event.get("input") or {}):
+        if isinstance(source, dict) and source.get("rotation_id"):
+            return str(source["rotation_id"])
+    execution, user = event.get("execution_name"), (event.get("input") or {}).get("user")
+    if execution and user:
+        return rotation_id_from_execution(str(user), str(execution))
+    return None
 
 
 # -- per-task metrics (observability.py has the names) --------------------------------------------------

@@ -72,3 +72,26 @@ def test_wait_states_are_time_scaled(runtime: LocalRuntime) -> None:
     started = time.monotonic()
     assert run_definition(runtime, "smoke-wait", definition)["status"] == "SUCCEEDED"
     assert time.monotonic() - started < 10, "an hour-long Wait ran in the test's time scale (0)"
+
+
+def test_dynamodb_query_reads_only_its_partition(runtime: LocalRuntime) -> None:
+    from moto.dynamodb.models.table import Table
+
+    from chalicelib.deps import get_deps
+
+    ledger = get_deps().ledger
+    ledger.record_key("query-smoke", "AKIAQUERYSMOKE000001", origin="created", status="active")
+    seen: list[int] = []
+    original = Table.all_items
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        items = original(self)
+        seen.append(len(items))
+        return items
+
+    Table.all_items = counting
+    try:
+        assert list(ledger.keys("query-smoke")) == ["AKIAQUERYSMOKE000001"]
+    finally:
+        Table.all_items = original
+    assert seen == [1], "the query looked at its one-item partition, not the whole table"

@@ -45,6 +45,7 @@ def install() -> None:
     _patch_inactive_keys()
     _patch_map_error_names()
     _patch_stop_wakes_callbacks()
+    _patch_dynamodb_query_by_partition()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
@@ -166,6 +167,37 @@ def _patch_stop_wakes_callbacks() -> None:
             endpoint.interrupt_all()
 
     Environment.set_stop = set_stop
+
+
+def _patch_dynamodb_query_by_partition() -> None:
+    """A DynamoDB Query reads one partition; moto read the whole table for each one (O(table) per call,
+    which made long test sessions and fleets crawl) and could trip over a concurrent write while it did."""
+    import threading
+
+    from moto.dynamodb.models.table import Table
+
+    local = threading.local()
+    original_all_items, original_query = Table.all_items, Table.query
+
+    def all_items(self: Any) -> Any:
+        override = getattr(local, "partition", None)
+        if override is not None and override[0] is self:
+            return override[1]
+        return original_all_items(self)
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        if index_name or hash_key is None or not self.range_key_attr:
+            return original_query(self, hash_key, *args, **kwargs)
+        # list() of a dict view runs in C under the GIL: a consistent copy even while others write.
+        local.partition = (self, list(self.items.get(hash_key, {}).values()))
+        try:
+            return original_query(self, hash_key, *args, **kwargs)
+        finally:
+            local.partition = None
+
+    Table.all_items = all_items
+    Table.query = query
 
 
 def _patch_inactive_keys() -> None:

@@ -1,3 +1,0 @@
-def test_show(exercised):
-    for k, v in sorted(exercised.items()):
-        print(k, sorted(v))
