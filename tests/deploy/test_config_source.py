@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from chalicelib import aws, config
 from chalicelib import deps as deps_module
 from chalicelib.errors import ConfigError
-from chalicelib.local.runtime import LocalRuntime
+from chalicelib.local.runtime import LocalRuntime, moto_policy
+from deploy import policies
 
 NAME = "/ci-key-rotator/ssmtest/rotation-config"
 CONFIG = """
@@ -44,7 +46,13 @@ def test_the_config_comes_from_ssm_and_is_cached(from_ssm: object, runtime: Loca
 def test_a_function_reads_it_with_its_own_identity(from_ssm: object, runtime: LocalRuntime) -> None:
     with aws.acting_as(runtime.identity_of("scheduler")):
         assert [u.name for u in config.get_config().users] == ["ci-from-ssm"]
-    with aws.acting_as(runtime.identity_of("await_key_live")):  # its policy does not read the config
+    # await_key_live's policy does not read the config: an identity with exactly its policy is refused.
+    iam = runtime.client("iam")
+    iam.create_user(UserName="like-await-key-live", Path="/service/")
+    iam.put_user_policy(UserName="like-await-key-live", PolicyName="p",
+                        PolicyDocument=json.dumps(moto_policy(policies.load("await_key_live"))))
+    key = iam.create_access_key(UserName="like-await-key-live")["AccessKey"]
+    with aws.acting_as(aws.Identity("like-await-key-live", key["AccessKeyId"], key["SecretAccessKey"])):
         with pytest.raises(ConfigError) as caught:
             config.load_config(f"ssm:{NAME}")
     assert "AccessDenied" in str(caught.value)
