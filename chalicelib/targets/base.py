@@ -11,8 +11,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chalicelib.secret_ref import SecretRef
 
@@ -78,6 +79,17 @@ class SecretNames(BaseModel):
     secret_access_key: str = Field("AWS_SECRET_ACCESS_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def https_or_loopback(url: str) -> str:
+    """A URL a CI token may be sent to: https, or plain http only on this machine (the emulators)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        return url.rstrip("/")
+    raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
+
+
 class TargetConfig(BaseModel):
     """Fields every target has; a provider's config model subclasses this with ``provider: Literal[...]``."""
 
@@ -89,6 +101,11 @@ class TargetConfig(BaseModel):
     secret_names: SecretNames = SecretNames()
     #: Base URL of the provider's API: a self-hosted instance or the local emulator.
     api_url: str
+
+    @field_validator("api_url")
+    @classmethod
+    def _safe_api_url(cls, value: str) -> str:
+        return https_or_loopback(value)
 
 
 class WebhookRejected(Exception):

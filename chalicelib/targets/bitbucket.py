@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 _SLUG = r"^[A-Za-z0-9_.-]{1,100}$"
 _UUID = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: Largest page Bitbucket serves for variables: fewer calls against the tightest rate budget of all CIs.
 PAGE_LEN = 100
 #: A guard against a server whose ``next`` never ends.
@@ -65,14 +64,6 @@ class BitbucketTargetConfig(TargetConfig):
     branch: str = Field("main", min_length=1, max_length=255)
     #: A ``custom:`` pipeline in bitbucket-pipelines.yml (recommended); None runs the branch's pipeline.
     pipeline: str | None = Field(None, min_length=1, max_length=255)
-
-    @field_validator("api_url")
-    @classmethod
-    def _safe_api_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
 
     @field_validator("workspace", "repository")
     @classmethod

@@ -45,7 +45,6 @@ from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SLUG = r"^(?:gh|github|bb|bitbucket|circleci)/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 _UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 WORKFLOW_SUCCESS = "success"
@@ -73,14 +72,6 @@ class CircleCITargetConfig(TargetConfig):
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
     #: Name of a declared string parameter that receives the nonce; None sends no nonce.
     nonce_parameter: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-    @field_validator("api_url")
-    @classmethod
-    def _safe_api_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
 
     @field_validator("project_slug")
     @classmethod

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from nacl import encoding, public
 from pydantic import Field, field_validator, model_validator
@@ -40,7 +40,6 @@ from chalicelib.targets.registry import register
 log = logging.getLogger(__name__)
 
 _REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: Public keys change rarely; a short cache saves one GET per secret without risking a stale key for long.
 PUBLIC_KEY_TTL_SECONDS = 60.0
 
@@ -65,14 +64,6 @@ class GitHubTargetConfig(TargetConfig):
     workflow: str = Field("rotate-verify.yml", pattern=r"^[A-Za-z0-9._-]+$")
     ref: str = Field("main", min_length=1)
     api_version: str = "2022-11-28"
-
-    @field_validator("api_url")
-    @classmethod
-    def _safe_api_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
 
     @field_validator("repository")
     @classmethod

@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 
@@ -46,7 +46,6 @@ from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: A numeric id or a full path ``group/subgroup/project``.
 _PROJECT = r"^(?:\d+|[A-Za-z0-9_.][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.][A-Za-z0-9_.-]*)+)$"
 _GROUP = r"^(?:\d+|[A-Za-z0-9_.][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.][A-Za-z0-9_.-]*)*)$"
@@ -78,14 +77,6 @@ class GitLabTargetConfig(TargetConfig):
     nonce_input: str | None = Field("nonce", pattern=r"^[A-Za-z0-9_-]{1,255}$")
     #: Start the pipeline with this trigger token (POST /trigger/pipeline) instead of the API token.
     trigger_token: SecretRef | None = None
-
-    @field_validator("api_url")
-    @classmethod
-    def _safe_api_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
 
     @field_validator("project")
     @classmethod

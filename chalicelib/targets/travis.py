@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,6 +42,7 @@ from chalicelib.targets.base import (
     TargetConfig,
     WebhookEvent,
     WebhookRejected,
+    https_or_loopback,
 )
 from chalicelib.targets.http import HttpClient, HttpError
 from chalicelib.targets.registry import register
@@ -49,7 +50,6 @@ from chalicelib.targets.registry import register
 log = logging.getLogger(__name__)
 
 _SLUG = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 REQUEST_PREFIX = "request:"
 
 #: Terminal build states (travis-api ``Build::States``); created/received/started are still running.
@@ -75,10 +75,10 @@ class TravisTargetConfig(TargetConfig):
     #: ``notifications.webhooks`` block (Travis has no API to register a webhook). None: poll only.
     notify_url: str | None = None
 
-    @field_validator("api_url", "notify_url")
+    @field_validator("notify_url")
     @classmethod
-    def _safe_url(cls, value: str | None) -> str | None:
-        return None if value is None else _https_or_loopback(value)
+    def _safe_notify_url(cls, value: str | None) -> str | None:
+        return None if value is None else https_or_loopback(value)
 
     @field_validator("repository")
     @classmethod
@@ -86,13 +86,6 @@ class TravisTargetConfig(TargetConfig):
         if re.fullmatch(_SLUG, value) is None:
             raise ValueError(f"must be an owner/name repository slug, not {value!r}")
         return value
-
-
-def _https_or_loopback(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-        return value.rstrip("/")
-    raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost)")
 
 
 def map_build(state: str | None, url: str | None = None) -> RunStatus:
