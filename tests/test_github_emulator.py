@@ -12,7 +12,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +23,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib.local.emulators.github import GitHubEmulator
 from chalicelib.targets.github import encrypt, signature
+from tests.emulator_fixtures import VERIFY_POLICY, moto_auth
 
 TOKEN = "ghp_emulatorSuiteToken0002"
 HOOK_SECRET = "emulator-hook-secret"
@@ -33,10 +33,6 @@ STRICT_BASE64 = "not base64!"
 
 pytestmark = pytest.mark.timeout(60)
 
-VERIFY_POLICY = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "s3:ListBucket"], "Resource": "*"}],
-})
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +54,6 @@ def aws() -> Iterator[SimpleNamespace]:
     yield SimpleNamespace(endpoint=endpoint, user=user, bucket=bucket, key_id=key["AccessKeyId"],
                           secret=key["SecretAccessKey"])
     server.stop()
-
-
-@contextmanager
-def moto_auth(enabled: bool) -> Iterator[None]:
-    """Switch moto's IAM authentication on or off, then back to what it was (another fixture may own it)."""
-    from moto import settings
-    from moto.core.authorization import ActionAuthenticatorMixin
-
-    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enabled else float("inf")
-    ActionAuthenticatorMixin.request_count = 0
-    try:
-        yield
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
 
 
 @pytest.fixture

@@ -6,23 +6,20 @@ import json
 import logging
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
 from chalicelib.local.emulators.github import GitHubEmulator
-from chalicelib.targets.base import Credentials, RunState, WebhookRejected
+from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
 from chalicelib.targets.http import HttpClient, HttpError, server_wait
 from chalicelib.targets.registry import provider
+from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
 TOKEN = "ghp_emulatorTokenThatMustNeverLeak0001"
 HOOK_SECRET = "hook-secret-for-tests"
@@ -30,85 +27,16 @@ REPO = "acme/app"
 ENV = "prod/eu"  # a slash: the target must URL-encode environment names
 
 pytestmark = pytest.mark.timeout(60)
-VERIFY_POLICY = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
-})
-
-
-@contextmanager
-def moto_auth(enabled: bool) -> Iterator[None]:
-    """Switch moto's IAM authentication on or off, then back to what it was (another fixture may own it)."""
-    from moto import settings
-    from moto.core.authorization import ActionAuthenticatorMixin
-
-    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enabled else float("inf")
-    ActionAuthenticatorMixin.request_count = 0
-    try:
-        yield
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
-
-
 @pytest.fixture(scope="module")
 def aws() -> Iterator[SimpleNamespace]:
-    """moto in server mode (the build subprocess must reach it) with one IAM user and two keys."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    user = f"ci-target-{uuid.uuid4().hex[:8]}"  # moto's backends are process-wide
-    with moto_auth(False):  # the session's local runtime may have switched it on
-        iam.create_user(UserName=user)
-        iam.put_user_policy(UserName=user, PolicyName="verify", PolicyDocument=VERIFY_POLICY)
-        keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in range(2)]
-    yield SimpleNamespace(
-        endpoint=endpoint,
-        old=Credentials(keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"]),
-        new=Credentials(keys[1]["AccessKeyId"], keys[1]["SecretAccessKey"]),
-    )
-    server.stop()
-
-
-class Receiver:
-    """The webhook endpoint: records every delivery's headers and exact bytes."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.arrived:
-                    receiver.received.append((dict(self.headers.items()), body))
-                    receiver.arrived.notify_all()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/github"
-
-    def wait_for(self, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
-            return list(self.received)
+    with moto_with_ci_user("ci-target") as env:
+        yield env
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with receiving("/webhooks/github", timeout=10) as r:
+        yield r
 
 
 @pytest.fixture

@@ -9,24 +9,20 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 import urllib3
-from moto.server import ThreadedMotoServer
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
 from chalicelib.local.emulators.gitlab import GitLabEmulator
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.gitlab import GitLabTarget, GitLabTargetConfig, map_pipeline, sign
 from chalicelib.targets.registry import provider
+from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
 TOKEN = "glpat-emulatorTokenThatMustNeverLeak01"
 HOOK_TOKEN = "gitlab-hook-secret-token"
@@ -34,80 +30,16 @@ SIGNING = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decod
 PROJECT = "acme/app"
 
 pytestmark = pytest.mark.timeout(90)
-VERIFY_POLICY = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
-})
-
-
 @pytest.fixture(scope="module")
 def aws() -> Iterator[SimpleNamespace]:
-    """moto in server mode (the build subprocess must reach it) with one IAM user and two keys."""
-    from moto import settings
-    from moto.core.authorization import ActionAuthenticatorMixin
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    user = f"gl-target-{uuid.uuid4().hex[:8]}"  # moto's backends are process-wide
-    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # the session's runtime may have switched auth on
-    try:
-        iam.create_user(UserName=user)
-        iam.put_user_policy(UserName=user, PolicyName="verify", PolicyDocument=VERIFY_POLICY)
-        keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in range(2)]
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
-    yield SimpleNamespace(
-        endpoint=endpoint,
-        old=Credentials(keys[0]["AccessKeyId"], keys[0]["SecretAccessKey"]),
-        new=Credentials(keys[1]["AccessKeyId"], keys[1]["SecretAccessKey"]),
-    )
-    server.stop()
-
-
-class Receiver:
-    """The webhook endpoint: records every delivery's headers and exact bytes."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.arrived:
-                    receiver.received.append((dict(self.headers.items()), body))
-                    receiver.arrived.notify_all()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/gitlab"
-
-    def wait_for(self, count: int, timeout: float = 20) -> list[tuple[dict[str, str], bytes]]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
-            return list(self.received)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    with moto_with_ci_user("gl-target") as env:
+        yield env
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+    with receiving("/webhooks/gitlab", timeout=20) as r:
+        yield r
 
 
 def start(aws: SimpleNamespace, receiver: Receiver, secret: str, *, signing: bool) -> GitLabEmulator:
