@@ -18,7 +18,7 @@ from chalicelib.targets.base import Credentials
 
 VERIFY_POLICY = json.dumps({
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
+    "Statement": [{"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "s3:ListBucket"], "Resource": "*"}],
 })
 
 

@@ -358,6 +358,7 @@ def test_with_iam_authentication_a_valid_key_passes_and_a_wrong_one_fails(
     assert not gh.run_build(REPO)
 
 
+@pytest.mark.usefixtures("iam_auth")
 def test_build_lists_the_bucket_named_by_a_secret(gh: GitHubEmulator, aws: SimpleNamespace) -> None:
     push_key(gh, REPO_SECRETS, aws.key_id, aws.secret)
     put_secret(gh, REPO_SECRETS, "VERIFY_S3_BUCKET", aws.bucket)

@@ -95,3 +95,10 @@ def test_dynamodb_query_reads_only_its_partition(runtime: LocalRuntime) -> None:
     finally:
         Table.all_items = original
     assert seen == [1], "the query looked at its one-item partition, not the whole table"
+
+
+
+def test_rest_get_requests_pass_signature_checks(runtime: LocalRuntime) -> None:
+    # A REST GET: moto 5.2.5 alone answers SignatureDoesNotMatch with authentication on.
+    name = runtime.function_name("plan")
+    assert runtime.client("lambda").get_function_configuration(FunctionName=name)["FunctionName"] == name

@@ -46,6 +46,7 @@ def install() -> None:
     _patch_map_error_names()
     _patch_stop_wakes_callbacks()
     _patch_dynamodb_query_by_partition()
+    _patch_get_request_signatures()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
@@ -215,3 +216,21 @@ def _patch_inactive_keys() -> None:
                     raise access_control.CreateAccessKeyFailure(reason="InvalidId")
 
     IAMUserAccessKey.__init__ = __init__
+
+
+def _patch_get_request_signatures() -> None:
+    """With authentication on, moto re-signs a REST GET/HEAD/DELETE with its parsed parameters as the body,
+    so every such call (S3 ListObjects from a verification build, lambda:GetFunctionConfiguration from
+    ``deploy apply``) fails SignatureDoesNotMatch. AWS signs what was sent: the raw body."""
+    from botocore.awsrequest import AWSRequest
+    from moto.iam import access_control
+
+    def _create_aws_request(self: Any) -> AWSRequest:
+        signed = self._get_string_between("SignedHeaders=", ",", self._headers["Authorization"]).split(";")
+        headers = self._create_headers_for_aws_request(signed, self._headers)
+        body = self._body if self._method in ("GET", "HEAD", "DELETE") else (self._body or self._data)
+        request = AWSRequest(method=self._method, url=self._path, data=body, headers=headers)
+        request.context["timestamp"] = headers["X-Amz-Date"]
+        return request
+
+    access_control.IAMRequestBase._create_aws_request = _create_aws_request

@@ -59,27 +59,3 @@ def chalice_deploy(session: boto3.session.Session, stage: str) -> dict[str, Any]
 @pytest.fixture(scope="session")
 def deployer(runtime: LocalRuntime) -> Iterator[boto3.session.Session]:
     yield operator_session(runtime)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def moto_signs_get_requests_right() -> Iterator[None]:
-    """moto 5.2.5 recomputes the SigV4 signature of a GET with the parsed parameters as its body, so every
-    REST GET (lambda:GetFunctionConfiguration, used by ``apply`` to check the functions) fails with
-    SignatureDoesNotMatch when IAM authentication is on. Sign what was sent: the raw body.
-    (A candidate for chalicelib/local/moto_patches.py.)"""
-    from botocore.awsrequest import AWSRequest
-    from moto.iam import access_control
-
-    original = access_control.IAMRequestBase._create_aws_request
-
-    def _create_aws_request(self: Any) -> AWSRequest:
-        signed = self._get_string_between("SignedHeaders=", ",", self._headers["Authorization"]).split(";")
-        headers = self._create_headers_for_aws_request(signed, self._headers)
-        body = self._body if self._method in ("GET", "HEAD", "DELETE") else (self._body or self._data)
-        request = AWSRequest(method=self._method, url=self._path, data=body, headers=headers)
-        request.context["timestamp"] = headers["X-Amz-Date"]
-        return request
-
-    access_control.IAMRequestBase._create_aws_request = _create_aws_request
-    yield
-    access_control.IAMRequestBase._create_aws_request = original
