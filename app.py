@@ -1,4 +1,8 @@
-"""CI Key Rotator: Chalice handlers only. Every handler is one line into chalicelib/.
+"""CI Key Rotator: Chalice handlers only. Every handler is one call into chalicelib/.
+
+Each Lambda imports this file whole, so it imports almost nothing itself: a handler imports the modules
+it needs when it first runs. The ``plan`` function then never loads the audit detections or Slack, and
+the audit function never loads the workflow or the CI targets (``make bench`` measures both).
 
 ``@observed`` (chalicelib/observability.py) traces each handler and flushes its metrics. Each Lambda has
 its own IAM policy, ``.chalice/policy-<name>.json``, checked against the code it reaches from here.
@@ -6,25 +10,8 @@ its own IAM policy, ``.chalice/policy-<name>.json``, checked against the code it
 
 from chalice import Chalice, Cron, Rate, Response
 
-from chalicelib import audit_handlers, exposure, poller, scheduler, webhooks
-from chalicelib.audit.patterns import audit_event_pattern
-from chalicelib.deps import get_deps
-from chalicelib.handlers import audit_result, key_age, rotation_failed, rotation_succeeded, run_task
+from chalicelib.event_patterns import AUDIT_EVENT_PATTERN, EXPOSURE_EVENT_PATTERN
 from chalicelib.observability import observed
-from chalicelib.workflow import (
-    alert,
-    await_key_live,
-    create_key,
-    deactivate_compromised_key,
-    deactivate_old_key,
-    delete_old_key,
-    drain_check,
-    plan,
-    push_target,
-    report,
-    rollback,
-    verify_build,
-)
 
 # The powertools Logger (chalicelib/observability.py) owns the "ci-key-rotator" logger: Chalice must not
 # reconfigure it (it would add a second handler and raise the level to ERROR).
@@ -37,72 +24,108 @@ app = Chalice(app_name="ci-key-rotator", configure_logs=False)
 @app.lambda_function(name="plan")
 @observed("plan")
 def plan_task(event, context):
+    from chalicelib.handlers import key_age, run_task
+    from chalicelib.workflow import plan
+
     return run_task("plan", plan.run, event, observe=key_age)
 
 
 @app.lambda_function(name="create_key")
 @observed("create_key")
 def create_key_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import create_key
+
     return run_task("create_key", create_key.run, event)
 
 
 @app.lambda_function(name="await_key_live")
 @observed("await_key_live")
 def await_key_live_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import await_key_live
+
     return run_task("await_key_live", await_key_live.run, event)
 
 
 @app.lambda_function(name="push_target")
 @observed("push_target")
 def push_target_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import push_target
+
     return run_task("push_target", push_target.run, event)
 
 
 @app.lambda_function(name="verify_build")
 @observed("verify_build")
 def verify_build_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import verify_build
+
     return run_task("verify_build", verify_build.run, event)
 
 
 @app.lambda_function(name="deactivate_compromised_key")
 @observed("deactivate_compromised_key")
 def deactivate_compromised_key_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import deactivate_compromised_key
+
     return run_task("deactivate_compromised_key", deactivate_compromised_key.run, event)
 
 
 @app.lambda_function(name="drain_check")
 @observed("drain_check")
 def drain_check_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import drain_check
+
     return run_task("drain_check", drain_check.run, event)
 
 
 @app.lambda_function(name="deactivate_old_key")
 @observed("deactivate_old_key")
 def deactivate_old_key_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import deactivate_old_key
+
     return run_task("deactivate_old_key", deactivate_old_key.run, event)
 
 
 @app.lambda_function(name="delete_old_key")
 @observed("delete_old_key")
 def delete_old_key_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import delete_old_key
+
     return run_task("delete_old_key", delete_old_key.run, event)
 
 
 @app.lambda_function(name="report")
 @observed("report")
 def report_task(event, context):
+    from chalicelib.handlers import rotation_succeeded, run_task
+    from chalicelib.workflow import report
+
     return run_task("report", report.run, event, observe=rotation_succeeded)
 
 
 @app.lambda_function(name="rollback")
 @observed("rollback")
 def rollback_task(event, context):
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import rollback
+
     return run_task("rollback", rollback.run, event)
 
 
 @app.lambda_function(name="alert")
 @observed("alert")
 def alert_task(event, context):
+    from chalicelib.handlers import rotation_failed, run_task
+    from chalicelib.workflow import alert
+
     return run_task("alert", alert.run, event, observe=rotation_failed)
 
 
@@ -112,12 +135,18 @@ def alert_task(event, context):
 @app.schedule(Rate(1, unit=Rate.HOURS), name="scheduler")
 @observed("scheduler")
 def schedule_rotations(event):
+    from chalicelib import scheduler
+    from chalicelib.deps import get_deps
+
     return [started.rotation_id for started in scheduler.run_schedule(get_deps())]
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="poller")
 @observed("poller")
 def poll_verifications(event):
+    from chalicelib import poller
+    from chalicelib.deps import get_deps
+
     return poller.poll(get_deps())
 
 
@@ -125,6 +154,9 @@ def poll_verifications(event):
            content_types=["application/json", "application/x-www-form-urlencoded"])
 @observed("api_handler")
 def webhook(provider):
+    from chalicelib import webhooks
+    from chalicelib.deps import get_deps
+
     request = app.current_request
     status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body)
     return Response(body=body, status_code=status)
@@ -133,19 +165,28 @@ def webhook(provider):
 # -- audit (deploy in us-east-1: IAM and sign-in events exist only there) ---------------------------------
 
 
-@app.on_cw_event(audit_event_pattern(), name="audit")
+@app.on_cw_event(AUDIT_EVENT_PATTERN, name="audit")
 @observed("audit")
 def audit_events(event):
+    from chalicelib import audit_handlers
+    from chalicelib.handlers import audit_result
+
     return audit_result(audit_handlers.audit(event.to_dict()))
 
 
-@app.on_cw_event(exposure.PATTERN, name="exposure")
+@app.on_cw_event(EXPOSURE_EVENT_PATTERN, name="exposure")
 @observed("exposure")
 def exposed_keys(event):
+    from chalicelib import exposure
+    from chalicelib.deps import get_deps
+
     return exposure.respond(get_deps(), event.to_dict())
 
 
 @app.schedule(Cron(0, 6, "*", "*", "?", "*"), name="credential_report")
 @observed("credential_report")
 def credential_report(event):
+    from chalicelib import audit_handlers
+    from chalicelib.handlers import audit_result
+
     return audit_result(audit_handlers.credential_report())

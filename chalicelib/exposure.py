@@ -15,23 +15,11 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import client, error_code, reraise_transient
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
+from chalicelib.event_patterns import RISK_CODES
 from chalicelib.notify import publish
 from chalicelib.observability import logger
 from chalicelib.scheduler import start_rotation
 
-RISK_CODES = (
-    "AWS_RISK_CREDENTIALS_EXPOSED",
-    "AWS_RISK_CREDENTIALS_COMPROMISED",
-    "AWS_RISK_CREDENTIALS_EXPOSURE_SUSPECTED",
-    "AWS_RISK_CREDENTIALS_COMPROMISE_SUSPECTED",
-    "AWS_RISK_IAM_QUARANTINE",
-)
-#: The EventBridge rule of the exposure Lambda. Health's IAM events are global: they arrive in us-east-1.
-PATTERN = {
-    "source": ["aws.health"],
-    "detail-type": ["AWS Health Event"],
-    "detail": {"service": ["RISK"], "eventTypeCode": list(RISK_CODES)},
-}
 _ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")
 
 

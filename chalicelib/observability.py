@@ -30,7 +30,14 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "CIKeyRotator")
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """Made when a handler first runs, not on import: it loads the X-Ray SDK (and botocore), the largest
+    part of importing app.py otherwise."""
+    return Tracer(service=SERVICE)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 _warm: set[str] = set()
@@ -41,15 +48,18 @@ def observed(function_name: str) -> Callable[[F], F]:
     """Trace, label and flush the metrics of one Chalice handler (see the module docstring)."""
 
     def decorate(handler: F) -> F:
-        traced = tracer.capture_method(capture_response=False)(handler)
+        traced: Callable[..., Any] | None = None
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal traced
             with _warm_lock:
                 cold = function_name not in _warm
                 _warm.add(function_name)
-            tracer.put_annotation(key="ColdStart", value=cold)
-            tracer.put_annotation(key="Service", value=SERVICE)
+                if traced is None:
+                    traced = tracer().capture_method(capture_response=False)(handler)
+            tracer().put_annotation(key="ColdStart", value=cold)
+            tracer().put_annotation(key="Service", value=SERVICE)
             logger.thread_safe_append_keys(function=function_name)
             try:
                 return traced(*args, **kwargs)

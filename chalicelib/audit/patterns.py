@@ -62,4 +62,11 @@ def audit_event_pattern(narrow: bool = True) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(audit_event_pattern(), separators=(",", ":")))
+    import sys
+
+    from chalicelib.event_patterns import STORED
+
+    if "--write" in sys.argv[1:]:  # app.py reads the stored copy (chalicelib/event_patterns.py says why)
+        STORED.write_text(json.dumps(audit_event_pattern(), indent=1) + "\n")
+    else:
+        print(json.dumps(audit_event_pattern(), separators=(",", ":")))

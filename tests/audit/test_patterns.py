@@ -65,3 +65,10 @@ def test_every_positive_case_passes_the_rule(case: Any) -> None:
 def test_noise_is_filtered_out() -> None:
     assert not _matches(audit_event_pattern(), eventbridge(ct("RunInstances", "ec2.amazonaws.com")))
     assert not _matches(audit_event_pattern(), eventbridge(ct("PutObject", "s3.amazonaws.com")))
+
+
+def test_the_rule_app_py_registers_is_the_derived_pattern() -> None:
+    from chalicelib.event_patterns import AUDIT_EVENT_PATTERN
+
+    assert AUDIT_EVENT_PATTERN == audit_event_pattern(), (
+        "chalicelib/event_patterns.json is stale: run python -m chalicelib.audit.patterns --write")
