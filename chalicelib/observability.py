@@ -16,6 +16,7 @@ Metrics (namespace ``POWERTOOLS_METRICS_NAMESPACE``, default ``CIKeyRotator``; d
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import threading
 from collections import Counter
@@ -33,9 +34,13 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 @functools.cache
-def tracer() -> Tracer:
+def tracer() -> Tracer | None:
     """Made when a handler first runs, not on import: it loads the X-Ray SDK (and botocore), the largest
-    part of importing app.py otherwise."""
+    part of importing app.py otherwise. In Lambda the SDK comes from the Powertools layer (deploy/layer.py);
+    without it the handlers run untraced rather than fail."""
+    if importlib.util.find_spec("aws_xray_sdk") is None:
+        logger.warning("X-Ray SDK not found (is the Powertools layer attached?): tracing is off")
+        return None
     return Tracer(service=SERVICE)
 
 
@@ -57,9 +62,11 @@ def observed(function_name: str) -> Callable[[F], F]:
                 cold = function_name not in _warm
                 _warm.add(function_name)
                 if traced is None:
-                    traced = tracer().capture_method(capture_response=False)(handler)
-            tracer().put_annotation(key="ColdStart", value=cold)
-            tracer().put_annotation(key="Service", value=SERVICE)
+                    xray = tracer()
+                    traced = xray.capture_method(capture_response=False)(handler) if xray else handler
+            if xray := tracer():
+                xray.put_annotation(key="ColdStart", value=cold)
+                xray.put_annotation(key="Service", value=SERVICE)
             logger.thread_safe_append_keys(function=function_name)
             try:
                 return traced(*args, **kwargs)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 
-from deploy import chalice_config, naming, policies, preflight, resources
+from deploy import chalice_config, layer, naming, policies, preflight, resources
 
 
 def _session() -> boto3.session.Session:
@@ -53,7 +53,12 @@ def prepare(args: argparse.Namespace) -> int:
     for warning in preflight.check_aws(session, config):
         print(warning, file=sys.stderr)
     d = resources.Deployment(args.stage, session)
-    if chalice_config.write_stage(args.stage, d.topic_arn, d.state_machine_arn):
+    powertools = layer.resolve(session)
+    if powertools is None:
+        print(f"WARNING: no Powertools layer at {layer.parameter_name()} in {d.region}: the functions will run "
+              "without X-Ray tracing", file=sys.stderr)
+    if chalice_config.write_stage(args.stage, d.topic_arn, d.state_machine_arn,
+                                  layers=[powertools] if powertools else []):
         print(f"updated .chalice/config.json (stage {args.stage}): commit it")
     print(f"config OK: {len(config.users)} managed user(s); region {d.region}; account {d.account}")
     return 0

@@ -3,7 +3,8 @@
 ``autogen_policy`` is off and every function names its own ``policy-<function>.json`` (Chalice then makes
 one role per function, ``ci-key-rotator-<stage>-<function>``). ``python -m deploy prepare --stage S`` writes
 the stage's section (the two ARNs need the account and region, so they are filled in at deploy time and
-are empty in the committed file until then); the tests check the file against ``expected``.
+are empty in the committed file until then), and the Powertools layer of the region (deploy/layer.py);
+the tests check the file against ``expected``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deploy import naming, policies
+from deploy import layer, naming, policies
 
 CONFIG_PATH = policies.CHALICE_DIR / "config.json"
 #: IAM actions that change a key: the functions holding one are "the rotator" for the audit.
@@ -50,9 +51,11 @@ def stage_environment(stage: str, topic_arn: str = "", state_machine_arn: str = 
     }
 
 
-def expected_stage(stage: str, topic_arn: str = "", state_machine_arn: str = "") -> dict[str, Any]:
+def expected_stage(stage: str, topic_arn: str = "", state_machine_arn: str = "",
+                   layers: list[str] | None = None) -> dict[str, Any]:
     return {
         "api_gateway_stage": "api",
+        "layers": list(layers or []),
         "autogen_policy": False,
         "environment_variables": stage_environment(stage, topic_arn, state_machine_arn),
         "lambda_functions": {f: {"iam_policy_file": policies.policy_path(f).name} for f in policies.functions()},
@@ -73,20 +76,25 @@ def problems(config: dict[str, Any] | None = None) -> list[str]:
         found.append("xray must be true (Tracer on every handler needs active tracing)")
     for stage, section in (config.get("stages") or {}).items():
         env = section.get("environment_variables", {})
-        want = expected_stage(stage, env.get("ROTATOR_TOPIC_ARN", ""), env.get("ROTATOR_STATE_MACHINE_ARN", ""))
+        layers = section.get("layers") or []
+        want = expected_stage(stage, env.get("ROTATOR_TOPIC_ARN", ""), env.get("ROTATOR_STATE_MACHINE_ARN", ""),
+                              layers)
+        if [arn for arn in layers if not layer.is_layer_arn(arn)] or len(layers) > 1:
+            found.append(f"stages.{stage}.layers: only the Powertools layer (deploy/layer.py), found {layers}")
         for key, value in want.items():
             if section.get(key) != value:
                 found.append(f"stages.{stage}.{key}: expected {json.dumps(value)}, found {json.dumps(section.get(key))}")
     return found
 
 
-def write_stage(stage: str, topic_arn: str, state_machine_arn: str, path: Path | None = None) -> bool:
+def write_stage(stage: str, topic_arn: str, state_machine_arn: str, path: Path | None = None,
+                layers: list[str] | None = None) -> bool:
     """Set the stage's section; True if the file changed."""
     path = path or CONFIG_PATH
     config = load(path)
     stages = config.setdefault("stages", {})
     section = stages.setdefault(stage, {})
-    updated = {**section, **expected_stage(stage, topic_arn, state_machine_arn)}
+    updated = {**section, **expected_stage(stage, topic_arn, state_machine_arn, layers)}
     if updated == section:
         return False
     stages[stage] = updated

@@ -4,7 +4,8 @@
 escrow's KMS key, the state machine (``statemachine/rotation.asl.json`` with ``DefinitionSubstitutions``
 pointing at the Chalice functions), its role, the EventBridge rule for executions that end without an
 alert, and the rotation config parameter — plus overrides of the Chalice resources (each function's
-environment gets the topic and state machine ARNs; each role gets the name the audit recognises).
+environment gets the topic and state machine ARNs and the Powertools layer, resolved from its public SSM
+parameter when the stack is created; each role gets the name the audit recognises).
 ``chalice package --merge-template`` deep-merges it into Chalice's own template.
 
 ``package_offline`` runs Chalice's own template generation without building the dependency bundle
@@ -20,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from deploy import naming, policies, resources
+from deploy import layer, naming, policies, resources
 from deploy.analysis import ROOT
 
 
@@ -51,6 +52,13 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"CI Key Rotator ({stage}): Chalice functions plus the ledger, escrow key, outcomes "
                        "topic and rotation state machine. Deploy in us-east-1 for the audit rules.",
+        "Parameters": {
+            "PowertoolsLayerArn": {
+                "Type": "AWS::SSM::Parameter::Value<String>",
+                "Default": layer.parameter_name(),
+                "Description": "The AWS-managed Powertools layer (it carries the X-Ray SDK; deploy/layer.py)",
+            },
+        },
         "Resources": {},
         "Outputs": {
             "StateMachineArn": {"Value": {"Ref": "RotationStateMachine"}},
@@ -152,7 +160,8 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "ROTATOR_ESCROW_KMS_KEY_ID": {"Ref": "EscrowKeyAlias"},
     }
     for function in functions:
-        res[logical_id(function)] = {"Properties": {"Environment": {"Variables": dict(environment)}}}
+        res[logical_id(function)] = {"Properties": {"Environment": {"Variables": dict(environment)},
+                                                    "Layers": [{"Ref": "PowertoolsLayerArn"}]}}
         res[role_logical_id(function)] = {"Properties": {"RoleName": names.function(function)}}
     return template
 

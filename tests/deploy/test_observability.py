@@ -122,3 +122,27 @@ def test_every_task_log_line_carries_the_rotation_id_as_correlation_id(clean_wor
     assert {line["task"] for line in tasks} >= {"plan", "create_key", "push_target", "report"}
     bad = [line for line in tasks if line.get("correlation_id") != "manual-corr-1" or line.get("function") != line["task"]]
     assert bad == []
+
+
+def test_without_the_x_ray_sdk_handlers_run_untraced(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The SDK comes from the Powertools layer in Lambda; a function deployed without it must still work."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "aws_xray_sdk" else real(name, *a))
+    observability.tracer.cache_clear()
+    try:
+        @observability.observed("report")
+        def handler(event: dict, context: object) -> dict:
+            return {"ran": event["n"]}
+
+        assert observability.tracer() is None
+        assert handler({"n": 1}, None) == {"ran": 1}
+        assert handler({"n": 2}, None) == {"ran": 2}
+        assert "tracing is off" in caplog.text
+    finally:
+        monkeypatch.undo()
+        observability.tracer.cache_clear()
+    assert observability.tracer() is not None, "with the SDK back, the Tracer is made again"

@@ -225,6 +225,7 @@ def test_prepare_writes_the_stage_arns_once(cli_env: Path, capsys: pytest.Captur
     out = capsys.readouterr()
     assert "updated .chalice/config.json" in out.out
     assert "ci-deployer does not exist yet" in out.err
+    assert "no Powertools layer" in out.err, "moto publishes no layer parameter: said, and deployed untraced"
     written = json.loads((cli_env / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
     assert written["ROTATOR_STATE_MACHINE_ARN"] == (
         f"arn:aws:states:us-east-1:123456789012:stateMachine:{naming.StageNames(STAGE).state_machine}")
