@@ -102,3 +102,39 @@ def test_rest_get_requests_pass_signature_checks(runtime: LocalRuntime) -> None:
     # A REST GET: moto 5.2.5 alone answers SignatureDoesNotMatch with authentication on.
     name = runtime.function_name("plan")
     assert runtime.client("lambda").get_function_configuration(FunctionName=name)["FunctionName"] == name
+
+
+def test_a_definition_is_parsed_once_and_each_execution_keeps_its_own_state(
+        runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parses: list[str] = []
+    original = AmazonStateLanguageParser.parse
+    monkeypatch.setattr(AmazonStateLanguageParser, "parse",
+                        staticmethod(lambda definition: parses.append(definition) or original(definition)))
+    definition = {"StartAt": "Echo", "States": {"Echo": {
+        "Type": "Pass", "Parameters": {"got.$": "$.n", "smoke": "parse-once"}, "End": True}}}
+    sfn = runtime.client("stepfunctions")
+    role = f"arn:aws:iam::123456789012:role/{runtime.function_name('x')}"
+    arn = sfn.create_state_machine(name="smoke-parse-once", definition=json.dumps(definition),
+                                   roleArn=role)["stateMachineArn"]
+    outputs, parsed_before = [], []
+    for n in (1, 2):
+        parsed_before.append(len(parses))
+        execution = sfn.start_execution(stateMachineArn=arn, name=f"run-{n}", input=json.dumps({"n": n}))
+        result = runtime.wait(execution["executionArn"])
+        assert result["status"] == "SUCCEEDED"
+        outputs.append(json.loads(result["output"])["got"])
+    assert outputs == [1, 2], "each execution evaluated its own input"
+    assert parsed_before[1] > parsed_before[0], "the first execution parsed the definition"
+    assert len(parses) == parsed_before[1], "the second execution reused the first one's parse"
+
+
+def test_moto_finds_backends_without_listing_its_package_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import backends
+
+    def no_listing(path: str) -> list[str]:
+        raise AssertionError("listed the moto package again")
+
+    monkeypatch.setattr("os.listdir", no_listing)
+    assert {"iam", "stepfunctions", "dynamodb"} <= set(backends.list_of_moto_modules())

@@ -47,6 +47,8 @@ def install() -> None:
     _patch_stop_wakes_callbacks()
     _patch_dynamodb_query_by_partition()
     _patch_get_request_signatures()
+    _patch_parse_once_per_definition()
+    _patch_backend_lookup()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
@@ -234,3 +236,33 @@ def _patch_get_request_signatures() -> None:
         return request
 
     access_control.IAMRequestBase._create_aws_request = _create_aws_request
+
+
+def _patch_parse_once_per_definition() -> None:
+    """moto parses the ASL again for every execution (~0.1 s for ours, ANTLR in pure Python). The parsed
+    program is evaluated against a per-execution Environment and never changed (Map iterations already
+    share one), so one parse per definition serves every execution."""
+    import functools
+
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    @functools.lru_cache(maxsize=64)
+    def parsed(definition: str) -> Any:
+        return AmazonStateLanguageParser.parse(definition)[0]
+
+    def _get_evaluation_entrypoint(self: Any) -> Any:
+        return parsed(self._evaluation_details.state_machine_details.definition)
+
+    ExecutionWorker._get_evaluation_entrypoint = _get_evaluation_entrypoint
+
+
+def _patch_backend_lookup() -> None:
+    """moto's server lists its own package directory (a stat per service, ~1 ms) on every request to
+    find the backend; the list never changes while it runs."""
+    import functools
+
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = functools.partial(iter, modules)  # type: ignore[assignment]

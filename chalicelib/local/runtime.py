@@ -88,6 +88,8 @@ class LocalRuntime:
         self._faults: dict[str, list[tuple[bool, Callable[[Any], None]]]] = {}
         self._extra_handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._stop = threading.Event()
+        self._clients_lock = threading.Lock()
+        self._operator_clients: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         #: Chalice function name -> the IAM user its calls are signed with.
         self.function_identities: dict[str, aws.Identity] = {}
@@ -170,6 +172,7 @@ class LocalRuntime:
         # moto checks "lambda:Invoke" where AWS checks "lambda:InvokeFunction"; grant both.
         self.executor = self._service_user(iam, "ci-key-rotator-states", ["lambda:InvokeFunction", "lambda:Invoke"])
         self.operator = self._service_user(iam, "operator", ["*"])
+        self._operator_clients.clear()
         self._function_users(iam)
         moto_patches.set_executor_credentials(self.executor.access_key_id, self.executor.secret_access_key,
                                               self.endpoint)
@@ -368,7 +371,11 @@ class LocalRuntime:
     # -- operator-side helpers (signed by the operator identity) ---------------------------------
 
     def client(self, service: str) -> Any:
-        return self.operator.session().client(service, endpoint_url=self.endpoint)
+        """One client per service (clients are thread-safe; making one parses its service model)."""
+        with self._clients_lock:
+            if service not in self._operator_clients:
+                self._operator_clients[service] = self.operator.session().client(service, endpoint_url=self.endpoint)
+            return self._operator_clients[service]
 
     def use_config(self, path: Path) -> None:
         os.environ["ROTATOR_CONFIG_PATH"] = str(path)
