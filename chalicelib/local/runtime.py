@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import zipfile
@@ -336,8 +337,21 @@ class LocalRuntime:
                                                "127.0.0.1", self.app_port)
         # The dev server logs every request to stderr; the demo prints its own timeline.
         ChaliceRequestHandler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+        # A CI that gave up waiting for the answer (BrokenPipe) redelivers or is polled; the webhook itself
+        # was handled. socketserver would print a traceback for it.
+        self._app_server.server.handle_error = self._quiet_disconnects(self._app_server.server.handle_error)
         self._spawn(self._app_server.server.serve_forever)
         self.webhook_base_url = f"http://127.0.0.1:{self.app_port}/webhooks"
+
+    @staticmethod
+    def _quiet_disconnects(handle_error: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def handle(request: Any, client_address: Any) -> None:
+            if isinstance(sys.exc_info()[1], ConnectionError):
+                logging.getLogger("chalicelib.local").debug("webhook sender disconnected early")
+                return
+            handle_error(request, client_address)
+
+        return handle
 
     def _poll_loop(self) -> None:
         from chalicelib import poller
