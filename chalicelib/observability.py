@@ -58,13 +58,13 @@ def observed(function_name: str) -> Callable[[F], F]:
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             nonlocal traced
+            xray = tracer()
             with _warm_lock:
                 cold = function_name not in _warm
                 _warm.add(function_name)
                 if traced is None:
-                    xray = tracer()
                     traced = xray.capture_method(capture_response=False)(handler) if xray else handler
-            if xray := tracer():
+            if xray:
                 xray.put_annotation(key="ColdStart", value=cold)
                 xray.put_annotation(key="Service", value=SERVICE)
             logger.thread_safe_append_keys(function=function_name)
