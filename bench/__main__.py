@@ -47,8 +47,6 @@ NOTES = Path(__file__).with_name("notes.md")
 
 
 def main() -> int:
-    # The figures are the product's; the EMF lines every handler prints would bury the table.
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     started = time.monotonic()
     results = {**rotation.run(), **audit.run(), **footprint.run()}
     minutes = (time.monotonic() - started) / 60

@@ -7,12 +7,14 @@ every call succeeds, 1 on any AWS error. Prints the key id (and its digest) and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 _NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=15)
 #: Service models parsed once per process: in-process builds (the benchmark's fleet) would otherwise parse
 #: the STS and S3 models again for every build. Credentials are never shared: each build has its session.
-_LOADER: list[Any] = []
+_models = functools.cache(botocore.loaders.create_loader)
 
 
 def verify(env: Mapping[str, str]) -> tuple[bool, str]:
@@ -36,9 +38,7 @@ def verify(env: Mapping[str, str]) -> tuple[bool, str]:
     log.append(f"verify: using access key {key_id} (sha256 {hashlib.sha256(key_id.encode()).hexdigest()[:16]})")
     # botocore alone: boto3's import (s3transfer) would double every build's time for nothing.
     session = botocore.session.Session()
-    if not _LOADER:
-        _LOADER.append(session.get_component("data_loader"))
-    session.register_component("data_loader", _LOADER[0])
+    session.register_component("data_loader", _models())
     session.set_credentials(key_id, secret)
     region = env.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = env.get("AWS_ENDPOINT_URL") or None

@@ -7,6 +7,7 @@ See ../shared/reference/moto-local-aws.md for why each exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -242,8 +243,6 @@ def _patch_parse_once_per_definition() -> None:
     """moto parses the ASL again for every execution (~0.1 s for ours, ANTLR in pure Python). The parsed
     program is evaluated against a per-execution Environment and never changed (Map iterations already
     share one), so one parse per definition serves every execution."""
-    import functools
-
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
     from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
@@ -260,8 +259,6 @@ def _patch_parse_once_per_definition() -> None:
 def _patch_backend_lookup() -> None:
     """moto's server lists its own package directory (a stat per service, ~1 ms) on every request to
     find the backend; the list never changes while it runs."""
-    import functools
-
     from moto import backends
 
     modules = tuple(backends.list_of_moto_modules())
