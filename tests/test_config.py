@@ -80,3 +80,27 @@ def test_cli_validate_config(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (tmp_path / "broken.yaml").write_text("users: [")
     assert cli(["validate-config", str(tmp_path / "broken.yaml")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_a_replaced_config_file_is_never_answered_from_a_stale_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is keyed by the file's text: a background reader (the local poller) that parsed the
+    old file while it was being replaced cannot make get_config miss a user added since."""
+    from chalicelib import config as config_module
+    from chalicelib import deps as deps_module
+
+    path = tmp_path / "rotation.yaml"
+    path.write_text(EXAMPLE.read_text())
+    monkeypatch.setenv("ROTATOR_CONFIG_PATH", str(path))
+    deps_module.reset()
+    try:
+        assert config_module.get_config().users[0].name == "ci-deployer"
+        path.write_text(EXAMPLE.read_text().replace("ci-deployer", "ci-renamed"))  # no cache reset
+        assert config_module.get_config().users[0].name == "ci-renamed"
+        path.write_text("users: [")
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            config_module.get_config()
+    finally:
+        monkeypatch.undo()
+        deps_module.reset()

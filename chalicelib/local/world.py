@@ -144,7 +144,10 @@ class World:
         if not config["users"]:
             return self.workdir / "rotation.yaml"
         path = self.workdir / "rotation.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # Replace, never rewrite in place: the runtime's poller may be reading the file right now.
+        staging = path.with_suffix(".yaml.new")
+        staging.write_text(yaml.safe_dump(config, sort_keys=False))
+        staging.replace(path)
         self.runtime.use_config(path)
         return path
 
