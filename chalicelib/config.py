@@ -214,10 +214,11 @@ def _from_text(text: str, source: str) -> RotationConfig:
     return parse_yaml(text, source)
 
 
-def get_config() -> RotationConfig:
-    """The deployed configuration, validated once per distinct text: a file is re-read on each call
-    (cheap; in Lambda it cannot change), an SSM parameter every CONFIG_CACHE_SECONDS."""
-    source = get_settings().config_path
+def get_config(source: str | None = None) -> RotationConfig:
+    """The deployed configuration (``ROTATOR_CONFIG_PATH`` unless ``source`` is given), validated once per
+    distinct text: a file is re-read on each call (cheap; in Lambda it cannot change), an SSM parameter
+    every CONFIG_CACHE_SECONDS."""
+    source = source or get_settings().config_path
     if source.startswith(SSM_SOURCE):
         return _from_text(_read_ssm(source[len(SSM_SOURCE):]), source)
     return _from_text(_read_file(Path(source)), source)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from chalicelib.cli.__main__ import main as cli
-from chalicelib.config import load_config, parse_config, timing_seconds
+from chalicelib.config import get_config, load_config, parse_config, timing_seconds
 from chalicelib.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rotation.example.yaml"
@@ -82,25 +82,14 @@ def test_cli_validate_config(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not valid YAML" in capsys.readouterr().err
 
 
-def test_a_replaced_config_file_is_never_answered_from_a_stale_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_replaced_config_file_is_never_answered_from_a_stale_cache(tmp_path: Path) -> None:
     """The cache is keyed by the file's text: a background reader (the local poller) that parsed the
     old file while it was being replaced cannot make get_config miss a user added since."""
-    from chalicelib import config as config_module
-    from chalicelib import deps as deps_module
-
     path = tmp_path / "rotation.yaml"
     path.write_text(EXAMPLE.read_text())
-    monkeypatch.setenv("ROTATOR_CONFIG_PATH", str(path))
-    deps_module.reset()
-    try:
-        assert config_module.get_config().users[0].name == "ci-deployer"
-        path.write_text(EXAMPLE.read_text().replace("ci-deployer", "ci-renamed"))  # no cache reset
-        assert config_module.get_config().users[0].name == "ci-renamed"
-        path.write_text("users: [")
-        with pytest.raises(ConfigError, match="not valid YAML"):
-            config_module.get_config()
-    finally:
-        monkeypatch.undo()
-        deps_module.reset()
+    assert get_config(str(path)).users[0].name == "ci-deployer"
+    path.write_text(EXAMPLE.read_text().replace("ci-deployer", "ci-renamed"))  # no cache reset
+    assert get_config(str(path)).users[0].name == "ci-renamed"
+    path.write_text("users: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        get_config(str(path))
