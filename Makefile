@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-layer.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 STAGE  ?= dev
 # make deploy/package CONFIG=rotation.yaml: validated, then stored in SSM (/ci-key-rotator/<stage>/rotation-config)
 CONFIG ?=
@@ -10,7 +10,7 @@ CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: install demo test lint template-lint bench deploy destroy package clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -31,8 +31,8 @@ template-lint: install  ## the packaged template (built offline) and the CI iden
 test: install lint template-lint  ## unit + end-to-end tests on moto and the local CI emulator
 	$(PY) -m pytest
 
-deploy: install  ## STAGE=dev [CONFIG=rotation.yaml]: chalice deploy, then what Chalice cannot create (README "Deploy to AWS")
-	$(PY) -m deploy prepare --stage $(STAGE) $(CONFIG_FLAG) $(if $(ALLOW_ANY_REGION),--allow-region-outside-us-east-1)
+deploy: install  ## STAGE=dev [CONFIG=rotation.yaml] [LAYER_ARN=...]: chalice deploy, then what Chalice cannot create (README "Deploy to AWS")
+	$(PY) -m deploy prepare --stage $(STAGE) $(CONFIG_FLAG) $(if $(ALLOW_ANY_REGION),--allow-region-outside-us-east-1) $(if $(LAYER_ARN),--layer-arn $(LAYER_ARN))
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
 	$(PY) -m deploy apply --stage $(STAGE) $(CONFIG_FLAG)
 

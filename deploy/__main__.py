@@ -1,6 +1,6 @@
 """``python -m deploy``: the deployment steps ``make deploy/destroy/package`` run.
 
-    prepare   --stage S [--config FILE] [--allow-region-outside-us-east-1]
+    prepare   --stage S [--config FILE] [--allow-region-outside-us-east-1] [--layer-arn ARN]
               refuse a bad config or region; write the stage's ARNs into .chalice/config.json
     apply     --stage S [--config FILE]    create or update what Chalice does not (after chalice deploy)
     destroy   --stage S [--delete-data]    remove it (table, escrow, key and config kept unless asked)
@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -37,6 +38,21 @@ def _config_text(args: argparse.Namespace) -> str | None:
     return text
 
 
+def _powertools_layer(session: Any, given: str | None, region: str) -> str:
+    if given:
+        if not layer.is_layer_version_arn(given):
+            raise preflight.Refused(f"--layer-arn {given!r} is not a Lambda layer version ARN")
+        return given
+    found = layer.resolve(session)
+    if found is None:
+        raise preflight.Refused(
+            f"no Powertools layer at {layer.parameter_name()} in {region}, and the functions need it "
+            f"(requirements-layer.txt: {', '.join(layer.pins(layer.LAYER_REQUIREMENTS))}). Pass "
+            f"--layer-arn (LAYER_ARN= for make deploy) with a layer built from "
+            f"aws-lambda-powertools[all]=={layer.powertools_version()} for this Python")
+    return found
+
+
 def prepare(args: argparse.Namespace) -> int:
     session = _session()
     warning = preflight.check_region(session.region_name, args.allow_region_outside_us_east_1)
@@ -53,12 +69,8 @@ def prepare(args: argparse.Namespace) -> int:
     for warning in preflight.check_aws(session, config):
         print(warning, file=sys.stderr)
     d = resources.Deployment(args.stage, session)
-    powertools = layer.resolve(session)
-    if powertools is None:
-        print(f"WARNING: no Powertools layer at {layer.parameter_name()} in {d.region}: the functions will run "
-              "without X-Ray tracing", file=sys.stderr)
-    if chalice_config.write_stage(args.stage, d.topic_arn, d.state_machine_arn,
-                                  layers=[powertools] if powertools else []):
+    powertools = _powertools_layer(session, args.layer_arn, d.region)
+    if chalice_config.write_stage(args.stage, d.topic_arn, d.state_machine_arn, layers=[powertools]):
         print(f"updated .chalice/config.json (stage {args.stage}): commit it")
     print(f"config OK: {len(config.users)} managed user(s); region {d.region}; account {d.account}")
     return 0
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--config", help="rotation config YAML (validated; stored in SSM)")
         if name == "prepare":
             command.add_argument("--allow-region-outside-us-east-1", action="store_true")
+            command.add_argument("--layer-arn", help="the Powertools layer, where AWS publishes none (deploy/layer.py)")
         if name == "destroy":
             command.add_argument("--delete-data", action="store_true",
                                  help="also delete the ledger table, escrow secrets, KMS key, config parameter")

@@ -79,7 +79,7 @@ def problems(config: dict[str, Any] | None = None) -> list[str]:
         layers = section.get("layers") or []
         want = expected_stage(stage, env.get("ROTATOR_TOPIC_ARN", ""), env.get("ROTATOR_STATE_MACHINE_ARN", ""),
                               layers)
-        if [arn for arn in layers if not layer.is_layer_arn(arn)] or len(layers) > 1:
+        if [arn for arn in layers if not layer.is_layer_version_arn(arn)] or len(layers) > 1:
             found.append(f"stages.{stage}.layers: only the Powertools layer (deploy/layer.py), found {layers}")
         for key, value in want.items():
             if section.get(key) != value:

@@ -56,7 +56,7 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "PowertoolsLayerArn": {
                 "Type": "AWS::SSM::Parameter::Value<String>",
                 "Default": layer.parameter_name(),
-                "Description": "The AWS-managed Powertools layer (it carries the X-Ray SDK; deploy/layer.py)",
+                "Description": "The AWS-managed Powertools layer: pydantic, cryptography and the X-Ray SDK (deploy/layer.py)",
             },
         },
         "Resources": {},

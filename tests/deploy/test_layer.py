@@ -1,4 +1,4 @@
-"""The Powertools layer (deploy/layer.py): the X-Ray SDK the package leaves out, resolved per region."""
+"""The Powertools layer (deploy/layer.py): what the package leaves out, resolved per region."""
 
 from __future__ import annotations
 
@@ -43,10 +43,20 @@ def test_the_parameter_names_the_bundled_powertools_version_and_this_python() ->
 
 
 def test_the_package_leaves_out_what_the_runtime_and_the_layer_provide() -> None:
-    pins = [line.split("==")[0].lower() for line in layer.REQUIREMENTS.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-    assert "aws-lambda-powertools" in pins, "the Tracer extra ([tracer]) would bundle botocore"
-    assert not {"boto3", "botocore", "aws-xray-sdk"} & set(pins)
+    bundled = layer.pins(layer.REQUIREMENTS)
+    assert "aws-lambda-powertools" in bundled, "the Tracer extra ([tracer]) would bundle botocore"
+    assert not {"boto3", "botocore"} & set(bundled)
+    from_layer = layer.pins(layer.LAYER_REQUIREMENTS)
+    assert {"pydantic", "cryptography", "aws-xray-sdk"} <= set(from_layer)
+    assert not set(from_layer) & set(bundled)
+
+
+def test_the_layer_supplies_every_pin_of_requirements_layer() -> None:
+    """AWS builds the layer from aws-lambda-powertools[all]: a pin outside that extra's ranges would run
+    locally with one version and in Lambda with another (or not at all)."""
+    assert layer.pins_the_layer_does_not_supply() == []
+    assert layer.pins_the_layer_does_not_supply({"pydantic": "1.10.13", "requests": "2.32.3"}) == [
+        "pydantic==1.10.13", "requests==2.32.3"]
 
 
 def test_resolve_reads_the_public_parameter() -> None:
@@ -65,12 +75,16 @@ def test_a_value_that_is_not_a_powertools_layer_is_not_used() -> None:
     assert layer.resolve(StubbedSession(answer)) is None
 
 
-def test_config_json_accepts_only_the_powertools_layer(tmp_path: Path) -> None:
+def test_config_json_accepts_one_layer_version(tmp_path: Path) -> None:
     config = chalice_config.load()
     stage = next(iter(config["stages"]))
     config["stages"][stage]["layers"] = [ARN]
     assert chalice_config.problems(config) == []
-    config["stages"][stage]["layers"] = ["arn:aws:lambda:us-east-1:999999999999:layer:mine:1"]
+    config["stages"][stage]["layers"] = ["arn:aws:lambda:us-east-1:999999999999:layer:powertools-all:1"]
+    assert chalice_config.problems(config) == [], "a layer built from the same extra under another name (--layer-arn)"
+    config["stages"][stage]["layers"] = [ARN, "arn:aws:lambda:us-east-1:999999999999:layer:powertools-all:1"]
+    assert any("layers" in p for p in chalice_config.problems(config))
+    config["stages"][stage]["layers"] = ["powertools"]
     assert any("layers" in p for p in chalice_config.problems(config))
 
 

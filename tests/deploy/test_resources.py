@@ -167,6 +167,9 @@ def test_destroy_keeps_data_unless_asked(runtime: LocalRuntime, deployer: boto3.
 
 # -- the CLI: prepare refuses before anything changes ----------------------------------------------------
 
+#: A layer built from aws-lambda-powertools[all] under the operator's own name (moto publishes none).
+LAYER = "arn:aws:lambda:us-east-1:123456789012:layer:powertools-all:3"
+
 
 @pytest.fixture
 def cli_env(runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -205,7 +208,8 @@ def test_prepare_refuses_another_region_unless_allowed(cli_env: Path, monkeypatc
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert cli.main(["prepare", "--stage", STAGE, "--config", str(config)]) == 2
     assert "us-east-1" in capsys.readouterr().err
-    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config), "--allow-region-outside-us-east-1"]) == 0
+    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config), "--allow-region-outside-us-east-1",
+                     "--layer-arn", LAYER]) == 0
     assert "WARNING: region eu-west-1" in capsys.readouterr().err
 
 
@@ -218,19 +222,33 @@ def test_prepare_refuses_a_managed_user_outside_the_managed_path(cli_env: Path, 
     assert "path /humans/" in capsys.readouterr().err
 
 
-def test_prepare_writes_the_stage_arns_once(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_writes_the_stage_arns_and_the_layer_once(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = cli_env / "rotation.yaml"
     config.write_text(CONFIG)
-    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config)]) == 0
+    prepare = ["prepare", "--stage", STAGE, "--config", str(config), "--layer-arn", LAYER]
+    assert cli.main(prepare) == 0
     out = capsys.readouterr()
     assert "updated .chalice/config.json" in out.out
     assert "ci-deployer does not exist yet" in out.err
-    assert "no Powertools layer" in out.err, "moto publishes no layer parameter: said, and deployed untraced"
-    written = json.loads((cli_env / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
-    assert written["ROTATOR_STATE_MACHINE_ARN"] == (
+    stage = json.loads((cli_env / ".chalice" / "config.json").read_text())["stages"][STAGE]
+    assert stage["environment_variables"]["ROTATOR_STATE_MACHINE_ARN"] == (
         f"arn:aws:states:us-east-1:123456789012:stateMachine:{naming.StageNames(STAGE).state_machine}")
-    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config)]) == 0
+    assert stage["layers"] == [LAYER]
+    assert cli.main(prepare) == 0
     assert "updated" not in capsys.readouterr().out
+
+
+def test_prepare_refuses_without_the_powertools_layer(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """moto publishes no layer parameter; without the layer the functions could not import pydantic."""
+    config = cli_env / "rotation.yaml"
+    config.write_text(CONFIG)
+    before = (cli_env / ".chalice" / "config.json").read_text()
+    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "no Powertools layer at /aws/service/powertools/python/" in err and "pydantic" in err and "--layer-arn" in err
+    assert cli.main(["prepare", "--stage", STAGE, "--config", str(config), "--layer-arn", "my-layer"]) == 2
+    assert "not a Lambda layer version ARN" in capsys.readouterr().err
+    assert (cli_env / ".chalice" / "config.json").read_text() == before
 
 
 def test_apply_and_destroy_from_the_cli(cli_env: Path, deployer: boto3.session.Session, monkeypatch: pytest.MonkeyPatch,
