@@ -35,10 +35,10 @@ _ANY_LAYER = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z
 
 def powertools_version() -> str:
     """The Powertools version the package bundles (its pin in requirements.txt)."""
-    match = re.search(r"^aws-lambda-powertools(?:\[[^\]]*\])?==(\S+)", REQUIREMENTS.read_text(), re.MULTILINE)
-    if not match:
+    version = pins(REQUIREMENTS).get("aws-lambda-powertools")
+    if not version:
         raise ValueError(f"{REQUIREMENTS.name} must pin aws-lambda-powertools exactly (==)")
-    return match.group(1)
+    return version
 
 
 def parameter_name(arch: str = "x86_64") -> str:
