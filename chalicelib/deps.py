@@ -12,6 +12,7 @@ from chalicelib.errors import TargetPushFailed
 from chalicelib.keys import Escrow
 from chalicelib.ledger import Ledger
 from chalicelib.settings import Settings, get_settings
+from chalicelib.settings import forget as forget_settings
 from chalicelib.targets.base import CITarget, TargetConfig
 from chalicelib.targets.registry import provider
 
@@ -44,9 +45,13 @@ class Deps:
         return client("stepfunctions")
 
 
-@lru_cache(maxsize=1)
 def get_deps() -> Deps:
-    settings = get_settings()
+    return _deps_for(get_settings())
+
+
+# Keyed by the (frozen, hashable) settings, so the deps always match the settings of the moment.
+@lru_cache(maxsize=2)
+def _deps_for(settings: Settings) -> Deps:
     return Deps(
         settings=settings,
         ledger=Ledger(settings.table_name),
@@ -60,8 +65,8 @@ def reset() -> None:
 
     from chalicelib.aws import reset_clients
 
-    get_deps.cache_clear()
-    get_settings.cache_clear()
+    _deps_for.cache_clear()
+    forget_settings()
     get_config.cache_clear()
     parameters.clear_caches()
     reset_clients()

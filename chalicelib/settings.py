@@ -20,6 +20,23 @@ class Settings(BaseSettings):
     delivery_ttl_seconds: int = 7 * 24 * 3600
 
 
-@lru_cache(maxsize=1)
+#: Bumped by ``forget``. Settings are cached per generation rather than merely cleared: a thread that was
+#: reading the old environment while it changed stores its result under the old generation, where no
+#: later caller looks (the local runtime's poller runs while tests change the environment).
+_generation = 0
+
+
 def get_settings() -> Settings:
+    return _settings_of(_generation)
+
+
+@lru_cache(maxsize=2)
+def _settings_of(generation: int) -> Settings:
     return Settings()
+
+
+def forget() -> None:
+    """Read the environment again on next use (call it after changing the environment)."""
+    global _generation
+    _generation += 1
+    _settings_of.cache_clear()
