@@ -75,11 +75,12 @@ def _exists(deps: Deps, execution_arn: str) -> bool:
 def due_users(deps: Deps, now: datetime) -> list[str]:
     """Users whose Active key is older than their ``rotate_after`` (or who have none) and are not locked."""
     due = []
-    for user in deps.config.users:
+    config = deps.config  # one snapshot for the whole pass
+    for user in config.users:
         if deps.ledger.lock_holder(user.name):
             continue
         active = [k for k in keys.list_keys(user.name) if k.status == "Active"]
-        limit = deps.config.timings(user.name).rotate_after
+        limit = config.timings(user.name).rotate_after
         if not active or any(now - k.created >= limit for k in active):
             due.append(user.name)
     return due
