@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt
 install: $(STAMP)
 
 demo: install  ## the whole product on the embedded local AWS; writes .demo/
-	$(PY) -m chalicelib.local.demo
+	$(PY) -m local.demo
 
 lint: install
 	$(PY) -m ruff check .

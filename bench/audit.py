@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from chalicelib.audit.bench import measure, sample_events
+from bench.audit_corpus import measure, sample_events
 from chalicelib.audit.context import AuditContext
 from chalicelib.audit.dedup import MemoryDeduplicator
 from chalicelib.audit.pipeline import handle_event

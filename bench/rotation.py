@@ -12,9 +12,9 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.deps import get_deps
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World
 from chalicelib.scheduler import run_schedule
+from local.runtime import LocalRuntime
+from local.world import World
 
 # The two ends of the scale the issue asks about; every size in between costs another minute or two.
 FLEET_SIZES = (50, 200)

@@ -35,8 +35,6 @@ from pathlib import Path
 from botocore.exceptions import UnknownServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Code that never runs in a Lambda: the embedded runtime and the operator CLI.
-EXCLUDED = ("chalicelib/local/", "chalicelib/cli/", "chalicelib/audit/bench.py")
 
 #: Parameters and variables named like a service hold that service's client (``fetch_credential_report(iam)``).
 SERVICE_NAMES = {
@@ -523,12 +521,8 @@ def to_actions(calls: Iterable[str]) -> set[str]:
 
 
 def source_files() -> list[Path]:
-    files = [ROOT / "app.py"]
-    for path in sorted((ROOT / "chalicelib").rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        if not rel.startswith(EXCLUDED):
-            files.append(path)
-    return files
+    """app.py and chalicelib/: everything Chalice packages, and nothing else."""
+    return [ROOT / "app.py", *sorted((ROOT / "chalicelib").rglob("*.py"))]
 
 
 def chalice_handlers() -> dict[str, str]:

@@ -127,7 +127,7 @@ def execution_failed_target(topic_arn: Any) -> dict[str, Any]:
             "InputTemplate": (
                 '{"kind": "rotation-execution-ended-unreported", "severity": "HIGH", "execution_arn": <execution>, '
                 '"execution_name": <name>, "status": <status>, "error": <error>, "next_step": "the rotation '
-                'stopped without its alert: read the execution history, then python -m chalicelib.cli status"}'
+                'stopped without its alert: read the execution history, then python -m cli status"}'
             ),
         },
     }

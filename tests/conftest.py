@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World
+from local.runtime import LocalRuntime
+from local.world import World
 
 _names = itertools.count(1)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chalicelib.deps import get_deps
-from chalicelib.local.world import World
+from local.world import World
 
 
 def assert_no_pipeline_holds_a_dead_key(world: World, user: str) -> None:

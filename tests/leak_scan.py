@@ -6,9 +6,9 @@ import hashlib
 import json
 import re
 
-from chalicelib.local.emulators.base import emulators
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import token_ref, webhook_ref
+from local.emulators.base import emulators
+from local.runtime import LocalRuntime
+from local.world import token_ref, webhook_ref
 
 SECRET_SHAPED = re.compile(r"[A-Za-z0-9/+=]{40}")
 

@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from chalicelib.config import load_config, parse_config
 from chalicelib.errors import ConfigError
-from chalicelib.local.world import World
 from chalicelib.targets.base import WebhookEvent, WebhookRejected
 from chalicelib.targets.registry import providers
 from chalicelib.workflow.plan import ExecutionInput
+from local.world import World
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

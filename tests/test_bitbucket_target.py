@@ -12,8 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.emulators.bitbucket import DEFAULT_PIPELINE, BitbucketEmulator
-from chalicelib.local.world import World, split
 from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected
 from chalicelib.targets.bitbucket import (
     BitbucketTarget,
@@ -23,6 +21,8 @@ from chalicelib.targets.bitbucket import (
     signature,
 )
 from chalicelib.targets.registry import provider
+from local.emulators.bitbucket import DEFAULT_PIPELINE, BitbucketEmulator
+from local.world import World, split
 from tests.conftest import new_user_name
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,7 +18,6 @@ import pytest
 import urllib3
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.emulators.circleci import CircleCIEmulator
 from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.circleci import (
     CircleCITarget,
@@ -28,6 +27,7 @@ from chalicelib.targets.circleci import (
     signature,
 )
 from chalicelib.targets.registry import provider
+from local.emulators.circleci import CircleCIEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
 TOKEN = "CCIPAT_emulatorTokenThatMustNeverLeak01"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chalicelib.cli.__main__ import main as cli
 from chalicelib.config import get_config, load_config, parse_config, timing_seconds
 from chalicelib.errors import ConfigError
+from cli.__main__ import main as cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rotation.example.yaml"
 

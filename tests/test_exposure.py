@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chalicelib import exposure
 from chalicelib.deps import get_deps
-from chalicelib.local.world import World
+from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import alerts_for, assert_no_pipeline_holds_a_dead_key, assert_one_active_key_everywhere
 

@@ -12,8 +12,8 @@ import pytest
 
 from chalicelib.deps import get_deps
 from chalicelib.errors import TransientError
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World
+from local.runtime import LocalRuntime
+from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import (
     alerts_for,

@@ -19,8 +19,8 @@ import pytest
 import urllib3
 from moto.server import ThreadedMotoServer
 
-from chalicelib.local.emulators.github import GitHubEmulator
 from chalicelib.targets.github import encrypt, signature
+from local.emulators.github import GitHubEmulator
 from tests.emulator_fixtures import VERIFY_POLICY, Receiver, moto_auth, receiving
 
 TOKEN = "ghp_emulatorSuiteToken0002"

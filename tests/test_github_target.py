@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.emulators.github import GitHubEmulator
 from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
 from chalicelib.targets.http import HttpClient, HttpError, server_wait
 from chalicelib.targets.registry import provider
+from local.emulators.github import GitHubEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
 TOKEN = "ghp_emulatorTokenThatMustNeverLeak0001"

@@ -18,10 +18,10 @@ import pytest
 import urllib3
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.emulators.gitlab import GitLabEmulator
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.gitlab import GitLabTarget, GitLabTargetConfig, map_pipeline, sign
 from chalicelib.targets.registry import provider
+from local.emulators.gitlab import GitLabEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
 TOKEN = "glpat-emulatorTokenThatMustNeverLeak01"

@@ -6,9 +6,9 @@ import pytest
 
 from chalicelib.deps import get_deps
 from chalicelib.errors import InterlockViolation
-from chalicelib.local.world import World
 from chalicelib.workflow import deactivate_old_key
 from chalicelib.workflow.retire import delete_retired_key
+from local.world import World
 from tests.conftest import new_user_name
 
 

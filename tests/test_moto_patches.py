@@ -1,4 +1,4 @@
-"""One smoke test per moto workaround (chalicelib/local/moto_patches.py): an upgrade shows what broke."""
+"""One smoke test per moto workaround (local/moto_patches.py): an upgrade shows what broke."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World
+from local.runtime import LocalRuntime
+from local.world import World
 
 
 def run_definition(runtime: LocalRuntime, name: str, definition: dict, payload: dict | None = None) -> dict:

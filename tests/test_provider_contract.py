@@ -1,4 +1,4 @@
-"""One behavioural suite for every CI provider: each emulator in chalicelib/local/emulators runs it.
+"""One behavioural suite for every CI provider: each emulator in local/emulators runs it.
 
 A provider passes when its target, against its emulator over real HTTP, upserts both variables, triggers a
 build that really uses them, maps the build's end, verifies its signed webhooks (and refuses tampered or
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import TargetPushFailed, TransientError
-from chalicelib.local.emulators.base import emulators
-from chalicelib.local.world import World, split
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.registry import provider as provider_class
+from local.emulators.base import emulators
+from local.world import World, split
 from tests.conftest import new_user_name
 from tests.invariants import assert_no_pipeline_holds_a_dead_key, assert_one_active_key_everywhere
 

@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.deps import get_deps
 from chalicelib.errors import TransientError
-from chalicelib.local.world import World
+from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import (
     alerts_for,
@@ -288,7 +288,7 @@ def test_a_green_build_that_never_used_the_new_key_does_not_retire_the_old_one(c
     name = new_user_name()
     repo = f"acme/{name}"
     clean_world.github.add_repository(repo, workflows={"rotate-verify.yml": "production"})
-    clean_world.users[name] = __import__("chalicelib.local.world", fromlist=["ManagedUser"]).ManagedUser(name, [repo])
+    clean_world.users[name] = __import__("local.world", fromlist=["ManagedUser"]).ManagedUser(name, [repo])
     iam = clean_world.runtime.client("iam")
     iam.create_user(UserName=name, Path="/ci/")
     key = iam.create_access_key(UserName=name)["AccessKey"]

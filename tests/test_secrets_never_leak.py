@@ -6,9 +6,9 @@ history with data, every log line, every SNS message, every DynamoDB item, and t
 
 from __future__ import annotations
 
-from chalicelib.cli.__main__ import main as cli
-from chalicelib.local.world import World
 from chalicelib.targets.base import Credentials
+from cli.__main__ import main as cli
+from local.world import World
 from tests.conftest import new_user_name
 from tests.leak_scan import corpus, known_secrets, leaks
 

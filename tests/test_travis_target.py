@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
-from chalicelib.local.emulators.travis import TravisEmulator
-from chalicelib.local.world import World, split
 from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected
 from chalicelib.targets.registry import provider
 from chalicelib.targets.travis import TravisTarget, TravisTargetConfig, map_build, sign
+from local.emulators.travis import TravisEmulator
+from local.world import World, split
 from tests.conftest import new_user_name
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import clock
-from chalicelib.cli.__main__ import main as cli
 from chalicelib.deps import get_deps
-from chalicelib.local.world import World
 from chalicelib.scheduler import due_users, run_schedule
+from cli.__main__ import main as cli
+from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import assert_one_active_key_everywhere
 

@@ -13,7 +13,7 @@ import pytest
 import urllib3
 
 from chalicelib.deps import get_deps
-from chalicelib.local.world import World
+from local.world import World
 from tests.invariants import alerts_for, assert_no_pipeline_holds_a_dead_key
 
 http = urllib3.PoolManager()

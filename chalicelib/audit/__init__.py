@@ -2,5 +2,5 @@
 
 Entry points: ``service.audit_event`` (the EventBridge Lambda, pattern from ``patterns``),
 ``service.credential_report_audit`` (the daily schedule), ``pipeline.classify`` (pure core) and
-``chalicelib/cli/audit.py`` (offline). Importing this package is cheap: submodules import what they need.
+``cli/audit.py`` (offline). Importing this package is cheap: submodules import what they need.
 """

@@ -31,9 +31,9 @@ def _next_step(event: dict[str, Any], user: str, rotation_id: str, error_name: s
     if error_name == "RotationInProgress":
         return "nothing: the rotation that holds the lock goes on"
     if event.get("rollback") or not event.get("new_key_id"):
-        return f"fix the cause, then start a new rotation: python -m chalicelib.cli rotate {user}"
+        return f"fix the cause, then start a new rotation: python -m cli rotate {user}"
     return (f"every target holds the verified new key; fix the cause, then resume: "
-            f"python -m chalicelib.cli rotate {user} --resume {rotation_id}")
+            f"python -m cli rotate {user} --resume {rotation_id}")
 
 
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:

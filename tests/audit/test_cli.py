@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.cli.audit import main, register
+from cli.audit import main, register
 
 from .conftest import (
     FIXTURES,
@@ -175,7 +175,7 @@ def test_register_plugs_into_a_parent_cli(tmp_path: Path, capsys) -> None:
 
 def test_module_entry_point() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli.audit", "audit", "classify", "-"],
+        [sys.executable, "-m", "cli.audit", "audit", "classify", "-"],
         input=json.dumps(fixture("signin_ConsoleLogin_Root_success_noMFA.raw.json")),
         capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
     )

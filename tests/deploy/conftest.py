@@ -13,9 +13,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.local.runtime import REGION, LocalRuntime
 from deploy import chalice_config, naming, policies
 from deploy.resources import Deployment
+from local.runtime import REGION, LocalRuntime
 
 LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}

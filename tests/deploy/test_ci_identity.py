@@ -18,7 +18,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from chalicelib.local.runtime import ACCOUNT, REGION, LocalRuntime
+from local.runtime import ACCOUNT, REGION, LocalRuntime
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "ci-identity"
 PIPELINE = "web-app"

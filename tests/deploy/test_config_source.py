@@ -10,8 +10,8 @@ import pytest
 from chalicelib import aws, config
 from chalicelib import deps as deps_module
 from chalicelib.errors import ConfigError
-from chalicelib.local.runtime import LocalRuntime, moto_policy
 from deploy import policies
+from local.runtime import LocalRuntime, moto_policy
 
 NAME = "/ci-key-rotator/ssmtest/rotation-config"
 CONFIG = """

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.local.runtime import LocalRuntime, moto_policy
-from chalicelib.local.world import World
 from chalicelib.workflow.state import execution_name
 from deploy import analysis, policies
+from local.runtime import LocalRuntime, moto_policy
+from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import alerts_for
 

@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib import handlers, observability
 from chalicelib.deps import get_deps
-from chalicelib.local.world import World
+from local.world import World
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 

@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.local.runtime import LocalRuntime
 from deploy import __main__ as cli
 from deploy import naming, resources
+from local.runtime import LocalRuntime
 from tests.deploy.conftest import chalice_deploy
 
 STAGE = "deploytest"

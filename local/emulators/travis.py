@@ -4,7 +4,7 @@ Env vars (list / create with 409 on a duplicate name+branch / update), ``request
 build appears asynchronously, 10 API requests per repository per hour), ``request#find``, ``build#find``,
 ``GET /config`` with the webhook public key, and form-encoded webhooks signed RSA-SHA1 with the
 matching private key, as in /work/shared/reference/ci-apis.md section 4. Builds are real
-(``chalicelib.local.build_job``). Values stay in memory; nothing here prints or logs one.
+(``local.build_job``). Values stay in memory; nothing here prints or logs one.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from chalicelib.local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
-from chalicelib.local.emulators.base import emulator
+from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from local.emulators.base import emulator
 
 #: requests#create's default: API-triggered requests per repository per rolling hour.
 REQUEST_LIMIT = 10

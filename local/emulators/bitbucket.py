@@ -3,7 +3,7 @@
 Repository, workspace and deployment variables (POST 201 / 409 on an existing key, paginated GET with
 ``next``, PUT by ``{uuid}``), pipeline triggers (201 with ``uuid`` + ``build_number``), pipeline reads by
 uuid or build number, and HMAC-signed ``repo:commit_status_*`` webhooks, as in
-/work/shared/reference/ci-apis.md section 5. Builds are real (``chalicelib.local.build_job``).
+/work/shared/reference/ci-apis.md section 5. Builds are real (``local.build_job``).
 Values stay in memory; nothing here prints or logs one.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from chalicelib.local.emulators._server import ApiError, EmulatorServer, Handler, Reply, Request, utc_now
-from chalicelib.local.emulators.base import emulator
+from local.emulators._server import ApiError, EmulatorServer, Handler, Reply, Request, utc_now
+from local.emulators.base import emulator
 
 DEFAULT_PIPELINE = "verify-aws-key"
 ENVIRONMENTS = ("Test", "Staging", "Production")

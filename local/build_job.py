@@ -1,6 +1,6 @@
 """The verification build every local CI emulator runs: prove the pushed key pair works against AWS.
 
-Run as ``python -m chalicelib.local.build_job`` with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+Run as ``python -m local.build_job`` with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL and AWS_DEFAULT_REGION (optionally VERIFY_S3_BUCKET) in the environment. Exit 0 when
 every call succeeds, 1 on any AWS error. Prints the key id (and its digest) and the caller ARN, never the secret.
 """

@@ -2,7 +2,7 @@
 
 Sealed-box secrets (repository, environment, organization), workflow_dispatch, workflow runs and signed
 ``workflow_run`` webhooks, as in /work/shared/reference/ci-apis.md section 1. A dispatched run is a real
-build: a subprocess (``chalicelib.local.build_job``) that calls AWS with the secrets the run would see.
+build: a subprocess (``local.build_job``) that calls AWS with the secrets the run would see.
 Secret values stay in memory; nothing here prints or logs one.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from chalicelib.local.emulators._server import ApiError, BuildResult, EmulatorServer, Reply, Request, utc_now
-from chalicelib.local.emulators.base import emulator
+from local.emulators._server import ApiError, BuildResult, EmulatorServer, Reply, Request, utc_now
+from local.emulators.base import emulator
 
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")

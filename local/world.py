@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from chalicelib.local.emulators.base import CIEmulator, emulators
-from chalicelib.local.runtime import LocalRuntime
 from chalicelib.scheduler import Started, start_rotation
 from chalicelib.targets.base import CITarget, Credentials
 from chalicelib.targets.registry import provider as provider_class
+from local.emulators.base import CIEmulator, emulators
+from local.runtime import LocalRuntime
 
 
 def token_ref(provider: str) -> str:

@@ -1,4 +1,4 @@
-"""Classification throughput: ``python -m chalicelib.audit.bench [--seconds N] [--match-ratio R]``.
+"""Classification throughput: ``python -m bench.audit_corpus [--seconds N] [--match-ratio R]``.
 
 Synthetic EventBridge events shaped like real CloudTrail (management events, sign-ins, Health), a given
 share of which trigger a detection. Reports events per CPU-second on one core.
@@ -115,7 +115,7 @@ def measure(events: list[dict[str, Any]], ctx: AuditContext, seconds: float = 2.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.audit.bench")
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_corpus")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--match-ratio", type=float, default=0.3)

@@ -18,7 +18,7 @@ How to build a new emulator on it
    shared ``fail_next_builds``/``hang_next_builds`` counters are keyed by it; consume one with
    ``_take_build_mode(key)`` when a build is triggered.
 5. A build: ``self._spawn(fn, name)`` a thread that reads the variables the build would see *when it
-   starts*, calls ``self._run_job(env, mask=...)`` (a real ``chalicelib.local.build_job`` subprocess in an
+   starts*, calls ``self._run_job(env, mask=...)`` (a real ``local.build_job`` subprocess in an
    environment built from scratch) and then ``self._deliver(delivery_id, headers, body)`` the signed webhook
    (honours ``drop_webhooks`` and records it for ``deliveries()``/``redeliver()``). Override
    ``_redelivery_headers`` if a redelivery must be re-signed (timestamped schemes).
@@ -50,11 +50,11 @@ from urllib.parse import parse_qs, unquote
 
 import urllib3
 
-from chalicelib.local import build_job
+from local import build_job
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _WEBHOOK_POOL = urllib3.PoolManager()
 #: CI systems mask values this long or longer in job logs.
 _MIN_MASKED_LENGTH = 4
@@ -376,7 +376,7 @@ class EmulatorServer:
             return BuildResult(passed, False, _masked(output, secret_env.values() if mask is None else mask))
         try:
             proc = subprocess.run(  # fixed argv: our own interpreter and module
-                [sys.executable, "-m", "chalicelib.local.build_job"],
+                [sys.executable, "-m", "local.build_job"],
                 env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=self.build_timeout, check=False,
             )
         except subprocess.TimeoutExpired:

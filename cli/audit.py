@@ -169,7 +169,7 @@ class _NotJson:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.cli.audit")
+    parser = argparse.ArgumentParser(prog="python -m cli.audit")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -4,7 +4,7 @@ Project and group CI/CD variables (create 201 / 400 "has already been taken", up
 "multiple variables" without ``filter[environment_scope]``, masking rules), pipelines started with the API
 token or a trigger token, pipeline status, and "Pipeline Hook" webhooks with ``X-Gitlab-Token`` and, by
 default, the Standard-Webhooks signature of a ``whsec_`` signing token (/work/shared/reference/ci-apis.md
-section 2). A pipeline is a real build (``chalicelib.local.build_job``) that sees what a GitLab job would:
+section 2). A pipeline is a real build (``local.build_job``) that sees what a GitLab job would:
 group then project variables, protected ones only on a protected ref (``main`` is protected), scoped ones
 only when the job's environment matches. Values stay in memory; nothing here prints or logs one.
 """
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from chalicelib.local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
-from chalicelib.local.emulators.base import emulator
+from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from local.emulators.base import emulator
 
 API = "/api/v4"
 _ID = r"([^/]+)"

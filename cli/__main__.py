@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chalicelib.cli import audit, rotation
+from cli import audit, rotation
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description="CI Key Rotator operator CLI")
+    parser = argparse.ArgumentParser(prog="python -m cli", description="CI Key Rotator operator CLI")
     subparsers = parser.add_subparsers(dest="command", required=True)
     rotation.register(subparsers)
     audit.register(subparsers)

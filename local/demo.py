@@ -21,9 +21,9 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.deps import get_deps
-from chalicelib.local.runtime import LocalRuntime
-from chalicelib.local.world import World, split, target_id
 from chalicelib.workflow.state import execution_name
+from local.runtime import LocalRuntime
+from local.world import World, split, target_id
 
 USER = "ci-deployer"
 REPO = "acme/web-app"

@@ -1,7 +1,7 @@
 """What the tests, the demo and the provider contract suite need from a local CI server.
 
 Every emulator is a real HTTP server on 127.0.0.1 speaking its provider's documented API subset
-(../shared/reference/ci-apis.md), whose builds are real subprocesses (``chalicelib.local.build_job``)
+(../shared/reference/ci-apis.md), whose builds are real subprocesses (``local.build_job``)
 that call AWS with the variables the build would see, and which sends its provider's signed webhooks.
 """
 
@@ -81,7 +81,7 @@ def emulator(cls: T) -> T:
 def emulators() -> dict[str, type[Any]]:
     global _scanned
     if not _scanned:
-        import chalicelib.local.emulators as package
+        import local.emulators as package
 
         _scanned = True
         for module in pkgutil.iter_modules(package.__path__):

@@ -28,14 +28,14 @@ import boto3
 
 from chalicelib import aws, infra
 from chalicelib import deps as deps_module
-from chalicelib.local import moto_patches
 from chalicelib.observability import SERVICE
+from local import moto_patches
 
 APP_NAME = "ci-key-rotator"
 STAGE = "local"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # What the process-wide default identity may do (code running outside a Lambda: tests' direct calls, the
 # CLI). Each Lambda signs with its own user, whose policy is its .chalice/policy-<function>.json.
@@ -286,8 +286,8 @@ class LocalRuntime:
     # -- audit: CloudTrail → EventBridge → audit Lambda → Slack sink and SNS ----------------------
 
     def _start_audit(self) -> None:
-        from chalicelib.local.eventbridge import LocalEventBus
-        from chalicelib.local.slack_sink import SlackSink
+        from local.eventbridge import LocalEventBus
+        from local.slack_sink import SlackSink
 
         self.slack = SlackSink().start()
         slack_ref = "ci-key-rotator/local/slack-webhook"
@@ -310,12 +310,12 @@ class LocalRuntime:
 
     def enable_audit(self) -> None:
         """Record IAM writes as CloudTrail events and deliver them (and anything ``emit``ted) to the app."""
-        from chalicelib.local import cloudtrail
+        from local import cloudtrail
 
         cloudtrail.install(self.bus.put)
 
     def disable_audit(self) -> None:
-        from chalicelib.local import cloudtrail
+        from local import cloudtrail
 
         cloudtrail.uninstall()
 
@@ -347,7 +347,7 @@ class LocalRuntime:
     def _quiet_disconnects(handle_error: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         def handle(request: Any, client_address: Any) -> None:
             if isinstance(sys.exc_info()[1], ConnectionError):
-                logging.getLogger("chalicelib.local").debug("webhook sender disconnected early")
+                logging.getLogger("local").debug("webhook sender disconnected early")
                 return
             handle_error(request, client_address)
 
@@ -469,5 +469,5 @@ def _serve_routes_as(app: Any, runtime: LocalRuntime) -> None:
 def _empty_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", "# dispatched in-process by chalicelib.local.runtime\n")
+        archive.writestr("app.py", "# dispatched in-process by local.runtime\n")
     return buffer.getvalue()

@@ -3,7 +3,7 @@
 Project env vars (POST overwrites; values shown as ``xxxx`` + last 4), context env vars (PUT upsert),
 pipelines (201, parameters must be declared), pipeline state vs. paginated workflows, and signed
 ``workflow-completed`` webhooks, as in /work/shared/reference/ci-apis.md section 3. Each workflow is a real
-build (``chalicelib.local.build_job``) seeing project variables overridden by those of the contexts the
+build (``local.build_job``) seeing project variables overridden by those of the contexts the
 project uses. A pipeline on a branch its workflow filters exclude creates no workflow; an unknown branch
 or ``error_next_pipelines`` errors it (config error). Values stay in memory; nothing prints or logs one.
 """
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
-from chalicelib.local.emulators.base import emulator
+from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from local.emulators.base import emulator
 
 API = "/api/v2"
 #: A slug as three path segments, or one URL-escaped segment (``gh%2Forg%2Frepo``).

@@ -1,1 +1,0 @@
-"""Operator CLI: ``python -m chalicelib.cli <command>``. Each command group is one module."""

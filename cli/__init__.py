@@ -1,0 +1,1 @@
+"""Operator CLI: ``python -m cli <command>``. Each command group is one module."""
