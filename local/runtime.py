@@ -29,7 +29,8 @@ import boto3
 from chalicelib import aws, infra
 from chalicelib import deps as deps_module
 from chalicelib.observability import SERVICE
-from local import moto_patches
+from local import moto_patches, strict
+from local.strict import Strictness
 
 APP_NAME = "ci-key-rotator"
 STAGE = "local"
@@ -81,8 +82,10 @@ class LambdaContext:
 
 class LocalRuntime:
     def __init__(self, *, time_scale: float = 0.0, poll_interval: float | None = 1.0,
-                 log_stream: io.TextIOBase | None = None) -> None:
+                 log_stream: io.TextIOBase | None = None, strict: Strictness | None = None) -> None:
         self.time_scale = time_scale
+        #: The AWS behaviours enforced (local/strict.py): AWS's own values unless a test says otherwise.
+        self.strict = strict or Strictness()
         self.poll_interval = poll_interval
         self.log_stream = log_stream or io.StringIO()
         self.invocations: Counter[str] = Counter()
@@ -106,6 +109,7 @@ class LocalRuntime:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
 
+        strict.configure(self.strict)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         os.environ.update(
