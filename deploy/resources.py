@@ -31,8 +31,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import infra
-from deploy import naming, policies
+from deploy import infra, naming, policies
 from deploy.analysis import ROOT
 
 DEFINITION = infra.DEFINITION

@@ -26,9 +26,10 @@ from typing import Any
 
 import boto3
 
-from chalicelib import aws, infra
+from chalicelib import aws
 from chalicelib import deps as deps_module
 from chalicelib.observability import SERVICE
+from deploy import infra
 from local import moto_patches, strict
 from local.strict import Strictness
 

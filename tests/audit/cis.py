@@ -2,7 +2,7 @@
 
 The event names are CIS's own (v5.0 text, identical in v7.0), kept here independently of the detection
 modules so a test can prove coverage: for every name, a synthetic event fires one of the mapped
-detections. ``CIS_MAPPING.md`` is rendered from this module (``python -m chalicelib.audit.cis``).
+detections. ``docs/cis-mapping.md`` is rendered from this module (``python -m tests.audit.cis``).
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def render_markdown() -> str:
     lines = [
         "# CIS AWS Foundations Benchmark coverage",
         "",
-        "Generated from `chalicelib/audit/cis.py` (`python -m chalicelib.audit.cis > "
-        "chalicelib/audit/CIS_MAPPING.md`); a test fails when the two differ.",
+        "Generated from `tests/audit/cis.py` (`python -m tests.audit.cis > "
+        "docs/cis-mapping.md`); a test fails when the two differ.",
         "",
         "## Monitoring (log metric filter and alarm controls)",
         "",
