@@ -8,7 +8,7 @@ STAGE  ?= dev
 CONFIG ?=
 CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: install demo test lint template-lint bench deploy destroy package clean
+.PHONY: install demo test test-fast lint template-lint bench deploy destroy package clean
 
 $(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: install
 template-lint: install  ## the packaged template (built offline) and the CI identity templates pass cfn-lint
 	$(PY) -m deploy template --stage $(STAGE) --out dist/offline-$(STAGE) >/dev/null
 	$(VENV)/bin/cfn-lint dist/offline-$(STAGE)/sam.json templates/ci-identity/ci-user.yaml templates/ci-identity/deploy-role.yaml
+
+test-fast: install  ## the unit tier only (no moto, no server): seconds
+	$(PY) -m pytest -q -m unit
 
 test: install lint template-lint  ## unit + end-to-end tests on moto and the local CI emulator
 	$(PY) -m pytest

@@ -114,7 +114,24 @@ class RotationConfig(BaseModel):
         unknown = sorted(set(self.webhooks) - set(providers()))
         if unknown:
             raise ValueError(f"webhooks for unknown providers {unknown}; known: {sorted(providers())}")
+        self._one_writer_per_variable()
         return self
+
+    def _one_writer_per_variable(self) -> None:
+        """Two targets writing one CI variable overwrite each other's key: each rotation would leave the
+        other user's pipeline with a key that is then deactivated."""
+        writers: dict[tuple[str, ...], str] = {}
+        for user in self.users:
+            for target in user.targets:
+                for variable in target.variables_written():
+                    here = f"{user.name}/{target.id}"
+                    if variable in writers and writers[variable] != here:
+                        raise ValueError(
+                            f"targets {writers[variable]} and {here} both write the CI variable "
+                            f"{variable[-1]} in the same place ({variable[0]} {'/'.join(variable[3:-1])}): "
+                            "each rotation would overwrite the other's key; give one of them other "
+                            "secret_names or another scope")
+                    writers[variable] = here
 
     def user(self, name: str) -> UserConfig:
         for user in self.users:

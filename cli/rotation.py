@@ -13,6 +13,7 @@ from typing import Any
 
 from chalicelib import clock, keys
 from chalicelib.config import load_config, timing_seconds
+from chalicelib.durations import human
 from chalicelib.errors import ConfigError
 
 
@@ -45,9 +46,10 @@ def validate_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     for user in config.users:
-        timings = timing_seconds(config.timings(user.name))
+        timing = {name: human(value) for name, value in timing_seconds(config.timings(user.name)).items()}
         targets = ", ".join(f"{t.id} ({t.provider})" for t in user.targets)
-        print(f"{user.name}: rotate after {timings['rotate_after']}s; targets: {targets}")
+        print(f"{user.name}: rotate after {timing['rotate_after']}, drain {timing['drain_period']}, verify timeout "
+              f"{timing['verify_timeout']}, recovery window {timing['recovery_window']}; targets: {targets}")
     print(f"{path}: OK, {len(config.users)} user(s)")
     return 0
 

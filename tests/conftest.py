@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +53,31 @@ def user(clean_world: World) -> str:
     name = new_user_name()
     clean_world.add_user(name, [f"acme/{name}"])
     return name
+
+
+#: Fixtures that start the embedded AWS (moto server, the state machine, the emulators): end-to-end tier.
+_E2E_FIXTURES = {"runtime", "world", "clean_world", "user", "deployer", "operator_session"}
+#: Fixtures and imports that start moto in-process or an HTTP server: integration tier.
+_INTEGRATION_FIXTURES = {"moto_aws", "aws_env"}
+_INTEGRATION_IMPORTS = re.compile(r"^\s*(from|import) (moto|local|tests\.emulator_fixtures)\b|mock_aws", re.M)
+
+
+@functools.cache
+def _imports_servers(path: str) -> bool:
+    return bool(_INTEGRATION_IMPORTS.search(Path(path).read_text()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tier every test by what it starts: ``unit`` (no moto, no server: ``make test-fast``), ``integration``
+    (moto in-process or a local HTTP server), ``e2e`` (the embedded AWS with the real state machine)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        elif fixtures & _INTEGRATION_FIXTURES or _imports_servers(str(item.path)):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

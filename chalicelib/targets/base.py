@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.secret_ref import SecretRef
 
@@ -78,6 +78,15 @@ class SecretNames(BaseModel):
     access_key_id: str = Field("AWS_ACCESS_KEY_ID", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
     secret_access_key: str = Field("AWS_SECRET_ACCESS_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
+    @model_validator(mode="after")
+    def _two_variables(self) -> SecretNames:
+        # Some CIs compare names case-insensitively (GitHub stores them upper-case): one variable would end up
+        # holding the secret where the pipeline reads the key id, or the other way round.
+        if self.access_key_id.upper() == self.secret_access_key.upper():
+            raise ValueError(f"access_key_id and secret_access_key name the same variable "
+                             f"{self.access_key_id!r}: the pipeline needs two")
+        return self
+
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -106,6 +115,17 @@ class TargetConfig(BaseModel):
     @classmethod
     def _safe_api_url(cls, value: str) -> str:
         return https_or_loopback(value)
+
+    def variable_store(self) -> tuple[str, ...]:
+        """Where this target's variables live, as far as another target could write the same ones: two
+        targets with the same store and a common variable name overwrite each other's key."""
+        return (self.id,)
+
+    def variables_written(self) -> list[tuple[str, ...]]:
+        """One entry per CI variable this target writes: provider, API, store, variable name."""
+        store = (getattr(self, "provider", ""), self.api_url.lower(), *self.variable_store())
+        return [(*store, name.upper()) for name in (self.secret_names.access_key_id,
+                                                    self.secret_names.secret_access_key)]
 
 
 class WebhookRejected(Exception):

@@ -94,6 +94,13 @@ class BitbucketTargetConfig(TargetConfig):
     def full_name(self) -> str:
         return f"{self.workspace}/{self.repository}"
 
+    def variable_store(self) -> tuple[str, ...]:
+        if self.scope == "workspace":
+            return ("workspace", self.workspace.lower())
+        if self.scope == "deployment":
+            return ("deployment", self.workspace.lower(), self.repository.lower(), str(self.environment_uuid))
+        return ("repository", self.workspace.lower(), self.repository.lower())
+
 
 def map_pipeline(state: Mapping[str, Any] | None, url: str | None = None) -> RunStatus:
     """Only COMPLETED/SUCCESSFUL is a pass; PAUSED (a manual step) is not verified, so it keeps waiting."""

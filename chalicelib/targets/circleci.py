@@ -90,6 +90,11 @@ class CircleCITargetConfig(TargetConfig):
             raise ValueError(f"parameters must not set {self.nonce_parameter!r}: it carries the nonce")
         return self
 
+    def variable_store(self) -> tuple[str, ...]:
+        if self.scope == "context":
+            return ("context", str(self.context_id).lower())
+        return ("project", self.project_slug.lower())
+
 
 def map_workflows(pipeline_state: str | None, workflows: Iterable[tuple[str, str]],
                   pipeline_age_seconds: float = float("inf"),

@@ -96,6 +96,13 @@ class GitHubTargetConfig(TargetConfig):
     def org_name(self) -> str:
         return self.organization or self.repository.split("/")[0]
 
+    def variable_store(self) -> tuple[str, ...]:
+        if self.scope == "organization":
+            return ("organization", self.org_name.lower())
+        if self.scope == "environment":
+            return ("environment", self.repository.lower(), str(self.environment).lower())
+        return ("repository", self.repository.lower())
+
 
 def _matches(pattern: str, value: str) -> bool:
     return re.fullmatch(pattern, value) is not None

@@ -100,6 +100,11 @@ class GitLabTargetConfig(TargetConfig):
             raise ValueError("group is only allowed with scope 'group'")
         return self
 
+    def variable_store(self) -> tuple[str, ...]:
+        if self.scope == "group":
+            return ("group", str(self.group), self.environment_scope)
+        return ("project", self.project, self.environment_scope)
+
 
 def map_pipeline(status: str | None, url: str | None = None) -> RunStatus:
     """success passes; failed/canceled/skipped fail; everything else (manual too) is still pending."""

@@ -87,6 +87,9 @@ class TravisTargetConfig(TargetConfig):
             raise ValueError(f"must be an owner/name repository slug, not {value!r}")
         return value
 
+    def variable_store(self) -> tuple[str, ...]:
+        return ("repository", self.repository.lower(), self.variable_branch or "")
+
 
 def map_build(state: str | None, url: str | None = None) -> RunStatus:
     """Only ``passed`` is a pass; an unknown state keeps waiting (the old key stays alive meanwhile)."""
