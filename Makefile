@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-layer.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-layer.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 STAGE  ?= dev
 # make deploy/package CONFIG=rotation.yaml: validated, then stored in SSM (/ci-key-rotator/<stage>/rotation-config)
 CONFIG ?=
@@ -10,10 +10,14 @@ CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: install demo test test-fast lint template-lint bench deploy destroy package clean
 
-$(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "CI Key Rotator needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+	       "Install 3.11+ and run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the ci-key-rotator command
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

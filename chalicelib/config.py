@@ -2,7 +2,8 @@
 
 One YAML document (``ROTATOR_CONFIG_PATH``): a file shipped with the app, or ``ssm:<parameter name>`` for
 one stored in SSM Parameter Store (read with powertools Parameters, cached CONFIG_CACHE_SECONDS, so an
-updated parameter takes effect without a deployment). A bad document is refused as a whole with every
+updated parameter takes effect without a deployment). A config too large for one parameter (4 KB) is
+stored in parts that the parameter names (``config_store``): 1,000 users fit. A bad document is refused as a whole with every
 problem named by its path in the file, e.g. ``users[0].targets[1].repository: Field required``.
 """
 
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from chalicelib import config_store
 from chalicelib.durations import Duration, seconds
 from chalicelib.errors import ConfigError
 from chalicelib.secret_ref import SecretRef
@@ -203,18 +206,39 @@ def parse_yaml(text: str, source: str = "configuration") -> RotationConfig:
 def _read_ssm(name: str, fresh: bool = False) -> str:
     from chalicelib import aws
 
+    source = f"{SSM_SOURCE}{name}"
     try:
         value = aws.ssm_provider().get(name, max_age=CONFIG_CACHE_SECONDS, force_fetch=fresh)
     except Exception as exc:  # noqa: BLE001 - powertools wraps the ClientError; say what and where
-        raise ConfigError(f"cannot read configuration {SSM_SOURCE}{name}: {type(exc).__name__}: {exc}") from None
-    return value.decode() if isinstance(value, bytes) else str(value)
+        raise ConfigError(f"cannot read configuration {source}: {type(exc).__name__}: {exc}") from None
+    head = value.decode() if isinstance(value, bytes) else str(value)
+    found = config_store.manifest(head)
+    if found is None:
+        return head
+    # Parts never change once written (a new config gets a new path), so they are read once per digest.
+    return _parts_text(str(found["path"]), str(found["sha256"]), head, source)
+
+
+@lru_cache(maxsize=4)
+def _parts_text(path: str, sha256: str, head: str, source: str) -> str:
+    from chalicelib import aws
+
+    ssm = aws.client("ssm")
+    try:
+        values = config_store.read_parts(ssm, path)
+    except ClientError as exc:
+        raise ConfigError(f"cannot read configuration {source} (its parts under {path}): "
+                          f"{aws.error_code(exc)}") from None
+    return config_store.assemble(config_store.manifest(head) or {}, values, source)
 
 
 def _read_file(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
 
 
 def load_config(path: str | Path) -> RotationConfig:
@@ -243,6 +267,7 @@ def get_config(source: str | None = None) -> RotationConfig:
 
 def _clear_config_caches() -> None:
     _from_text.cache_clear()
+    _parts_text.cache_clear()
 
 
 get_config.cache_clear = _clear_config_caches  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from typing import Any
 from chalicelib import clock, keys
 from chalicelib.config import load_config, timing_seconds
 from chalicelib.durations import human
-from chalicelib.errors import ConfigError
+from cli.errors import Exit, OperatorError
 
 
 def register(subparsers: Any) -> None:
@@ -40,11 +40,7 @@ def validate_config(args: argparse.Namespace) -> int:
     from chalicelib.settings import get_settings
 
     path = args.path or get_settings().config_path
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = load_config(path)
     for user in config.users:
         timing = {name: human(value) for name, value in timing_seconds(config.timings(user.name)).items()}
         targets = ", ".join(f"{t.id} ({t.provider})" for t in user.targets)
@@ -60,12 +56,10 @@ def rotate_user(args: argparse.Namespace) -> int:
     from chalicelib.deps import get_deps
     from chalicelib.scheduler import start_rotation
 
+    require_settings("state_machine_arn", "table_name")
     deps = get_deps()
-    try:
-        started = start_rotation(deps, args.user, "manual", rotation_id=args.resume, resume=bool(args.resume))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    deps.config.user(args.user)  # ConfigError naming the user before anything starts
+    started = start_rotation(deps, args.user, "manual", rotation_id=args.resume, resume=bool(args.resume))
     print(("already running: " if started.duplicate else "started: ") + started.execution_arn)
     if not args.wait:
         return 0
@@ -80,10 +74,28 @@ def rotate_user(args: argparse.Namespace) -> int:
     return 1
 
 
+def require_settings(*names: str) -> None:
+    """The region and the ROTATOR_* settings a command needs, or one line saying which to export."""
+    import boto3
+
+    from chalicelib.settings import Settings, get_settings
+
+    if boto3.session.Session().region_name is None:
+        raise OperatorError("no AWS region: export AWS_REGION (the stage's region, us-east-1 for the audit)",
+                            Exit.AWS_SETUP)
+    settings = get_settings()
+    missing = [f"ROTATOR_{n.upper()}" for n in names
+               if getattr(settings, n) in ("", None) or getattr(settings, n) == Settings.model_fields[n].default]
+    if missing:
+        raise OperatorError(f"{', '.join(missing)} not set: export the stage's settings (README: Operator CLI)",
+                            Exit.SETTINGS)
+
+
 def user_status(user: str) -> dict[str, Any]:
     from chalicelib.deps import get_deps
 
     deps = get_deps()
+    deps.config.user(user)  # ConfigError for a user the configuration does not manage
     now = clock.now()
     present = keys.list_keys(user)
     rotations = deps.ledger.rotations(user)
@@ -102,6 +114,7 @@ def user_status(user: str) -> dict[str, Any]:
 def show_status(args: argparse.Namespace) -> int:
     from chalicelib.deps import get_deps
 
+    require_settings("table_name")
     users = args.user or [u.name for u in get_deps().config.users]
     statuses = [user_status(u) for u in users]
     if args.json:
