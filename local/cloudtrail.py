@@ -1,5 +1,9 @@
-"""CloudTrail for the embedded AWS: every IAM write made against moto becomes an
+"""CloudTrail for the embedded AWS: every IAM call made against moto becomes an
 "AWS API Call via CloudTrail" event on the local bus, with the caller's identity, as AWS would send it.
+
+Reads are recorded too, with ``readOnly: true`` as CloudTrail marks them: EventBridge delivers them only
+to rules in state ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS (local/eventbridge.py), which is what the
+detections of denied and root reads depend on.
 
 Secrets never enter a record: CreateAccessKey's responseElements carry the key id and status only,
 exactly like the real CloudTrail record.
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+#: IAM's read-only actions (CloudTrail ``readOnly: true``): the Get/List/Generate/Simulate families.
 _READ_ONLY = ("Get", "List", "Generate", "Simulate")
 _CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
 _KEY_ID = re.compile(r"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>")
@@ -23,7 +28,7 @@ _sink: dict[str, Callable[[dict[str, Any]], Any] | None] = {"put": None}
 
 
 def install(put: Callable[[dict[str, Any]], Any]) -> None:
-    """Record IAM writes from now on and hand each EventBridge-shaped event to ``put``."""
+    """Record IAM calls from now on and hand each EventBridge-shaped event to ``put``."""
     from moto.iam.responses import IamResponse
 
     _sink["put"] = put
@@ -34,7 +39,7 @@ def install(put: Callable[[dict[str, Any]], Any]) -> None:
     def call_action(self: Any) -> Any:
         status, headers, body = original(self)
         action = self._get_action()
-        if _sink["put"] is not None and action and not action.startswith(_READ_ONLY):
+        if _sink["put"] is not None and action:
             _sink["put"](_event(self, action, int(status), body if isinstance(body, str) else body.decode()))
         return status, headers, body
 
@@ -83,7 +88,7 @@ def _event(response: Any, action: str, status: int, body: str) -> dict[str, Any]
         "responseElements": None,
         "requestID": str(uuid.uuid4()),
         "eventID": str(uuid.uuid4()),
-        "readOnly": False,
+        "readOnly": action.startswith(_READ_ONLY),
         "eventType": "AwsApiCall",
         "managementEvent": True,
         "recipientAccountId": response.current_account,

@@ -1,4 +1,5 @@
-"""The EventBridge rule pattern is derived from the detections and fits EventBridge's limit."""
+"""The EventBridge rule pattern is derived from the detections, fits EventBridge's default quota as
+Chalice sends it, admits no high-volume read, and has the state the read-only detections need."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any
 import pytest
 
 from chalicelib.audit.detections.registry import all_detections
-from chalicelib.audit.patterns import MAX_PATTERN_CHARS, audit_event_pattern
+from deploy.event_pattern import (
+    AUDIT_RULE_STATE,
+    MAX_PATTERN_CHARS,
+    audit_event_pattern,
+    chalice_size,
+    read_only_matchers,
+)
 
 from .conftest import ct, eventbridge
 from .test_detections import CASES
@@ -38,16 +45,33 @@ def _matches(pattern: Any, event: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("narrow", [True, False])
-def test_pattern_fits_and_covers_every_indexed_source(narrow: bool) -> None:
-    pattern = audit_event_pattern(narrow)
-    assert len(json.dumps(pattern, separators=(",", ":"))) <= MAX_PATTERN_CHARS
+def test_the_default_quota_is_2048() -> None:
+    """EventBridge: 2,048 characters by default, 4,096 only after a quota increase (eb-quota.html)."""
+    assert MAX_PATTERN_CHARS == 2048
+
+
+def test_pattern_fits_as_chalice_sends_it_and_covers_every_indexed_source() -> None:
+    pattern = audit_event_pattern()
+    # Chalice: ``event_pattern=json.dumps(event_source.event_pattern)``, default separators, spaces count.
+    assert chalice_size(pattern) == len(json.dumps(pattern)) <= MAX_PATTERN_CHARS
     listed = {s for clause in pattern["$or"] for s in clause.get("detail", {}).get("eventSource", [])}
     assert listed == {s for d in all_detections() for s in d.triggers if s.endswith(".amazonaws.com")}
 
 
-def test_the_narrow_pattern_is_in_use() -> None:
-    assert "eventName" in audit_event_pattern()["$or"][0]["detail"]
+def test_a_smaller_quota_compresses_further_and_a_larger_one_keeps_more_exact_names() -> None:
+    tight, roomy = audit_event_pattern(1600), audit_event_pattern(4096)
+    assert chalice_size(tight) <= 1600
+    exact = [n for n in roomy["$or"][0]["detail"]["eventName"] if isinstance(n, str)]
+    assert "CreateAccessKey" in exact, "with room, names stay exact"
+
+
+def test_no_matcher_admits_the_high_volume_reads() -> None:
+    """The rule admits read-only events (for root and denied reads): its name matchers must not let
+    every Get/List/Describe call of the watched services in."""
+    assert read_only_matchers(audit_event_pattern()) == []
+    for name in ("GetRole", "ListUsers", "DescribeKey", "GetSecretValue", "DescribeInstances"):
+        for source in ("iam.amazonaws.com", "kms.amazonaws.com", "ec2.amazonaws.com"):
+            assert not _matches(audit_event_pattern(), eventbridge(ct(name, source))), (name, source)
 
 
 def _as_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
@@ -62,13 +86,36 @@ def test_every_positive_case_passes_the_rule(case: Any) -> None:
     assert _matches(audit_event_pattern(), _as_eventbridge(case.event)), case.id
 
 
+def test_every_indexed_name_passes_the_rule() -> None:
+    for detection in all_detections():
+        for source, names in detection.triggers.items():
+            if not source.endswith(".amazonaws.com"):
+                continue
+            for name in names or ():
+                event = eventbridge(ct(name, source))
+                assert _matches(audit_event_pattern(), event), (detection.id, source, name)
+
+
+def test_versioned_lambda_names_pass_the_rule() -> None:
+    assert _matches(audit_event_pattern(), eventbridge(ct("UpdateFunctionCode20150331v2", "lambda.amazonaws.com")))
+
+
 def test_noise_is_filtered_out() -> None:
     assert not _matches(audit_event_pattern(), eventbridge(ct("RunInstances", "ec2.amazonaws.com")))
-    assert not _matches(audit_event_pattern(), eventbridge(ct("PutObject", "s3.amazonaws.com")))
+    assert not _matches(audit_event_pattern(), eventbridge(ct("PutObject", "athena.amazonaws.com")))
 
 
 def test_the_rule_app_py_registers_is_the_derived_pattern() -> None:
     from chalicelib.event_patterns import AUDIT_EVENT_PATTERN
 
     assert AUDIT_EVENT_PATTERN == audit_event_pattern(), (
-        "chalicelib/event_patterns.json is stale: run python -m chalicelib.audit.patterns --write")
+        "chalicelib/event_patterns.json is stale: run python -m deploy.event_pattern --write")
+
+
+def test_the_audit_rule_admits_read_only_events() -> None:
+    """root.activity and unauthorized-call.access-denied index every source and name: read calls too."""
+    from chalicelib.event_patterns import rule_state
+
+    assert any("*" in d.triggers for d in all_detections())
+    assert AUDIT_RULE_STATE == rule_state("audit") == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    assert rule_state("exposure") == "ENABLED", "AWS Health events are not CloudTrail reads"
