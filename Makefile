@@ -4,11 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-layer.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 STAGE  ?= dev
-# make deploy/package CONFIG=rotation.yaml: validated, then stored in SSM (/ci-key-rotator/<stage>/rotation-config)
+# make deploy/package CONFIG=rotation.yaml: validated (size too: deploy/preflight.py), then stored in SSM
+# (/ci-key-rotator/<stage>/rotation-config; over 4 KB, compressed parts it names: deploy/config_store.py)
 CONFIG ?=
 CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG))
+# make security: the scanners live in their own venv (checkov's dependencies would move the project's pins)
+SEC_VENV  := .venv-security
+SEC_STAMP := $(SEC_VENV)/.installed-$(shell cat requirements-security.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint template-lint bench deploy destroy package clean
+.PHONY: install demo test test-fast lint template-lint security bench deploy destroy package clean
 
 $(STAMP): requirements.txt requirements-layer.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -35,7 +39,16 @@ template-lint: install  ## the packaged template (built offline) and the CI iden
 test-fast: install  ## the unit tier only (no moto, no server): seconds
 	$(PY) -m pytest -q -m unit
 
-test: install lint template-lint  ## unit + end-to-end tests on moto and the local CI emulator
+$(SEC_STAMP): requirements-security.txt
+	@test -x $(SEC_VENV)/bin/python || $(PYTHON) -m venv $(SEC_VENV)
+	$(SEC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SEC_VENV)/bin/python -m pip install --quiet -r requirements-security.txt
+	@rm -f $(SEC_VENV)/.installed-* && touch $@
+
+security: install $(SEC_STAMP) template-lint  ## bandit, checkov, parliament against security/*-baseline.json (README "make security")
+	$(PY) -m security.gate --template dist/offline-$(STAGE)/sam.json --venv $(SEC_VENV)
+
+test: install lint template-lint security  ## unit + end-to-end tests on moto and the local CI emulator
 	$(PY) -m pytest
 
 deploy: install  ## STAGE=dev [CONFIG=rotation.yaml] [LAYER_ARN=...]: chalice deploy, then what Chalice cannot create (README "Deploy to AWS")
@@ -57,4 +70,4 @@ bench: install  ## speed and size figures; writes BENCHMARKS.md and bench.json
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SEC_VENV) .demo .pytest_cache .ruff_cache

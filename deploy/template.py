@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from deploy import layer, naming, policies, resources
+from deploy import config_store, layer, naming, policies, protection, resources
 from deploy.analysis import ROOT
 
 
@@ -93,7 +93,9 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "Properties": {
             "Topics": [{"Ref": "OutcomesTopic"}],
             "PolicyDocument": resources.topic_policy(
-                {"Ref": "OutcomesTopic"}, {"Fn::GetAtt": ["ExecutionFailedRule", "Arn"]}, {"Ref": "AWS::AccountId"}),
+                {"Ref": "OutcomesTopic"}, {"Fn::GetAtt": ["ExecutionFailedRule", "Arn"]}, {"Ref": "AWS::AccountId"},
+                _sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+                     + protection.alarm_prefix(stage) + "*")),
         },
     }
     def role_arns(functions: list[str]) -> list[Any]:
@@ -109,10 +111,24 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "KeyPolicy": resources.key_policy(
                 _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"),
                 role_arns(resources.escrow_readers()), role_arns(resources.escrow_writers()),
-                _sub("secretsmanager.${AWS::Region}.amazonaws.com"), {"Ref": "AWS::AccountId"}),
+                _sub("secretsmanager.${AWS::Region}.amazonaws.com"), {"Ref": "AWS::AccountId"},
+                key_admin={"Fn::GetAtt": ["EscrowKeyAdminRole", "Arn"]},
+                break_glass={"Fn::GetAtt": ["EscrowBreakGlassRole", "Arn"]},
+                direct_users={f: ({"Fn::GetAtt": [role_logical_id(f), "Arn"]}, actions)
+                              for f, actions in resources.key_users().items()}),
             "Tags": tags,
         },
     }
+    for role_id, role_name, policy in (
+            ("EscrowBreakGlassRole", names.break_glass_role, resources.break_glass_policy(stage)),
+            ("EscrowKeyAdminRole", names.key_admin_role, None)):
+        properties: dict[str, Any] = {
+            "RoleName": role_name, "MaxSessionDuration": 3600,
+            "AssumeRolePolicyDocument": resources.escrow_role_trust({"Ref": "AWS::AccountId"}),
+            "Description": f"CI Key Rotator escrow ({stage})", "Tags": tags}
+        if policy is not None:
+            properties["Policies"] = [{"PolicyName": "escrow", "PolicyDocument": policy}]
+        res[role_id] = {"Type": "AWS::IAM::Role", "Properties": properties}
     res["EscrowKeyAlias"] = {
         "Type": "AWS::KMS::Alias",
         "Properties": {"AliasName": names.kms_alias, "TargetKeyId": {"Ref": "EscrowKey"}},
@@ -149,11 +165,23 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         },
     }
     if config_text is not None:
+        # Over 4 KB the config is stored in parts the parameter names (deploy/config_store.py); a new
+        # config has new part names, so CloudFormation creates them before it updates the parameter and
+        # deletes the old ones only after.
+        layout = config_store.plan(names.config_parameter, config_text)
+        for i, (part, value) in enumerate(layout.parts.items()):
+            res[f"RotationConfigPart{i}"] = {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {"Name": part, "Type": "String", "Tier": "Standard", "Value": value,
+                               "Description": f"part of {names.config_parameter} (do not edit)"},
+            }
         res["RotationConfig"] = {
             "Type": "AWS::SSM::Parameter",
-            "Properties": {"Name": names.config_parameter, "Type": "String", "Tier": "Intelligent-Tiering",
-                           "Description": f"CI Key Rotator rotation config ({stage})", "Value": config_text},
+            "Properties": {"Name": names.config_parameter, "Type": "String", "Tier": config_store.HEAD_TIER,
+                           "Description": f"CI Key Rotator rotation config ({stage})", "Value": layout.head},
         }
+        if layout.parts:
+            res["RotationConfig"]["DependsOn"] = [f"RotationConfigPart{i}" for i in range(len(layout.parts))]
     environment = {
         "ROTATOR_TOPIC_ARN": {"Ref": "OutcomesTopic"},
         "ROTATOR_STATE_MACHINE_ARN": state_machine_arn,
@@ -163,6 +191,16 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         res[logical_id(function)] = {"Properties": {"Environment": {"Variables": dict(environment)},
                                                     "Layers": [{"Ref": "PowertoolsLayerArn"}]}}
         res[role_logical_id(function)] = {"Properties": {"RoleName": names.function(function)}}
+    # Chalice's SAM event (``<Function>Event``, the AWS::Events::Rule) has no state; the audit's rule must
+    # admit read-only CloudTrail events (chalicelib/event_patterns.RULE_STATES). SAM's CloudWatchEvent
+    # takes ``State``: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/sam-property-function-cloudwatchevent.html
+    from chalicelib.event_patterns import RULE_STATES
+
+    for function, state in RULE_STATES.items():
+        if function in functions:
+            res[logical_id(function)]["Properties"]["Events"] = {
+                f"{logical_id(function)}Event": {"Properties": {"State": state}}}
+    protection.add_to_template(res, stage, logical_id, role_logical_id)
     return template
 
 

@@ -71,7 +71,8 @@ def test_the_template_and_the_boto3_step_share_their_documents() -> None:
     state_machine = {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
                                "ci-key-rotator-prod-rotation"}
     assert rule["EventPattern"] == resources.execution_failed_pattern(state_machine)
-    readers = merged["EscrowKey"]["Properties"]["KeyPolicy"]["Statement"][1]["Principal"]["AWS"]
+    statements = {s["Sid"]: s for s in merged["EscrowKey"]["Properties"]["KeyPolicy"]["Statement"]}
+    readers = statements["EscrowReadersDecrypt"]["Principal"]["AWS"]
     assert readers == [{"Fn::GetAtt": [template.role_logical_id(f), "Arn"]} for f in resources.escrow_readers()]
 
 
@@ -83,3 +84,85 @@ def test_the_cli_writes_the_merge_template(tmp_path: Path) -> None:
     merged = json.loads(out.read_text())
     assert "RotationConfig" not in merged["Resources"], "without --config the parameter is managed by make deploy"
     assert merged["Resources"]["RotationStateMachine"]["Properties"]["StateMachineName"] == "ci-key-rotator-dev-rotation"
+
+
+# -- nothing lost, alerts encrypted, no flood (deploy/protection.py) --------------------------------------
+
+
+def test_every_async_function_sends_failed_events_to_its_own_encrypted_queue(packaged: dict) -> None:
+    from deploy import protection
+
+    res = packaged["template"]["Resources"]
+    assert sorted(protection.async_functions()) == ["audit", "credential_report", "exposure", "poller", "scheduler"]
+    for function in protection.async_functions():
+        fn = template.logical_id(function)
+        queue = res[f"{fn}DeadLetterQueue"]
+        assert queue["Type"] == "AWS::SQS::Queue"
+        assert queue["Properties"]["QueueName"] == f"ci-key-rotator-prod-{function}-dlq"
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+        config = res[f"{fn}EventInvokeConfig"]
+        assert config["Type"] == "AWS::Lambda::EventInvokeConfig"
+        assert config["Properties"]["FunctionName"] == {"Ref": fn}
+        assert config["Properties"]["MaximumRetryAttempts"] == 2
+        queue_arn = {"Fn::GetAtt": [f"{fn}DeadLetterQueue", "Arn"]}
+        assert config["Properties"]["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
+        grant = res[f"{fn}DestinationPolicy"]
+        assert config["DependsOn"] == [f"{fn}DestinationPolicy"], "Lambda checks the role's permission first"
+        assert grant["Properties"]["Roles"] == [{"Ref": template.role_logical_id(function)}]
+        (statement,) = grant["Properties"]["PolicyDocument"]["Statement"]
+        assert (statement["Action"], statement["Resource"]) == ("sqs:SendMessage", queue_arn)
+        alarm = res[f"{fn}DeadLetterAlarm"]["Properties"]
+        assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Namespace"] == "AWS/SQS"
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{fn}DeadLetterQueue", "QueueName"]}}]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0.0)
+        assert alarm["AlarmActions"] == [{"Ref": "OutcomesTopic"}]
+        assert alarm["AlarmName"].startswith(protection.alarm_prefix("prod"))
+    for function in set(policies.functions()) - set(protection.async_functions()):
+        assert f"{template.logical_id(function)}EventInvokeConfig" not in res, f"{function} is invoked synchronously"
+
+
+def test_the_alerts_topic_is_encrypted_with_a_key_its_publishers_may_use(packaged: dict) -> None:
+    from deploy import protection
+
+    res = packaged["template"]["Resources"]
+    assert res["OutcomesTopic"]["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": ["AlertsKey", "Arn"]}
+    key = res["AlertsKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    assert statements["AlarmsPublish"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statements["EventBridgePublishes"]["Principal"] == {"Service": "events.amazonaws.com"}
+    publishers = statements["FunctionsPublishThroughSns"]
+    assert publishers["Principal"]["AWS"] == [{"Fn::GetAtt": [template.role_logical_id(f), "Arn"]}
+                                              for f in protection.topic_publishers()]
+    assert "alert" in protection.topic_publishers() and "api_handler" not in protection.topic_publishers()
+    assert publishers["Condition"]["StringEquals"]["kms:ViaService"] == {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}
+    topic_statements = {s["Sid"]: s for s in res["OutcomesTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]}
+    alarms = topic_statements["DeadLetterAlarmsPublish"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and alarms["Action"] == "sns:Publish"
+    assert alarms["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(":alarm:ci-key-rotator-prod-*")
+
+
+def test_the_webhook_api_is_throttled_logged_and_capped(packaged: dict) -> None:
+    from deploy import protection
+
+    res = packaged["template"]["Resources"]
+    api = res["RestAPI"]["Properties"]
+    (settings,) = api["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert settings["ThrottlingRateLimit"] == protection.WEBHOOK_RATE_LIMIT
+    assert settings["ThrottlingBurstLimit"] == protection.WEBHOOK_BURST_LIMIT
+    assert api["TracingEnabled"] is True
+    assert api["AccessLogSetting"]["DestinationArn"]["Fn::Sub"].endswith(":log-group:${ApiAccessLogs}")
+    fields = json.loads(api["AccessLogSetting"]["Format"])
+    assert {"requestId", "ip", "status", "resourcePath"} <= set(fields)
+    assert not any("header" in v.lower() or "body" in v.lower() for v in fields.values()), "no signature, no payload"
+    logs = res["ApiAccessLogs"]["Properties"]
+    assert logs["LogGroupName"] == "/aws/apigateway/ci-key-rotator-prod-access" and logs["RetentionInDays"] == 365
+    assert res["RestAPI"]["DependsOn"] == ["ApiGatewayAccount"], "access logging needs the account's logs role"
+    assert res["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]}
+    reserved = res["APIHandler"]["Properties"]["ReservedConcurrentExecutions"]
+    assert reserved == protection.WEBHOOK_RESERVED_CONCURRENCY
+    assert 1000 - reserved >= 100 + 10 * 50, "the rotation keeps room for 50 users at once (and AWS's 100)"
+    assert settings["ThrottlingBurstLimit"] <= reserved, "the throttle refuses before Lambda does"
+    for function in set(policies.functions()) - {protection.WEBHOOK_FUNCTION}:
+        assert "ReservedConcurrentExecutions" not in res[template.logical_id(function)]["Properties"], function
