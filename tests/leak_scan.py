@@ -14,7 +14,8 @@ SECRET_SHAPED = re.compile(r"[A-Za-z0-9/+=]{40}")
 
 
 def corpus(runtime: LocalRuntime) -> dict[str, str]:
-    """Every execution history with data, every log line, every SNS and Slack message, every DynamoDB item."""
+    """Every execution history with data, every log line, every SNS and Slack message, every DynamoDB item,
+    every X-Ray (sub)segment a function emitted."""
     sfn = runtime.client("stepfunctions")
     texts: dict[str, str] = {}
     for machine in sfn.list_state_machines()["stateMachines"]:
@@ -24,6 +25,7 @@ def corpus(runtime: LocalRuntime) -> dict[str, str]:
     texts["logs"] = runtime.log_stream.getvalue()
     texts["sns"] = json.dumps(runtime.alerts())
     texts["slack"] = json.dumps(runtime.slack.messages)
+    texts["traces"] = "\n".join(runtime.traces.documents())
     dynamodb = runtime.client("dynamodb")
     items, kwargs = [], {"TableName": runtime.table_name}
     while True:
