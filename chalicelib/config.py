@@ -81,6 +81,8 @@ class UserConfig(BaseModel):
     verify_timeout: Duration | None = None
     #: Rotate a key the rotator did not create (the first rotation of an existing user).
     adopt_existing_key: bool = True
+    #: Not rotated on schedule nor from the console while true (an exposure rotation still runs).
+    paused: bool = False
     targets: list[TargetSpec] = Field(min_length=1)  # type: ignore[valid-type]
 
     @field_validator("targets")
@@ -219,13 +221,24 @@ def _read_ssm(name: str, fresh: bool = False) -> str:
     return _parts_text(str(found["path"]), str(found["sha256"]), head, source)
 
 
+def read_parts(ssm: Any, path: str) -> dict[str, str]:
+    """Every parameter directly under ``path``, by name (10 per GetParametersByPath page)."""
+    values: dict[str, str] = {}
+    kwargs: dict[str, Any] = {"Path": path, "Recursive": False}
+    while True:
+        page = ssm.get_parameters_by_path(**kwargs)
+        values.update({p["Name"]: p["Value"] for p in page.get("Parameters", [])})
+        if not page.get("NextToken"):
+            return values
+        kwargs["NextToken"] = page["NextToken"]
+
+
 @lru_cache(maxsize=4)
 def _parts_text(path: str, sha256: str, head: str, source: str) -> str:
     from chalicelib import aws
 
-    ssm = aws.client("ssm")
     try:
-        values = config_store.read_parts(ssm, path)
+        values = read_parts(aws.client("ssm"), path)
     except ClientError as exc:
         raise ConfigError(f"cannot read configuration {source} (its parts under {path}): "
                           f"{aws.error_code(exc)}") from None

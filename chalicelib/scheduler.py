@@ -1,6 +1,7 @@
 """Starting rotations: on the hourly schedule, by an operator, or on an exposure event.
 
-The execution name is ``<user>-<rotation id>``; Step Functions refuses a second execution with the same
+The execution name is ``<user>-<rotation id>`` (with a digest of it when that is too long or has characters
+Step Functions refuses: ``state.execution_name``); Step Functions refuses a second execution with the same
 name, so a duplicate trigger (an EventBridge redelivery, a double click) cannot start a second rotation.
 The per-user lock taken by Plan backs this up for triggers with different names.
 """
@@ -30,7 +31,8 @@ class Started:
 
 
 def start_rotation(deps: Deps, user: str, reason: str, rotation_id: str | None = None,
-                   compromised_key_id: str | None = None, resume: bool = False) -> Started:
+                   compromised_key_id: str | None = None, resume: bool = False,
+                   note: str | None = None) -> Started:
     """Start a rotation; ``resume`` re-runs rotation ``rotation_id`` from where it stopped (every task is
     idempotent per rotation id), for a failure after verification that an operator has fixed."""
     deps.config.user(user)  # unknown users are refused before anything starts
@@ -43,6 +45,8 @@ def start_rotation(deps: Deps, user: str, reason: str, rotation_id: str | None =
         payload["resume"] = True
     if compromised_key_id:
         payload["compromised_key_id"] = compromised_key_id
+    if note:
+        payload["note"] = note
     arn = deps.settings.state_machine_arn
     existing = arn.replace(":stateMachine:", ":execution:") + f":{name}"
     if _exists(deps, existing):
@@ -73,11 +77,12 @@ def _exists(deps: Deps, execution_arn: str) -> bool:
 
 
 def due_users(deps: Deps, now: datetime) -> list[str]:
-    """Users whose Active key is older than their ``rotate_after`` (or who have none) and are not locked."""
+    """Users whose Active key is older than their ``rotate_after`` (or who have none), not locked and not
+    paused (``paused: true`` in the config, or ``ci-key-rotator pause``)."""
     due = []
     config = deps.config  # one snapshot for the whole pass
     for user in config.users:
-        if deps.ledger.lock_holder(user.name):
+        if user.paused or deps.ledger.lock_holder(user.name) or deps.ledger.pause(user.name):
             continue
         active = [k for k in keys.list_keys(user.name) if k.status == "Active"]
         limit = config.timings(user.name).rotate_after

@@ -18,6 +18,10 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     if rotation.get("new_key_id"):
         return _already_created(deps, state, rotation["new_key_id"])
 
+    escrowed = _escrowed_before_a_crash(deps, state)
+    if escrowed is not None:
+        return _record(deps, state, escrowed)
+
     _delete_orphans(deps, state, since=rotation.get("started_at"))
     ledger.record_intent(user, rid, "CreateAccessKey", None)
     credentials = keys.create_key(user)
@@ -29,11 +33,32 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         ledger.record_intent(user, rid, "DeleteAccessKey", new_key_id)
         keys.delete_key(user, new_key_id)
         raise
-    ledger.record_key(user, new_key_id, origin="created", rotation_id=rid, status="pending",
-                      created_at=clock.iso(clock.now()))
-    ledger.update_rotation(user, rid, new_key_id=new_key_id, phase="created")
     logger.info("created key", extra={"rotation_id": rid, "new_key_id": new_key_id})
+    return _record(deps, state, new_key_id)
+
+
+def _record(deps: Deps, state: RotationState, new_key_id: str) -> dict[str, Any]:
+    deps.ledger.record_key(state.user, new_key_id, origin="created", rotation_id=state.rotation_id,
+                           status="pending", created_at=clock.iso(clock.now()))
+    deps.ledger.update_rotation(state.user, state.rotation_id, new_key_id=new_key_id, phase="created")
     return state.out(new_key_id=new_key_id)
+
+
+def _escrowed_before_a_crash(deps: Deps, state: RotationState) -> str | None:
+    """The key an earlier attempt of this task created and escrowed before it died (or before its answer
+    was lost) without recording it. Its escrow version holds this rotation's token and cannot be
+    rewritten, so that key is the rotation's new key: keep it rather than delete it as an orphan and
+    escrow a second one under the same token (AWS refuses that, ResourceExistsException)."""
+    credentials = deps.escrow.stashed(state.user, state.rotation_id)
+    if credentials is None:
+        return None
+    key_id = credentials.access_key_id
+    if keys.key_status(state.user, key_id) is None:
+        raise EscrowError(f"rotation {state.rotation_id} escrowed key {key_id}, which no longer exists in IAM; "
+                          "start a new rotation")
+    logger.info("recovered the key an interrupted CreateKey escrowed",
+                extra={"rotation_id": state.rotation_id, "new_key_id": key_id})
+    return key_id
 
 
 def _already_created(deps: Deps, state: RotationState, new_key_id: str) -> dict[str, Any]:

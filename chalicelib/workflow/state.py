@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Reason = Literal["scheduled", "manual", "exposure"]
+#: Kept as they are: characters StartExecution accepts and CloudWatch Logs can name a stream after.
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=@-]")
+#: StartExecution: a name has 1-80 characters.
+NAME_MAX = 80
+#: 16 hex digits (64 bits) of SHA-256: a collision among one account's rotations is not a practical risk.
+_DIGEST_CHARS = 16
 
 
 def execution_name(user: str, rotation_id: str) -> str:
-    """``<user>-<rotation id>``: a duplicate trigger reuses it and Step Functions refuses the copy."""
-    return _NAME_UNSAFE.sub("_", f"{user}-{rotation_id}")[:80]
+    """``<user>-<rotation id>`` when it is a valid name as it is; otherwise a readable prefix of it and a
+    digest of the whole, so two rotations never share a name (truncation made long user names collide,
+    and the later rotation was skipped as a "duplicate") while a duplicate trigger still maps to the same
+    name and Step Functions refuses the copy."""
+    full = f"{user}-{rotation_id}"
+    safe = _NAME_UNSAFE.sub("_", full)
+    if safe == full and len(full) <= NAME_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:_DIGEST_CHARS]
+    return f"{safe[:NAME_MAX - _DIGEST_CHARS - 1]}-{digest}"
 
 
 def rotation_id_from_execution(user: str, name: str) -> str:
-    prefix = execution_name(user, "")
+    """The rotation id of an execution started without one (from the console): the name after
+    ``<user>-``, or the whole name."""
+    prefix = _NAME_UNSAFE.sub("_", f"{user}-")
     return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else name
 
 
