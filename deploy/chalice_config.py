@@ -1,7 +1,8 @@
 """.chalice/config.json: what each stage must say, derived from deploy/naming.py and the policy files.
 
-``autogen_policy`` is off and every function names its own ``policy-<function>.json`` (Chalice then makes
-one role per function, ``ci-key-rotator-<stage>-<function>``). ``python -m deploy prepare --stage S`` writes
+``autogen_policy`` is off and every function names its own policy file, rendered for the stage from the
+template ``policy-<function>.json`` (``stages/<stage>/policy-<function>.json``, see deploy/policies.py);
+Chalice then makes one role per function, ``ci-key-rotator-<stage>-<function>``. ``python -m deploy prepare --stage S`` writes
 the stage's section (the two ARNs need the account and region, so they are filled in at deploy time and
 are empty in the committed file until then), and the Powertools layer of the region (deploy/layer.py);
 the tests check the file against ``expected``.
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deploy import layer, naming, policies
+from deploy import layer, naming, policies, resources
 
 CONFIG_PATH = policies.CHALICE_DIR / "config.json"
 #: IAM actions that change a key: the functions holding one are "the rotator" for the audit.
@@ -44,6 +45,7 @@ def stage_environment(stage: str, topic_arn: str = "", state_machine_arn: str = 
         "ROTATOR_STATE_MACHINE_ARN": state_machine_arn,
         "ROTATOR_ESCROW_PREFIX": names.escrow_prefix,
         "ROTATOR_ESCROW_KMS_KEY_ID": names.kms_alias,
+        "ROTATOR_ESCROW_PRINCIPALS": ",".join(resources.escrow_principal_patterns(stage)),
         "ROTATOR_CONFIG_PATH": f"ssm:{names.config_parameter}",
         "ROTATOR_AUDIT_ROTATOR_ROLE": ",".join(names.function(f) for f in key_writers()),
         "ROTATOR_AUDIT_RESOURCE_PREFIX": naming.APP,
@@ -58,7 +60,8 @@ def expected_stage(stage: str, topic_arn: str = "", state_machine_arn: str = "",
         "layers": list(layers or []),
         "autogen_policy": False,
         "environment_variables": stage_environment(stage, topic_arn, state_machine_arn),
-        "lambda_functions": {f: {"iam_policy_file": policies.policy_path(f).name} for f in policies.functions()},
+        "lambda_functions": {f: {"iam_policy_file": policies.stage_policy_file(f, stage)}
+                             for f in policies.functions()},
     }
 
 
@@ -84,13 +87,19 @@ def problems(config: dict[str, Any] | None = None) -> list[str]:
         for key, value in want.items():
             if section.get(key) != value:
                 found.append(f"stages.{stage}.{key}: expected {json.dumps(value)}, found {json.dumps(section.get(key))}")
+        for function in policies.functions():
+            rendered = policies.stage_policy_path(function, stage)
+            if not rendered.exists() or json.loads(rendered.read_text()) != policies.for_stage(function, stage):
+                found.append(f"{rendered.relative_to(policies.CHALICE_DIR.parent)}: not the rendering of "
+                             f"{policies.policy_path(function).name} for {stage} (python -m deploy policies --write)")
     return found
 
 
 def write_stage(stage: str, topic_arn: str, state_machine_arn: str, path: Path | None = None,
                 layers: list[str] | None = None) -> bool:
-    """Set the stage's section; True if the file changed."""
+    """Set the stage's section and render its policy files; True if config.json changed."""
     path = path or CONFIG_PATH
+    policies.write_stage(stage, path.parent)
     config = load(path)
     stages = config.setdefault("stages", {})
     section = stages.setdefault(stage, {})

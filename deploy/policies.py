@@ -1,12 +1,19 @@
-"""The per-function IAM policies in ``.chalice/policy-<function>.json``, checked against the code.
+"""The per-function IAM policies, checked against the code, one source of truth for every stage.
+
+``.chalice/policy-<function>.json`` is a template: every Resource names the stage as ``${Stage}``
+(``naming.STAGE_TOKEN``). ``for_stage(function, stage)`` renders it; ``write_stage(stage)`` writes the
+rendered files Chalice deploys (``.chalice/stages/<stage>/policy-<function>.json``, named per function
+in ``.chalice/config.json``), and the local runtime signs each function's calls with the same rendering
+for its stage ``local``. Two stages in one account therefore cannot reach each other's resources.
 
 ``check(function)`` lists every problem with one function's policy file; the least-privilege test runs it
 for every Chalice function and ``python -m deploy policies`` prints it. A policy must:
 
 - use no wildcard action, no ``iam:*``-like grant, nothing that writes IAM policies or passes roles;
 - put ``"Resource": "*"`` only on actions that have no resource type (X-Ray, the credential report);
-- scope IAM key actions to the managed users' path, the escrow to its prefix, every other Secrets
-  Manager and SSM resource to the app's reference prefix;
+- scope IAM key actions to the stage's managed users' path, the escrow to the stage's prefix, every
+  other Secrets Manager and SSM resource to the stage's reference prefix, and put the stage in every
+  other Resource but ``*``;
 - grant every AWS call the function's code makes (``deploy.analysis``), on the resource it makes it on;
 - grant nothing the code does not call (each action × resource pattern is justified by a call), so the
   escrow is readable only by functions that read it and ``states:SendTask*`` only by the functions that
@@ -28,12 +35,14 @@ from typing import Any
 from deploy import analysis, naming
 
 CHALICE_DIR = analysis.ROOT / ".chalice"
+#: Where the rendered per-stage files go (Chalice reads ``iam_policy_file`` relative to ``.chalice/``).
+STAGES_DIR = CHALICE_DIR / "stages"
 
 #: Every function may write its logs and traces.
 BASELINE_STATEMENTS: list[dict[str, Any]] = [
     {"Sid": "Logs", "Effect": "Allow",
      "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-     "Resource": naming.LOG_GROUP_PATTERN},
+     "Resource": naming.TEMPLATE.log_group_pattern},
     {"Sid": "Traces", "Effect": "Allow",
      "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "Resource": "*"},
 ]
@@ -62,11 +71,50 @@ ACCOUNT, REGION, STAGE = "123456789012", "us-east-1", "prod"
 
 
 def policy_path(function: str) -> Path:
+    """The template (``${Stage}`` in every Resource)."""
     return CHALICE_DIR / f"policy-{function}.json"
 
 
-def load(function: str) -> dict[str, Any]:
+def stage_policy_path(function: str, stage: str) -> Path:
+    return STAGES_DIR / stage / f"policy-{function}.json"
+
+
+def stage_policy_file(function: str, stage: str) -> str:
+    """What ``.chalice/config.json`` names as the function's ``iam_policy_file`` in ``stage``."""
+    return stage_policy_path(function, stage).relative_to(CHALICE_DIR).as_posix()
+
+
+def template(function: str) -> dict[str, Any]:
     return json.loads(policy_path(function).read_text())
+
+
+def render_stage(document: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A template with the stage in every place it names ``${Stage}``."""
+    naming.StageNames(stage)  # refuses a stage name that would make the patterns ambiguous
+    return json.loads(json.dumps(document).replace(naming.STAGE_TOKEN, stage))
+
+
+def for_stage(function: str, stage: str) -> dict[str, Any]:
+    return render_stage(template(function), stage)
+
+
+def load(function: str, stage: str | None = None) -> dict[str, Any]:
+    """The function's policy as deployed to ``stage`` (default: the example stage ``prod``)."""
+    return for_stage(function, stage or STAGE)
+
+
+def write_stage(stage: str, chalice_dir: Path | None = None) -> list[Path]:
+    """Render every template for ``stage`` into ``chalice_dir`` (default ``.chalice/``): ``deploy prepare``
+    does it before ``chalice deploy``."""
+    written = []
+    for function in functions():
+        path = (chalice_dir or CHALICE_DIR) / stage_policy_file(function, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(for_stage(function, stage), indent=2) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(path)
+    return written
 
 
 # -- what a call touches ------------------------------------------------------------------------------
@@ -83,44 +131,63 @@ def family(action: str, origin: str) -> str:
         return "account" if action in NO_RESOURCE_TYPE else "managed-user"
     if service == "states":
         return "execution" if name == "DescribeExecution" else "state-machine"
-    return {"dynamodb": "table", "sns": "topic"}.get(service, "unknown")
+    return {"dynamodb": "table", "sns": "topic", "kms": "escrow-key"}.get(service, "unknown")
 
 
-def example_arn(kind: str) -> str:
+def example_arn(kind: str, stage: str | None = None) -> str:
     """A realistic ARN of that kind in a deployment (stage ``prod``), to evaluate a policy against."""
-    names = naming.StageNames(STAGE)
+    names = naming.StageNames(stage or STAGE)
     a, r = ACCOUNT, REGION
     return {
         "escrow": f"arn:aws:secretsmanager:{r}:{a}:secret:{names.escrow_prefix}/ci-deployer-AbCdEf",
         "reference-secret": f"arn:aws:secretsmanager:{r}:{a}:secret:{names.slack_webhook_secret}-AbCdEf",
         "config": f"arn:aws:ssm:{r}:{a}:parameter{names.config_parameter}",
-        "reference-parameter": f"arn:aws:ssm:{r}:{a}:parameter/{naming.APP}/{STAGE}/github-token",
-        "managed-user": f"arn:aws:iam::{a}:user{naming.MANAGED_PATH}ci-deployer",
+        "reference-parameter": f"arn:aws:ssm:{r}:{a}:parameter{names.parameter_reference_prefix}github-token",
+        "managed-user": f"arn:aws:iam::{a}:user{names.managed_path}ci-deployer",
         "account": "*",
         "table": f"arn:aws:dynamodb:{r}:{a}:table/{names.table}",
         "topic": f"arn:aws:sns:{r}:{a}:{names.topic}",
         "state-machine": f"arn:aws:states:{r}:{a}:stateMachine:{names.state_machine}",
         "execution": f"arn:aws:states:{r}:{a}:execution:{names.state_machine}:ci-deployer-sched-20250101T00",
+        "escrow-key": f"arn:aws:kms:{r}:{a}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     }[kind]
 
 
-#: The resource pattern each kind is granted on (what ``render`` writes).
-PATTERNS = {
-    "escrow": naming.ESCROW_PATTERN,
-    "reference-secret": naming.REFERENCE_SECRET_PATTERN,
-    "config": naming.PARAMETER_PATTERN,
-    "reference-parameter": naming.PARAMETER_PATTERN,
-    "managed-user": naming.MANAGED_USERS_PATTERN,
-    "account": "*",
-    "table": naming.TABLE_PATTERN,
-    "topic": naming.TOPIC_PATTERN,
-    "state-machine": naming.STATE_MACHINE_PATTERN,
-    "execution": naming.EXECUTION_PATTERN,
-}
+#: KMS keys are granted on any key ARN, narrowed to the stage's escrow key by its alias (``kms_condition``):
+#: an alias ARN is no Resource for Encrypt/Decrypt.
+#: https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-resource-aliases
+KMS_KEY_PATTERN = "arn:aws:kms:*:*:key/*"
+
+
+def kms_condition(names: naming.StageNames) -> dict[str, Any]:
+    return {"ForAnyValue:StringEquals": {"kms:ResourceAliases": names.kms_alias}}
+
+
+def patterns(names: naming.StageNames) -> dict[str, str]:
+    """The resource pattern each kind is granted on in that stage (``naming.TEMPLATE``: the templates')."""
+    return {
+        "escrow": names.escrow_pattern,
+        "reference-secret": names.reference_secret_pattern,
+        "config": names.parameter_pattern,
+        "reference-parameter": names.parameter_pattern,
+        "managed-user": names.managed_users_pattern,
+        "account": "*",
+        "table": names.table_pattern,
+        "topic": names.topic_pattern,
+        "state-machine": names.state_machine_pattern,
+        "execution": names.execution_pattern,
+        # A key ARN carries no name: the stage is in the statement's kms:ResourceAliases condition.
+        "escrow-key": KMS_KEY_PATTERN,
+    }
+
+
+#: What ``render`` writes into the templates.
+PATTERNS = patterns(naming.TEMPLATE)
 _SIDS = {
     "escrow": "Escrow", "reference-secret": "ReferencedSecrets", "config": "ConfigAndParameters",
     "reference-parameter": "ConfigAndParameters", "managed-user": "ManagedUserKeys", "account": "CredentialReport",
     "table": "Ledger", "topic": "Outcomes", "state-machine": "StateMachine", "execution": "Executions",
+    "escrow-key": "TaskTokenKey",
 }
 
 
@@ -186,15 +253,18 @@ def grants(policy: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]]]:
 # -- the check ---------------------------------------------------------------------------------------
 
 
-def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, Any] | None = None) -> list[str]:
-    """Every problem with ``.chalice/policy-<function>.json`` (or ``policy``); empty when it is least
-    privilege."""
+def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, Any] | None = None,
+          stage: str | None = None) -> list[str]:
+    """Every problem with ``.chalice/policy-<function>.json`` rendered for ``stage`` (default ``prod``), or
+    with ``policy`` (already rendered for it); empty when it is least privilege."""
+    stage = stage or STAGE
+    names = naming.StageNames(stage)
     path = policy_path(function)
     if policy is None:
         if not path.exists():
             return [f"{path.name}: missing (every Chalice function needs its own policy file)"]
         try:
-            policy = load(function)
+            policy = load(function, stage)
         except ValueError as exc:
             return [f"{path.name}: not JSON: {exc}"]
     problems: list[str] = []
@@ -214,41 +284,49 @@ def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, 
         if resource == "*" and action not in NO_RESOURCE_TYPE:
             problems.append(f"{where}: {sid}: {action} on Resource '*' (scope it to a resource pattern)")
         service = action.split(":")[0].lower()
+        exception = IAM_EXCEPTIONS.get((function, action), (None, ""))[0]
+        if resource == KMS_KEY_PATTERN and statement.get("Condition") != kms_condition(names):
+            problems.append(f"{where}: {sid}: {action} on {resource} needs the condition {kms_condition(names)}")
+        elif resource not in ("*", exception, KMS_KEY_PATTERN) and names.prefix not in resource \
+                and f"/{stage}/" not in resource:
+            problems.append(f"{where}: {sid}: {action} on {resource}: every Resource names the stage "
+                            f"({stage!r}), or another stage in the account could be reached")
         if service == "iam" and action not in NO_RESOURCE_TYPE:
-            allowed = IAM_EXCEPTIONS.get((function, action), (naming.MANAGED_USERS_PATTERN, ""))[0]
-            if resource not in (naming.MANAGED_USERS_PATTERN, allowed):
+            if resource not in (names.managed_users_pattern, exception):
                 problems.append(f"{where}: {sid}: {action} on {resource}: IAM key actions are scoped to "
-                                f"{naming.MANAGED_USERS_PATTERN}")
-        if service == "secretsmanager" and resource not in (naming.ESCROW_PATTERN, naming.REFERENCE_SECRET_PATTERN):
+                                f"{names.managed_users_pattern}")
+        if service == "secretsmanager" and resource not in (names.escrow_pattern, names.reference_secret_pattern):
             problems.append(f"{where}: {sid}: {action} on {resource}: Secrets Manager access is scoped to "
-                            f"{naming.ESCROW_PATTERN} or {naming.REFERENCE_SECRET_PATTERN}")
-        if service == "ssm" and resource != naming.PARAMETER_PATTERN:
-            problems.append(f"{where}: {sid}: {action} on {resource}: SSM access is scoped to {naming.PARAMETER_PATTERN}")
+                            f"{names.escrow_pattern} or {names.reference_secret_pattern}")
+        if service == "ssm" and resource != names.parameter_pattern:
+            problems.append(f"{where}: {sid}: {action} on {resource}: SSM access is scoped to {names.parameter_pattern}")
         if action.lower().startswith("states:sendtask") and function not in SEND_TASK_FUNCTIONS:
             problems.append(f"{where}: {sid}: {action}: only {sorted(SEND_TASK_FUNCTIONS)} resolve verifications")
 
     required = needs(function, reach)
     for need in required:
-        arn = example_arn(need.kind)
+        arn = example_arn(need.kind, stage)
         if not allows(policy, need.action, arn):
             problems.append(f"{where}: the code calls {need.action} on the {need.kind} ({arn}) but the policy "
                             f"does not grant it; via {' -> '.join(need.via)}")
-    baseline = {(a, r) for s in BASELINE_STATEMENTS for a in _as_list(s["Action"]) for r in _as_list(s["Resource"])}
+    baseline = {(a, r) for s in render_stage({"Statement": BASELINE_STATEMENTS}, stage)["Statement"]
+                for a in _as_list(s["Action"]) for r in _as_list(s["Resource"])}
     for action, resource, statement in grants(policy):
         if (action, resource) in baseline:
             continue
-        used = [n for n in required if n.action.lower() == action.lower() and _glob(resource, example_arn(n.kind))]
+        used = [n for n in required
+                if n.action.lower() == action.lower() and _glob(resource, example_arn(n.kind, stage))]
         if not used:
             problems.append(f"{where}: {statement.get('Sid', '?')}: {action} on {resource} is granted but the "
                             "code never calls it there")
     for action, resource in sorted(baseline):
-        if not allows(policy, action, resource if resource == "*" else example_log_stream(function)):
+        if not allows(policy, action, resource if resource == "*" else example_log_stream(function, stage)):
             problems.append(f"{where}: missing the baseline grant {action} (logs and traces)")
     return problems
 
 
-def example_log_stream(function: str) -> str:
-    group = f"/aws/lambda/{naming.StageNames(STAGE).function(function)}"
+def example_log_stream(function: str, stage: str | None = None) -> str:
+    group = f"/aws/lambda/{naming.StageNames(stage or STAGE).function(function)}"
     return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:2025/01/01/[$LATEST]abc"
 
 
@@ -256,12 +334,14 @@ def example_log_stream(function: str) -> str:
 
 
 def render(function: str, reach: analysis.Reach | None = None) -> dict[str, Any]:
-    """The least-privilege policy the code of ``function`` needs."""
+    """The least-privilege policy template the code of ``function`` needs."""
     statements: dict[str, dict[str, Any]] = {}
     for need in needs(function, reach):
         pattern = pattern_for(function, need)
         sid = "KeyOwnerLookup" if pattern != PATTERNS[need.kind] else _SIDS[need.kind]
         statement = statements.setdefault(sid, {"Sid": sid, "Effect": "Allow", "Action": [], "Resource": pattern})
+        if pattern == KMS_KEY_PATTERN:
+            statement["Condition"] = kms_condition(naming.TEMPLATE)
         if need.action not in statement["Action"]:
             statement["Action"].append(need.action)
     for statement in statements.values():
@@ -271,11 +351,14 @@ def render(function: str, reach: analysis.Reach | None = None) -> dict[str, Any]
 
 
 def write_all() -> list[Path]:
+    """Rewrite the templates from the code, then re-render every stage already rendered."""
     written = []
     for function, reach in analysis.function_actions().items():
         path = policy_path(function)
         path.write_text(json.dumps(render(function, reach), indent=2) + "\n")
         written.append(path)
+    for stage_dir in sorted(STAGES_DIR.glob("*/")):
+        written.extend(write_stage(stage_dir.name))
     return written
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib.workflow.state import execution_name
 from deploy import analysis, policies
-from local.runtime import LocalRuntime, moto_policy
+from local.runtime import LocalRuntime, function_policy
 from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import alerts_for
@@ -91,7 +91,7 @@ def test_a_permission_missing_from_a_policy_fails_the_rotation(clean_world: Worl
     iam = runtime.client("iam")
     user = runtime.function_name("drain_check")
     (attached,) = iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
-    policy = moto_policy(policies.load("drain_check"))
+    policy = function_policy("drain_check")
     for statement in policy["Statement"]:
         statement["Action"] = [a for a in statement["Action"] if a != "iam:GetAccessKeyLastUsed"] or ["logs:PutLogEvents"]
     reduced = iam.create_policy(PolicyName=f"{user}-reduced", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]

@@ -1,4 +1,5 @@
-"""Least privilege per function: every ``.chalice/policy-<function>.json`` against the code it runs.
+"""Least privilege per function: every ``.chalice/policy-<function>.json`` (a template, rendered per
+stage) against the code it runs, and two stages in one account kept apart.
 
 The check (deploy/policies.py) fails on a wildcard action, an IAM grant outside the managed users' path,
 Secrets Manager or SSM access outside the app's prefixes, ``Resource: "*"`` on an action that has a
@@ -35,7 +36,11 @@ def test_config_json_gives_every_function_its_policy_and_no_autogen() -> None:
     config = chalice_config.load()
     for stage in ("dev", "prod"):
         functions = config["stages"][stage]["lambda_functions"]
-        assert {f: v["iam_policy_file"] for f, v in functions.items()} == {f: f"policy-{f}.json" for f in FUNCTIONS}
+        assert {f: v["iam_policy_file"] for f, v in functions.items()} == {
+            f: f"stages/{stage}/policy-{f}.json" for f in FUNCTIONS}
+        for function in FUNCTIONS:
+            rendered = json.loads((policies.CHALICE_DIR / functions[function]["iam_policy_file"]).read_text())
+            assert rendered == policies.for_stage(function, stage), "the committed rendering is the template's"
 
 
 def test_the_audit_knows_every_role_that_changes_keys() -> None:
@@ -104,7 +109,11 @@ def statement(policy: dict, sid: str) -> dict:
     ("create_key", lambda p: statement(p, "ManagedUserKeys").update(Resource="*"),
      "iam:CreateAccessKey on Resource '*'"),
     ("create_key", lambda p: statement(p, "ManagedUserKeys").update(Resource="arn:aws:iam::*:user/*"),
-     "IAM key actions are scoped to arn:aws:iam::*:user/ci/*"),
+     "IAM key actions are scoped to arn:aws:iam::*:user/ci/prod/*"),
+    ("plan", lambda p: statement(p, "Ledger").update(Resource="arn:aws:dynamodb:*:*:table/ci-key-rotator-*"),
+     "every Resource names the stage"),
+    ("push_target", lambda p: statement(p, "ReferencedSecrets").update(
+        Resource="arn:aws:secretsmanager:*:*:secret:ci-key-rotator/dev/*"), "every Resource names the stage"),
     ("push_target", lambda p: statement(p, "ReferencedSecrets").update(Resource="arn:aws:secretsmanager:*:*:secret:*"),
      "Secrets Manager access is scoped to"),
     ("plan", lambda p: p["Statement"].append({"Sid": "X", "Effect": "Allow", "Action": "iam:PutUserPolicy",
@@ -159,5 +168,46 @@ def test_the_analysis_sees_calls_through_helpers_properties_and_references() -> 
 def test_policies_are_rendered_from_the_analysis() -> None:
     for function in FUNCTIONS:
         rendered = policies.render(function)
-        assert policies.check(function, policy=rendered) == [], function
+        assert policies.check(function, policy=policies.render_stage(rendered, policies.STAGE)) == [], function
         assert json.loads(json.dumps(rendered)) == rendered
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_stage_s_policy_reaches_nothing_of_another_stage(function: str) -> None:
+    """dev and prod in one account: dev's functions cannot read prod's CI tokens or escrow, change prod's
+    users' keys, write prod's ledger or publish to prod's topic (and the other way round)."""
+    for mine, theirs in (("dev", "prod"), ("prod", "dev")):
+        policy = policies.load(function, mine)
+        for action, resource, _ in policies.grants(policy):
+            # "*": actions with no resource type; a key ARN: the stage is in its kms:ResourceAliases condition.
+            if resource in ("*", policies.KMS_KEY_PATTERN) or (function, action) in policies.IAM_EXCEPTIONS:
+                continue
+            for kind in policies.patterns(naming.StageNames(theirs)):
+                if kind in ("account", "escrow-key"):
+                    continue
+                arn = policies.example_arn(kind, theirs)
+                assert not policies.allows(policy, action, arn), (function, mine, action, arn)
+
+
+def test_every_template_resource_names_the_stage() -> None:
+    for function in FUNCTIONS:
+        for action, resource, _ in policies.grants(policies.template(function)):
+            if resource in ("*", policies.KMS_KEY_PATTERN) or (function, action) in policies.IAM_EXCEPTIONS:
+                continue
+            assert naming.STAGE_TOKEN in resource, (function, action, resource)
+
+
+@pytest.mark.parametrize("stage", ["dev-eu", "Prod", "", "a" * 17, "${Stage}x"])
+def test_a_stage_name_that_would_blur_the_patterns_is_refused(stage: str) -> None:
+    with pytest.raises(ValueError, match="one lowercase word"):
+        naming.StageNames(stage)
+
+
+def test_managed_users_of_each_stage_live_under_their_own_path() -> None:
+    assert naming.StageNames("prod").managed_path == "/ci/prod/"
+    prod_user = "arn:aws:iam::123456789012:user/ci/prod/ci-web"
+    assert policies.allows(policies.load("create_key", "prod"), "iam:CreateAccessKey", prod_user)
+    assert not policies.allows(policies.load("create_key", "dev"), "iam:CreateAccessKey", prod_user)
