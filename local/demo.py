@@ -1,8 +1,10 @@
 """``make demo``: the whole product on this machine, no AWS account, no network beyond 127.0.0.1.
 
-Runs the scenarios on the embedded runtime, prints a timeline of each, and writes under ``.demo/``:
-``report.json`` (the contract other tools read), every execution's full history, every log line the
-handlers wrote, and every SNS message published.
+Runs the scenarios on the embedded runtime, streaming each execution's timeline while it runs (every state
+as it is entered, the target of each Map iteration, what each simulated wait stands for), ends with a
+summary, and writes under ``.demo/``: ``report.json`` (the contract other tools read), every execution's full
+history, every log line the handlers wrote, every SNS message published, and ``index.html`` (the state
+machine graph with each scenario's path; local/demo_html.py).
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ import argparse
 import hashlib
 import json
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from chalicelib import clock
 from chalicelib.deps import get_deps
 from chalicelib.workflow.state import execution_name
+from local import demo_html, iam_consistency, sim_clock
+from local.demo_timeline import WIDTH, Timeline, all_states, human_duration, wait_seconds
 from local.runtime import LocalRuntime
 from local.world import World, split, target_id
 
@@ -30,6 +34,9 @@ REPO = "acme/web-app"
 #: Production-like timings, compressed for the demo: 24 h of recovery window pass in ~4 s.
 TIMINGS = {"drain_period": "10m", "recovery_window": "24h", "verify_timeout": "5m"}
 TIME_SCALE = 1 / 20000
+ASL_PATH = Path(__file__).resolve().parent.parent / "statemachine" / "rotation.asl.json"
+#: How often a running execution's history is read for the live timeline.
+POLL_SECONDS = 0.2
 
 
 PLATFORM_USER = "ci-platform"
@@ -71,6 +78,7 @@ def _gitlab_refuses(world: World, name: str) -> str:
 def _exposure(world: World, name: str) -> str:
     """AWS Health reports the current key leaked: the event goes through the local EventBridge."""
     leaked = next(k for k, s in world.key_statuses(USER).items() if s == "Active")
+    _EVENT_AT[name] = sim_clock.now()
     matched = world.runtime.emit(health_event(leaked))
     print(f"  AWS Health AWS_RISK_CREDENTIALS_EXPOSED for {leaked} → rules {matched}")
     arn = world.runtime.state_machine_arn.replace(":stateMachine:", ":execution:")
@@ -83,6 +91,17 @@ def _exposure(world: World, name: str) -> str:
         except sfn.exceptions.ExecutionDoesNotExist:
             time.sleep(0.05)
     raise TimeoutError("the exposure handler started no rotation")
+
+
+#: Scenario name -> simulated time (local/sim_clock.py) its AWS Health event arrived.
+_EVENT_AT: dict[str, float] = {}
+
+
+def seconds_to_contained(key_id: str, event_at: float) -> float | None:
+    """Event arrival → the first moment IAM refuses ``key_id`` (its deactivation + the revocation window),
+    on the simulated clock: the retries and waits in between count as the seconds they stand for."""
+    refused = iam_consistency.refused_from(key_id)
+    return None if refused is None else round(refused - event_at, 3)
 
 
 def health_event(key_id: str) -> dict[str, Any]:
@@ -110,41 +129,81 @@ SCENARIOS = [
 ]
 
 
+#: The last scenario: not a rotation, so it has no execution in the page's graph.
+AUDIT = "audit"
+AUDIT_TITLE = "Someone creates a key for a managed CI user by hand: the audit reports it, the rotator's own changes are not"
+
+
+def scenario_names() -> list[str]:
+    """Every scenario the demo runs, in order (the README's table must list exactly these)."""
+    return [s.name for s in SCENARIOS] + [AUDIT]
+
+
 def _key_status(world: World, user: str, key_id: str | None) -> str | None:
     if key_id is None:
         return None
     return world.key_statuses(user).get(key_id, "Deleted")
 
 
-def _timeline(world: World, history: list[dict[str, Any]], started: datetime) -> list[str]:
-    lines = []
+def say(text: str, indent: str = "  ") -> None:
+    """Print ``text`` wrapped at word boundaries: nothing the demo prints is ever cut."""
+    print(textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=indent + "    ",
+                        break_long_words=False, break_on_hyphens=False))
+
+
+def stream(runtime: LocalRuntime, execution_arn: str, timeline: Timeline, timeout: float = 300.0,
+           emit: Callable[[str], None] = print) -> dict[str, Any]:
+    """Emit the execution's timeline while it runs (each state as it is entered); returns
+    ``describe_execution`` once it has ended and every event has been shown."""
+    sfn = runtime.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    shown = 0
+    while True:
+        # Described before the history is read: once it has ended, that history holds every event.
+        description = sfn.describe_execution(executionArn=execution_arn)
+        events = runtime.history(execution_arn)
+        fresh = []
+        for event in events:
+            if event["id"] == shown + 1:  # in order, and never past a gap a parallel branch has not filled
+                fresh.append(event)
+                shown += 1
+            elif event["id"] > shown + 1:
+                break
+        for line in timeline.feed(fresh):
+            emit(line.render())
+        if description["status"] != "RUNNING" and shown >= len(events):
+            return description
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_arn} still RUNNING after {timeout}s")
+        time.sleep(POLL_SECONDS)
+
+
+def _waited(history: list[dict[str, Any]], wait_state: str) -> float:
+    """The seconds the Wait state ``wait_state`` stood for in this execution (0 if it was not entered)."""
+    definition = all_states(load_asl()).get(wait_state, {})
     for event in history:
-        at = (event["timestamp"] - started).total_seconds()
-        kind = event["type"]
-        if kind.endswith("StateEntered"):
-            details = event["stateEnteredEventDetails"]
-            lines.append(f"  +{at:6.2f}s  ▶ {details['name']}")
-        elif kind in ("TaskFailed", "LambdaFunctionFailed", "TaskTimedOut"):
-            details = next(v for k, v in event.items() if k.endswith("EventDetails"))
-            lines.append(f"  +{at:6.2f}s    ✗ {details.get('error')}")
-        elif kind == "TaskSucceeded" and "invoke.waitForTaskToken" in json.dumps(event, default=str):
-            output = json.loads(event["taskSucceededEventDetails"].get("output") or "{}")
-            lines.append(f"  +{at:6.2f}s    ✓ verification build {output.get('run_id')}: {output.get('result')}")
-        elif kind in ("ExecutionSucceeded", "ExecutionFailed"):
-            lines.append(f"  +{at:6.2f}s  ■ {kind.removeprefix('Execution').upper()}")
-    return lines
+        details = event.get("stateEnteredEventDetails") or {}
+        if details.get("name") == wait_state:
+            return wait_seconds(definition, json.loads(details.get("input") or "{}")) or 0.0
+    return 0.0
+
+
+def load_asl() -> dict[str, Any]:
+    return json.loads(ASL_PATH.read_text())
 
 
 def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
     runtime = world.runtime
     before = len(runtime.alerts())
-    print(f"\n■ {scenario.name}: {scenario.title}")
+    print()
+    say(f"■ {scenario.name}: {scenario.title}", indent="")
     user = scenario.user
     old_key = next((k for k, s in world.key_statuses(user).items() if s == "Active"), None) \
         if user in world.users else None
     execution_arn = scenario.start(world, scenario.name)
     old_key = old_key or next(k for k, s in world.key_statuses(user).items() if s == "Active")
-    description = runtime.wait(execution_arn, timeout=300)
+    print(f"  {user}: execution {execution_arn.rsplit(':', 1)[-1]} started; live timeline:")
+    description = stream(runtime, execution_arn, Timeline(load_asl(), runtime.time_scale))
     history = runtime.history(execution_arn)
     rotation_id = json.loads(description["input"])["rotation_id"]
     (out / "histories").mkdir(exist_ok=True)
@@ -158,6 +217,8 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         last_verified = max(clock.parse_iso(v) for v in verified)
         seconds_verified_to_inactive = round(
             (clock.parse_iso(rotation["deactivated_at"]) - last_verified).total_seconds(), 3)
+    event_at = _EVENT_AT.get(scenario.name)
+    seconds_event_to_contained = seconds_to_contained(old_key, event_at) if event_at is not None else None
     held = world.held_key(scenario.projects[0])
     alerts = [a for a in runtime.alerts()[before:] if a["message"].get("user") == user
               and a["message"].get("rotation_id") == rotation_id]
@@ -175,12 +236,11 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
         "alerts": [{"subject": a["subject"], "severity": a["severity"]} for a in alerts],
         "transitions": len(states),
         "seconds_verified_to_inactive": seconds_verified_to_inactive,
+        **({"seconds_event_to_contained": seconds_event_to_contained} if event_at is not None else {}),
         "targets": [{"id": target_id(p), "provider": split(p)[0], "key_id": world.held_key(p),
                      "build_passes": world.run_build(p)} for p in scenario.projects],
     }
     print(f"  {user}: {old_key} → {new_key or '(none)'}   execution {description['status']}")
-    for line in _timeline(world, history, history[0]["timestamp"]):
-        print(line)
     statuses = ", ".join(f"{k} {v}" for k, v in result["key_status"].items())
     print(f"  keys now: {statuses}")
     for target in result["targets"]:
@@ -189,17 +249,27 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
     for alert in alerts:
         print(f"  SNS [{alert['severity']}] {alert['subject']}")
         if alert["message"].get("cause"):
-            print(f"      cause: {alert['message']['cause'][:150]}")
+            say(f"cause: {alert['message']['cause']}", indent="      ")
     if seconds_verified_to_inactive is not None:
-        print(f"  verification result → old key Inactive: {seconds_verified_to_inactive:.2f}s "
-              f"(includes the {TIMINGS['drain_period']} drain period, time-compressed)")
+        drain = _waited(history, "DrainPeriod")
+        if seconds_verified_to_inactive < 0:  # an emergency: the leaked key goes off before verification
+            say(f"old key Inactive {-seconds_verified_to_inactive:.2f}s before the verification result "
+                "(emergency: deactivated as soon as every target held the new key)")
+        else:
+            say(f"verification result → old key Inactive: {seconds_verified_to_inactive:.2f}s "
+                + (f"(includes the {human_duration(drain)} drain period, time-compressed)" if drain
+                   else "(no drain period)"))
+    if seconds_event_to_contained is not None:
+        say(f"AWS Health event → leaked key refused by IAM: {seconds_event_to_contained:.2f}s "
+            f"(simulated time, including IAM propagation of the new key and the "
+            f"{iam_consistency.strict.current().key_revocation_seconds:g}s revocation window)")
     return result
 
 
 def run_audit_scenario(world: World) -> dict[str, Any]:
     """An out-of-band key change is reported; the rotator's own changes during the demo were not."""
     runtime = world.runtime
-    print("\n■ audit: someone creates a key for a managed CI user by hand")
+    print(f"\n■ {AUDIT}: someone creates a key for a managed CI user by hand")
     runtime.bus.drain()
     rotator_events = [e for _, e in runtime.bus.delivered
                       if e.get("detail", {}).get("eventName", "").endswith("AccessKey")
@@ -222,11 +292,11 @@ def run_audit_scenario(world: World) -> dict[str, Any]:
     print(f"  rotator key changes seen by the audit Lambda during the demo: {len(rotator_events)}, "
           f"findings about them: {len(findings_before)}")
     for finding in findings:
-        print(f"  finding [{finding['severity']}] {finding['detection']}: {finding['summary'][:110]}")
+        say(f"finding [{finding['severity']}] {finding['detection']}: {finding['summary']}")
     print(f"  delivered: {len(slack)} Slack message(s) to the local webhook sink, {len(sns)} SNS message(s)")
     high = [f for f in findings if f["detection"] == "key-lifecycle.access-key-change" and f["severity"] == "HIGH"]
     return {
-        "name": "audit",
+        "name": AUDIT,
         "status": "PASSED" if high and slack and not findings_before else "FAILED",
         "out_of_band_key_id": stray,
         "findings": findings,
@@ -242,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".demo"))
     args = parser.parse_args(argv)
     out: Path = args.out
+    # Under make, stdout is a pipe (block-buffered): the live timeline must reach the terminal as it happens.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "handler-logs.jsonl"
     print("CI Key Rotator demo — embedded AWS (moto) + local GitHub Actions emulator, all on 127.0.0.1")
-    print(f"timings {TIMINGS}, time compressed ×{int(1 / TIME_SCALE)} (Wait states and retry backoff only)")
+    say(f"timings {TIMINGS}, time compressed ×{int(1 / TIME_SCALE)} (Wait states and retry backoff only)",
+        indent="")
     with log_path.open("w") as logs, LocalRuntime(time_scale=TIME_SCALE, poll_interval=1.0,
                                                   log_stream=logs) as runtime:
         world = World(runtime, out).start()
@@ -265,13 +339,45 @@ def main(argv: list[str] | None = None) -> int:
         (out / "sns-messages.json").write_text(json.dumps(runtime.alerts(), indent=1, default=str))
         world.stop()
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    page = write_page(out)
     leaks = scan_for_secrets(out, report["secrets_sha256"])
+    print_summary(scenarios, audit)
     print(f"\nwrote {out}/report.json, histories/, handler-logs.jsonl, sns-messages.json, slack-messages.json")
+    say(f"wrote {page}: the state machine graph with each scenario's path and timeline (open it in a browser)",
+        indent="")
     print(f"secret scan of {out}: {'no secret found' if not leaks else 'LEAKED in ' + ', '.join(leaks)}")
     ok = [s["status"] for s in scenarios] == [s.expected for s in SCENARIOS] and not leaks
     ok = ok and all(s["ci_build_passes"] for s in scenarios) and audit["status"] == "PASSED"
     print("demo", "OK" if ok else "FAILED")
     return 0 if ok else 1
+
+
+def write_page(out: Path) -> Path:
+    """``out/index.html`` from the ASL and the histories this run wrote under ``out/histories/``."""
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for scenario in SCENARIOS:
+        path = out / "histories" / f"{scenario.name}.json"
+        histories[scenario.name] = json.loads(path.read_text()) if path.exists() else []
+    histories[AUDIT] = []
+    titles = {s.name: s.title for s in SCENARIOS} | {AUDIT: AUDIT_TITLE}
+    page = out / "index.html"
+    page.write_text(demo_html.render(load_asl(), histories, titles, TIME_SCALE))
+    return page
+
+
+def print_summary(scenarios: list[dict[str, Any]], audit: dict[str, Any]) -> None:
+    """One line per scenario: what was expected, what happened, what the CI is left with."""
+    print("\nsummary")
+    expected = {s.name: s.expected for s in SCENARIOS}
+    for result in scenarios:
+        ok = result["status"] == expected[result["name"]] and result["ci_build_passes"]
+        keys = ", ".join(f"{k} {v}" for k, v in result["key_status"].items())
+        build = "CI build passes" if result["ci_build_passes"] else "CI build FAILS"
+        say(f"{'✓' if ok else '✗'} {result['name']}: {result['status']} (expected {expected[result['name']]}), "
+            f"{result['transitions']} states, {len(result['alerts'])} alert(s); keys: {keys}; {build}")
+    say(f"{'✓' if audit['status'] == 'PASSED' else '✗'} {AUDIT}: {audit['status']}, "
+        f"{len(audit['findings'])} finding(s), {audit['slack_messages']} Slack message(s), "
+        f"{audit['rotator_key_changes_flagged']} false finding(s) about the rotator's own changes")
 
 
 def scan_for_secrets(out: Path, secret_hashes: list[str]) -> list[str]:
