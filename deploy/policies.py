@@ -50,6 +50,11 @@ BASELINE_STATEMENTS: list[dict[str, Any]] = [
 NO_RESOURCE_TYPE = frozenset({
     "xray:PutTraceSegments", "xray:PutTelemetryRecords",
     "iam:GenerateCredentialReport", "iam:GetCredentialReport",
+    # The Service Authorization Reference lists no resource type for the task-token calls: a Resource naming
+    # the state machine never matches, so the grant must be "*". The token is the capability; the ledger keeps
+    # it encrypted with the stage's key, so another stage's functions never hold one of this stage's tokens.
+    # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html
+    "states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat",
 })
 #: Never granted to a Lambda, whatever the code says.
 FORBIDDEN = re.compile(
@@ -130,6 +135,8 @@ def family(action: str, origin: str) -> str:
     if service == "iam":
         return "account" if action in NO_RESOURCE_TYPE else "managed-user"
     if service == "states":
+        if action in NO_RESOURCE_TYPE:
+            return "account"
         return "execution" if name == "DescribeExecution" else "state-machine"
     return {"dynamodb": "table", "sns": "topic", "kms": "escrow-key"}.get(service, "unknown")
 

@@ -10,8 +10,7 @@ This module makes moto do the same for the actions the product uses:
 
 - ``resource_arns``: the ARN(s) of a request: IAM user (with its path) for access-key operations, the
   secret's ARN (with moto's random suffix, matched by ``secret:<name>-??????`` as on AWS), the DynamoDB
-  table (and index), the SNS topic, the state machine or execution (``SendTask*``: the state machine
-  running the task), the SSM parameter, the KMS key;
+  table (and index), the SNS topic, the state machine or execution (``SendTask*``: ``*``, as AWS has no resource type for them), the SSM parameter, the KMS key;
 - ``_match``: Resource and Action patterns matched as IAM does (``*`` and ``?`` wildcards, everything
   else literal; moto used them as a regular expression, so ``?`` and ``.`` misbehaved);
 - resource policies: a secret's resource policy and a KMS key policy are evaluated with their
@@ -179,20 +178,11 @@ def _states(response: Any, action: str, params: dict[str, Any], region: str, acc
     if params.get("stateMachineArn"):
         return [params["stateMachineArn"]]
     if params.get("taskToken"):
-        holder = _state_machine_holding(response, params["taskToken"])
-        return [holder or ANY_RESOURCE]
+        # SendTask* have no resource type (Service Authorization Reference): the request's resource is "*",
+        # which only a policy Resource of "*" matches, as on AWS.
+        return ["*"]
     return []
 
-
-def _state_machine_holding(response: Any, token: str) -> str | None:
-    backend = response.stepfunction_backend
-    for machine in getattr(backend, "state_machines", []):
-        for execution in list(getattr(machine, "executions", [])):
-            worker = getattr(execution, "exec_worker", None)
-            pool = getattr(getattr(getattr(worker, "env", None), "callback_pool_manager", None), "_pool", {})
-            if token in pool:
-                return str(machine.arn)
-    return None
 
 
 def _ssm(response: Any, action: str, params: dict[str, Any], region: str, account: str) -> list[str]:

@@ -177,3 +177,24 @@ def test_a_function_of_the_other_stage_cannot_reach_this_one(stages: dict, runti
         TableName=local["table"], Key={"pk": {"S": "x"}, "sk": {"S": "x"}}))
     # ...and it is a working identity on its own stage.
     assert not refused(client_for, lambda c: c("iam").list_access_keys(UserName=stages["other"]["user"]))
+
+
+@pytest.mark.parametrize(("resource", "allowed"), [("*", True), ("state-machine", False)])
+def test_task_token_calls_match_only_a_star_resource(runtime: LocalRuntime, resource: str, allowed: bool) -> None:
+    """SendTaskSuccess/Failure have no resource type (Service Authorization Reference): on AWS a grant scoped to
+    the state machine never matches them, so the webhook and the poller would be refused. Locally too."""
+    iam = runtime.client("iam")
+    name = f"sendtask-{'star' if allowed else 'scoped'}"
+    iam.create_user(UserName=name, Path="/service/")
+    scoped = runtime.state_machine_arn if resource == "state-machine" else "*"
+    iam.put_user_policy(UserName=name, PolicyName="tokens", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["states:SendTaskSuccess"],
+                                                "Resource": scoped}]}))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    iam_consistency.settle()
+    sfn = boto3.session.Session(aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+                                region_name="us-east-1").client("stepfunctions", endpoint_url=runtime.endpoint)
+    with pytest.raises(ClientError) as raised:
+        sfn.send_task_success(taskToken="not-a-token-of-any-task", output="{}")
+    denied = raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert denied is not allowed, raised.value.response["Error"]
