@@ -158,11 +158,14 @@ def webhook(provider):
     from chalicelib.deps import get_deps
 
     request = app.current_request
-    status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body)
+    status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body,
+                                   request.to_original_event().get("multiValueHeaders"))
     return Response(body=body, status_code=status)
 
 
 # -- audit (deploy in us-east-1: IAM and sign-in events exist only there) ---------------------------------
+# The audit rule fits EventBridge's default 2,048-character pattern quota and must admit read-only
+# CloudTrail events (chalicelib/event_patterns.RULE_STATES): Chalice cannot set a rule's state, deploy does.
 
 
 @app.on_cw_event(AUDIT_EVENT_PATTERN, name="audit")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-from chalicelib import clock
+from chalicelib import clock, log_safety
 from chalicelib.deps import Deps
 from chalicelib.errors import RotatorError
 from chalicelib.observability import logger
+from chalicelib.targets.http import time_budget
 from chalicelib.verification import confirm_and_resolve
+
+#: The most one run's confirmation may take: a CI whose status API hangs must not use up the invocation
+#: (the poller's Lambda timeout) and leave every other CI's runs unconfirmed until the next round.
+RUN_BUDGET_SECONDS = 20.0
 
 
 def poll(deps: Deps) -> dict[str, int]:
+    log_safety.enforce()
     outcomes: Counter[str] = Counter()
     now = clock.epoch(clock.now())
     for callback in deps.ledger.callbacks():
@@ -21,7 +27,8 @@ def poll(deps: Deps) -> dict[str, int]:
             outcomes["expired"] += 1
             continue
         try:
-            outcomes[confirm_and_resolve(deps, provider, run_id, source="poller")] += 1
+            with time_budget(RUN_BUDGET_SECONDS):
+                outcomes[confirm_and_resolve(deps, provider, run_id, source="poller")] += 1
         except RotatorError as exc:
             # One unreachable CI must not stop the others from being confirmed.
             logger.warning("poll failed", extra={"provider": provider, "run_id": run_id,

@@ -1,4 +1,9 @@
-"""Resolving a parked verification: the webhook route and the poller both end up here."""
+"""Resolving a parked verification: the webhook route and the poller both end up here.
+
+The CI's status API decides (a webhook is only a hint); the task token is decrypted from the ledger only
+to resume the execution. The webhook route calls this under a time budget (``targets.http.time_budget``),
+the poller with a larger one per run.
+"""
 
 from __future__ import annotations
 
@@ -35,18 +40,24 @@ def resolve(deps: Deps, callback: dict[str, Any], status: RunStatus, source: str
     provider, run_id = callback["provider"], callback["run_id"]
     user, rid, tid = callback["user"], callback["rotation_id"], callback["target_id"]
     passed = status.state is RunState.SUCCEEDED
+    # Decrypted only here, once the status API has spoken (chalicelib/task_tokens.py); before anything is
+    # recorded, so an unusable token leaves the ledger as it was.
+    task_token = deps.ledger.task_token(callback)
     now = clock.iso(clock.now())
+    # Which key the build authenticated with, when the provider reports it: DrainCheck's best evidence.
+    used_key = {"used_key_sha256": status.used_key_sha256} if status.used_key_sha256 else {}
     deps.ledger.set_target(user, rid, tid, status="verified" if passed else "verification-failed",
-                           verified=passed, verified_at=now, run_result=status.detail, resolved_by=source)
+                           verified=passed, verified_at=now, run_result=status.detail, resolved_by=source,
+                           **used_key)
     try:
         if passed:
             deps.sfn.send_task_success(
-                taskToken=callback["task_token"],
+                taskToken=task_token,
                 output=json.dumps({"target_id": tid, "run_id": run_id, "result": status.detail}),
             )
         else:
             deps.sfn.send_task_failure(
-                taskToken=callback["task_token"],
+                taskToken=task_token,
                 error="VerificationFailed",
                 cause=f"target {tid}: build {run_id} ended {status.detail}",
             )

@@ -92,7 +92,7 @@ def test_validly_signed_webhook_still_needs_the_status_api_to_agree(clean_world:
     response = post(clean_world, body, {"X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": str(uuid.uuid4()),
                                         "X-Hub-Signature-256": signature})
 
-    assert response.status == 200 and json.loads(response.data)["status"] == "pending"
+    assert response.status == 202 and json.loads(response.data)["status"] == "pending"
     assert clean_world.runtime.wait(started.execution_arn)["status"] == "FAILED"
 
 
@@ -128,3 +128,36 @@ def test_an_unusable_configuration_is_a_clear_503(clean_world: World, user: str,
     finally:
         clean_world.write_config()
         reset()
+
+
+def test_the_ledger_holds_no_task_token_a_reader_could_use(clean_world: World, user: str) -> None:
+    """Table read access plus states:SendTaskSuccess must not resume a verification the CI never confirmed:
+    the ledger holds KMS ciphertext bound to the provider, run and rotation (chalicelib/task_tokens.py)."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws
+    from chalicelib.task_tokens import SealedTokenUnusable
+
+    runtime = clean_world.runtime
+    clean_world.github.hang_next_builds(f"acme/{user}", 1)
+    clean_world.users[user].timings["verify_timeout"] = "8s"
+    clean_world.write_config()
+    started = clean_world.start_rotation(user)
+    callback = wait_for_callback(user)
+    scheduled = [json.loads(e["taskScheduledEventDetails"]["parameters"]) for e in runtime.history(started.execution_arn)
+                 if "taskScheduledEventDetails" in e]
+    (token,) = {p["Payload"]["task_token"] for p in scheduled if "task_token" in p.get("Payload", {})}
+
+    item = runtime.client("dynamodb").get_item(TableName=runtime.table_name, Key={
+        "pk": {"S": "CALLBACK"}, "sk": {"S": f"github#{callback['run_id']}"}})["Item"]
+    assert token not in json.dumps(item)
+    sfn = runtime.client("stepfunctions")
+    for name, value in item.items():
+        if "S" in value and name not in ("pk", "sk"):
+            with pytest.raises(ClientError):
+                sfn.send_task_success(taskToken=value["S"], output="{}")
+    with aws.acting_as(runtime.identity_of("poller")):
+        assert get_deps().ledger.task_token(callback) == token
+        with pytest.raises(SealedTokenUnusable):  # the ciphertext is bound to its own run
+            get_deps().ledger.task_token({**callback, "run_id": "1"})
+    assert runtime.wait(started.execution_arn)["status"] == "FAILED", "nothing resumed it: the build hangs"
