@@ -1,6 +1,6 @@
 """Fixtures and a small factory of realistic CloudTrail / EventBridge events for the audit tests.
 
-The real samples live in tests/audit/fixtures (copied from shared/fixtures/events with their README), so
+The real samples live in tests/audit/fixtures (with a README naming each one's public source), so
 these tests never depend on a directory outside the repository.
 """
 
