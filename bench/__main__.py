@@ -20,7 +20,10 @@ TARGETS = {
     "lambda_invocations_per_rotation": ("", None, "Lambda invocations"),
     "iam_calls_per_rotation": ("", None, "IAM API calls"),
     "seconds_verified_to_inactive": ("<=", 2, "s, verification result to old key Inactive"),
+    "seconds_event_to_contained": ("", None, "s (simulated clock, strict IAM), AWS Health event to the leaked key "
+                                             "refused"),
     "audit_events_per_second": (">=", 20_000, "events/s on one core"),
+    "audit_cost_ratio": ("<=", 3, "× the parse + event-name floor, same run and corpus"),
     "audit_p50_ms": ("", None, "ms per event, p50"),
     "audit_p99_ms": ("", None, "ms per event, p99"),
     "app_import_ms": ("<=", 300, "ms, import app.py"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from datetime import datetime
 from typing import Any
 
+from chalicelib import clock
 from chalicelib.audit import service
 from chalicelib.audit.telemetry import metrics
 from chalicelib.deps import get_deps
@@ -17,10 +19,24 @@ def _managed_users() -> list[str]:
     return [u.name for u in get_deps().config.users]
 
 
+def exposure_lookup(user: str) -> datetime | None:
+    """When the rotator last started an emergency rotation of ``user`` for an exposed key (the exposure
+    handler records it in the ledger as a rotation with reason ``exposure``), or None."""
+    started = [r.get("started_at") for r in get_deps().ledger.rotations(user) if r.get("reason") == "exposure"]
+    times = [clock.parse_iso(s) for s in started if isinstance(s, str) and s]
+    return max(times) if times else None
+
+
 def audit(event: dict[str, Any]) -> dict[str, Any]:
     """Classify one EventBridge event; a key change is the rotator's only if the ledger holds its intent."""
+    deps = get_deps()
+    config = deps.config
     try:
-        return service.audit_event(event, managed_users=_managed_users(), intent_lookup=get_deps().ledger.find_intent)
+        return service.audit_event(
+            event, managed_users=_managed_users(), intent_lookup=deps.ledger.find_intent,
+            profiles={u.name: u.profile for u in config.users if u.profile is not None},
+            suppressions=config.suppressions, exposure_lookup=exposure_lookup,
+        )
     finally:
         metrics.flush_metrics()
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from chalicelib.audit.models import Record
+from chalicelib.audit.profile import ManagedUserProfile
+from chalicelib.audit.suppression import Suppression
 from chalicelib.audit.telemetry import logger
 
 #: (user name, action e.g. "CreateAccessKey", access key id or None, event time) -> did the rotation
 #: workflow announce this call? ``chalicelib.ledger.Ledger.find_intent`` has exactly this shape.
 IntentLookup = Callable[[str, str, str | None, datetime], bool]
+#: user name -> when the rotator last handled an exposure of one of that user's keys (None: never).
+#: ``chalicelib.audit_handlers.exposure_lookup`` reads it from the ledger's exposure rotations.
+ExposureLookup = Callable[[str], datetime | None]
+
+#: How long after an exposure a managed user's unexpected calls stay CRITICAL: sessions minted from the
+#: leaked key live up to 36 hours (GetSessionToken's maximum); a week covers a slow attacker and the triage.
+EXPOSURE_HORIZON = timedelta(days=7)
 
 DEFAULT_ROTATOR_ROLE = "ci-key-rotator"
 DEFAULT_RESOURCE_PREFIX = "ci-key-rotator"
@@ -35,6 +44,11 @@ class AuditContext:
     rotator_role_name: str = DEFAULT_ROTATOR_ROLE
     resource_prefix: str = DEFAULT_RESOURCE_PREFIX
     intent_lookup: IntentLookup | None = None
+    #: Per managed user: what its pipeline is expected to do (``chalicelib.audit.profile``).
+    profiles: Mapping[str, ManagedUserProfile] = field(default_factory=dict, compare=False)
+    exposure_lookup: ExposureLookup | None = field(default=None, compare=False)
+    #: The allow-list (``chalicelib.audit.suppression``), applied by the pipeline after classification.
+    suppressions: tuple[Suppression, ...] = field(default=(), compare=False)
     rotator_names: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
@@ -42,6 +56,7 @@ class AuditContext:
             object.__setattr__(self, "managed_users", frozenset(_as_iterable(self.managed_users)))
         names = frozenset(n.strip() for n in (self.rotator_role_name or "").split(",") if n.strip())
         object.__setattr__(self, "rotator_names", names)
+        object.__setattr__(self, "_exposures", {})
 
     def is_rotator(self, record: Record) -> bool:
         """Was this call made by the rotator: its role (session issuer), or an IAM user of that name?"""
@@ -62,6 +77,45 @@ class AuditContext:
         """A managed CI user, or the rotator's own IAM user (local runtime)."""
         return bool(user) and (user in self.managed_users or user in self.rotator_names)
 
+    def managed_caller(self, record: Record) -> str:
+        """The managed CI user who made this call with its own key, or "" (one dict lookup: this runs
+        on every event)."""
+        identity = record.identity
+        kind = identity.type
+        if kind == "IAMUser":
+            # Also a GetSessionToken session: CloudTrail logs its calls as the IAM user (ASIA key id).
+            name = identity.userName
+        elif kind == "FederatedUser" and identity.sessionContext and identity.sessionContext.sessionIssuer:
+            # A GetFederationToken session: the issuer is the IAM user whose key minted it.
+            name = identity.sessionContext.sessionIssuer.userName
+        else:
+            return ""
+        return name if name and name in self.managed_users else ""
+
+    def profile(self, user: str) -> ManagedUserProfile | None:
+        return self.profiles.get(user)
+
+    def exposed_before(self, user: str, at: datetime | None) -> datetime | None:
+        """When ``user``'s key was exposed, if that was before ``at`` and within EXPOSURE_HORIZON.
+        A failing lookup means "not known to be exposed" (the finding is HIGH already) and is logged."""
+        if self.exposure_lookup is None or at is None or not user:
+            return None
+        cache: dict[str, datetime | None] = self._exposures  # type: ignore[attr-defined]
+        if user not in cache:
+            try:
+                cache[user] = self.exposure_lookup(user)
+            except Exception as exc:  # noqa: BLE001 - a severity lookup must not lose the finding
+                logger.warning("exposure lookup failed", extra={"user": user, "error": type(exc).__name__})
+                return None
+        exposed = cache[user]
+        if exposed is None:
+            return None
+        # CloudTrail times carry a zone; a hand-made event or ledger row may not (both are UTC).
+        at, exposed = _utc(at), _utc(exposed)
+        if exposed > at or at - exposed > EXPOSURE_HORIZON:
+            return None
+        return exposed
+
     def owns(self, resource_name: str) -> bool:
         """Is this one of the product's own resources (Lambdas, rules, state machine, table...)?"""
         return bool(self.resource_prefix) and resource_name.startswith(self.resource_prefix)
@@ -77,6 +131,10 @@ class AuditContext:
             logger.warning("intent lookup failed; treating the change as unannounced",
                            extra={"user": user, "action": action, "error": type(exc).__name__})
             return False
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _as_iterable(value: Iterable[str] | str | None) -> Iterable[str]:

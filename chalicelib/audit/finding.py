@@ -52,6 +52,11 @@ class Category(enum.StrEnum):
     STS = "sts"
     EXPOSURE = "exposure"
     SELF_PROTECTION = "self-protection"
+    MANAGED_USER = "managed-user"
+    DEFENSE_EVASION = "defense-evasion"
+    PERSISTENCE = "persistence"
+    EXFILTRATION = "exfiltration"
+    ALLOW_LIST = "allow-list"
 
 
 #: Longest string a finding keeps; Slack and SNS truncate further to their own limits.

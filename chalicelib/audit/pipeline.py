@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from chalicelib.audit import suppression
+from chalicelib.audit.allow_list_log import AllowListLog
 from chalicelib.audit.context import AuditContext
 from chalicelib.audit.dedup import Deduplicator
 from chalicelib.audit.detections.base import ANY, Detection
@@ -130,6 +132,8 @@ class FindingOutcome:
     notified: bool
     suppressed: bool
     failed_notifiers: list[str] = field(default_factory=list)
+    #: The reason of the allow-list entry that quieted this finding (not notified, listed in the digest).
+    allow_listed: str | None = None
 
 
 @dataclass
@@ -146,6 +150,7 @@ class Summary:
             "findings": len(self.outcomes),
             "notified": sum(o.notified for o in self.outcomes),
             "suppressed": sum(o.suppressed for o in self.outcomes),
+            "allow_listed": sum(o.allow_listed is not None for o in self.outcomes),
             "failed_notifiers": failed,
             "undelivered": [
                 o.finding.dedup_key for o in self.outcomes if not o.notified and not o.suppressed
@@ -161,6 +166,7 @@ class Summary:
                     "notified": o.notified,
                     "suppressed": o.suppressed,
                     "failed_notifiers": o.failed_notifiers,
+                    **({"allow_listed": o.allow_listed} if o.allow_listed is not None else {}),
                 }
                 for o in self.outcomes
             ],
@@ -176,8 +182,10 @@ def handle_event(
     min_severity: Severity | str = Severity.INFO,
     now: datetime | None = None,
     classifier: Classifier | None = None,
+    allow_log: AllowListLog | None = None,
 ) -> dict[str, Any]:
-    """The audit Lambda: classify, drop repeats within the dedup window, notify, report.
+    """The audit Lambda: classify, quiet what the allow-list covers, drop repeats within the dedup
+    window, notify, report.
 
     Every finding is logged (masked) whatever happens to its notification, so a failing notifier
     never loses it. When every notifier failed, the dedup claim is released so that a redelivery of the
@@ -193,10 +201,15 @@ def handle_event(
             continue
         summary.records += 1
         for finding in classifier.classify_record(item, ctx):
+            entry = suppression.match(ctx.suppressions, finding, item, now) if ctx.suppressions else None
+            if entry is not None:
+                summary.outcomes.append(_allow_listed(finding, entry.reason, allow_log, now))
+                continue
             summary.outcomes.append(_deliver(finding, notifiers, dedup, threshold, now))
     counts = summary.as_dict()
     count("FindingsDetected", counts["findings"])
     count("FindingsSuppressed", counts["suppressed"])
+    count("FindingsAllowListed", counts["allow_listed"])
     count("MalformedRecords", summary.problems)
     return counts
 
@@ -217,6 +230,17 @@ def notify_findings(
     counts = summary.as_dict()
     count("FindingsDetected", counts["findings"])
     return counts
+
+
+def _allow_listed(finding: Finding, reason: str, log: AllowListLog | None, now: datetime | None) -> FindingOutcome:
+    logger.info("audit finding allow-listed", extra={"finding": finding.to_json_dict(), "allow_list_reason": reason})
+    if log is not None:
+        try:
+            log.record(finding, reason, now)
+        except Exception as exc:  # noqa: BLE001 - the digest misses one line; the log line above has it
+            logger.warning("allow-list tally unavailable", extra={"error": type(exc).__name__})
+            count("AllowListLogErrors")
+    return FindingOutcome(finding, notified=False, suppressed=False, allow_listed=reason)
 
 
 def _deliver(

@@ -29,6 +29,7 @@ from .conftest import (
     iam_user,
     root,
 )
+from .depth_cases import ROWS as DEPTH_ROWS
 
 
 @dataclass
@@ -341,6 +342,8 @@ CASES = [
          EB(ct("DeleteSecret", "secretsmanager.amazonaws.com", identity=assumed_role(ROTATOR_ROLE),
                params={"secretId": "ci-key-rotator/ci-deployer"}))),
 ]
+
+CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in DEPTH_ROWS]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

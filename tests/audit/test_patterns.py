@@ -55,11 +55,12 @@ def test_pattern_fits_as_chalice_sends_it_and_covers_every_indexed_source() -> N
     # Chalice: ``event_pattern=json.dumps(event_source.event_pattern)``, default separators, spaces count.
     assert chalice_size(pattern) == len(json.dumps(pattern)) <= MAX_PATTERN_CHARS
     listed = {s for clause in pattern["$or"] for s in clause.get("detail", {}).get("eventSource", [])}
-    assert listed == {s for d in all_detections() for s in d.triggers if s.endswith(".amazonaws.com")}
+    assert listed == {s for d in all_detections() for s in d.triggers if s.endswith(".amazonaws.com")}, (
+        "at the default quota every source stays exact")
 
 
 def test_a_smaller_quota_compresses_further_and_a_larger_one_keeps_more_exact_names() -> None:
-    tight, roomy = audit_event_pattern(1600), audit_event_pattern(4096)
+    tight, roomy = audit_event_pattern(1600), audit_event_pattern(8192)
     assert chalice_size(tight) <= 1600
     exact = [n for n in roomy["$or"][0]["detail"]["eventName"] if isinstance(n, str)]
     assert "CreateAccessKey" in exact, "with room, names stay exact"
@@ -119,3 +120,29 @@ def test_the_audit_rule_admits_read_only_events() -> None:
     assert any("*" in d.triggers for d in all_detections())
     assert AUDIT_RULE_STATE == rule_state("audit") == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
     assert rule_state("exposure") == "ENABLED", "AWS Health events are not CloudTrail reads"
+
+
+def test_session_minting_reads_are_admitted_by_exact_name_only() -> None:
+    """GetSessionToken & co. are read-only events: admitted by name (the rule's state lets reads in), and
+    no prefix that would let every Get in."""
+    from deploy.event_pattern import WATCHED_READS
+
+    pattern = audit_event_pattern()
+    names = pattern["$or"][0]["detail"]["eventName"]
+    assert WATCHED_READS <= {n for n in names if isinstance(n, str)}
+    assert read_only_matchers(pattern) == []
+    assert _matches(pattern, eventbridge(ct("GetSessionToken", "sts.amazonaws.com")))
+    assert not _matches(pattern, eventbridge(ct("GetCallerIdentity", "sts.amazonaws.com")))
+
+
+@pytest.mark.parametrize("limit", [1900, 1600])
+def test_a_tight_quota_compresses_sources_and_still_admits_every_indexed_name(limit: int) -> None:
+    pattern = audit_event_pattern(limit)
+    assert chalice_size(pattern) <= limit
+    assert any(isinstance(s, dict) for s in pattern["$or"][0]["detail"]["eventSource"])
+    assert read_only_matchers(pattern) == []
+    for detection in all_detections():
+        for source, names in detection.triggers.items():
+            if source.endswith(".amazonaws.com"):
+                for name in names or ():
+                    assert _matches(pattern, eventbridge(ct(name, source))), (limit, source, name)

@@ -15,7 +15,8 @@ from .conftest import ct
 
 CATEGORIES = [
     "key-lifecycle", "root", "console-login", "unauthorized-call", "iam-policy", "iam-identity", "cloudtrail", "kms",
-    "s3-policy", "config", "network", "organizations", "sts", "exposure", "self-protection",
+    "s3-policy", "config", "network", "organizations", "sts", "exposure", "self-protection", "managed-user",
+    "defense-evasion", "persistence", "exfiltration", "allow-list",
 ]
 
 
@@ -39,18 +40,19 @@ def test_every_family_module_is_discovered() -> None:
     assert names == {
         "cloudtrail", "config_service", "console_login", "exposure", "iam_identity", "iam_policy", "key_lifecycle",
         "kms", "network", "organizations", "root", "s3_policy", "self_protection", "sts", "unauthorized",
+        "managed_user", "defense_evasion", "persistence", "exfiltration", "allow_list",
     }
 
 
 def test_a_new_family_is_one_module_with_detections() -> None:
     module = types.ModuleType("chalicelib.audit.detections.extra")
     module.DETECTIONS = (  # type: ignore[attr-defined]
-        Detection(id="network.flow-logs-deleted", category="network", severity="HIGH", title="Flow logs deleted",
-                  events={"ec2.amazonaws.com": {"DeleteFlowLogs"}}, description="x"),
+        Detection(id="network.web-acl-deleted", category="network", severity="HIGH", title="Web ACL deleted",
+                  events={"wafv2.amazonaws.com": {"DeleteWebACL"}}, description="x"),
     )
     detections = collect([*family_modules(), module])
-    finding_ids = [f.detection for f in classify(ct("DeleteFlowLogs", "ec2.amazonaws.com"), _ctx(), Classifier(detections))]
-    assert finding_ids == ["network.flow-logs-deleted"]
+    finding_ids = [f.detection for f in classify(ct("DeleteWebACL", "wafv2.amazonaws.com"), _ctx(), Classifier(detections))]
+    assert finding_ids == ["network.web-acl-deleted"]
 
 
 def test_collect_refuses_duplicates_and_bad_modules() -> None:
@@ -98,3 +100,12 @@ def _ctx():
     from chalicelib.audit.context import AuditContext
 
     return AuditContext()
+
+
+def test_attack_families_record_their_attack_techniques() -> None:
+    """Issue 14: every detection of the attack families names the ATT&CK technique(s) it covers."""
+    families = ("managed-user", "defense-evasion", "persistence", "exfiltration")
+    missing = [d.id for d in all_detections() if d.category.value in families and not d.techniques]
+    assert missing == []
+    with pytest.raises(ValueError, match="ATT&CK"):
+        Detection(id="network.x", category="network", severity="LOW", title="x", events={}, techniques=("1562",))

@@ -32,6 +32,7 @@ MatchResult = bool | Finding | None
 Matcher = Callable[[Record, AuditContext], MatchResult]
 
 _ID = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+$")
+_TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
 
 
 def _always(record: Record, ctx: AuditContext) -> MatchResult:
@@ -53,11 +54,16 @@ class Detection:
     suppresses: tuple[str, ...] = ()
     #: Part of the dedup key besides the detection id; default: principal, action, first target.
     dedup: Callable[[Record], Sequence[str]] | None = None
+    #: MITRE ATT&CK (cloud matrix) technique ids this detection covers, e.g. ``T1562.008``.
+    techniques: tuple[str, ...] = ()
     _events: dict[str, frozenset[str] | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id) or not self.id.startswith(f"{Category(self.category).value}."):
             raise ValueError(f"detection id {self.id!r} must be '<category>.<slug>' in lower case")
+        bad = [t for t in self.techniques if not _TECHNIQUE.match(t)]
+        if bad:
+            raise ValueError(f"detection {self.id}: ATT&CK technique ids look like T1562 or T1562.008, not {bad}")
         events = {src: (None if names is None else frozenset(names)) for src, names in self.events.items()}
         object.__setattr__(self, "_events", events)
         object.__setattr__(self, "category", Category(self.category))

@@ -9,6 +9,7 @@ CLOUDTRAIL = "cloudtrail.amazonaws.com"
 
 LOGGING_STOPPED = Detection(
     id="cloudtrail.logging-stopped",
+    techniques=('T1562.008',),
     category=Category.CLOUDTRAIL,
     severity=Severity.CRITICAL,
     title="CloudTrail logging stopped or trail deleted",
@@ -18,6 +19,7 @@ LOGGING_STOPPED = Detection(
 
 TRAIL_MODIFIED = Detection(
     id="cloudtrail.trail-modified",
+    techniques=('T1562.008',),
     category=Category.CLOUDTRAIL,
     severity=Severity.MEDIUM,
     title="CloudTrail trail modified",

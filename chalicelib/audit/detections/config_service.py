@@ -9,6 +9,7 @@ CONFIG = "config.amazonaws.com"
 
 RECORDING_STOPPED = Detection(
     id="config.recording-stopped",
+    techniques=('T1562.008',),
     category=Category.CONFIG,
     severity=Severity.HIGH,
     title="AWS Config recording stopped or delivery channel deleted",
@@ -18,6 +19,7 @@ RECORDING_STOPPED = Detection(
 
 RECORDER_CHANGED = Detection(
     id="config.recorder-changed",
+    techniques=('T1562.008',),
     category=Category.CONFIG,
     severity=Severity.LOW,
     title="AWS Config recorder or delivery channel changed",

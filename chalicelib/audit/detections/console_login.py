@@ -71,6 +71,7 @@ def _ci_user(record: Record, ctx: AuditContext) -> MatchResult:
 
 NO_MFA = Detection(
     id="console-login.no-mfa",
+    techniques=('T1078.004',),
     category=Category.CONSOLE_LOGIN,
     severity=Severity.HIGH,
     title="Console sign-in without MFA",
@@ -82,6 +83,7 @@ NO_MFA = Detection(
 
 FAILURE = Detection(
     id="console-login.failure",
+    techniques=('T1110',),
     category=Category.CONSOLE_LOGIN,
     severity=Severity.MEDIUM,
     title="Console sign-in failed",
@@ -92,6 +94,7 @@ FAILURE = Detection(
 
 CI_USER_LOGIN = Detection(
     id="console-login.ci-user",
+    techniques=('T1078.004',),
     category=Category.CONSOLE_LOGIN,
     severity=Severity.HIGH,
     title="Managed CI user signed in to the console",

@@ -50,6 +50,7 @@ def _quarantined(record: Record, ctx: AuditContext) -> MatchResult:
 
 HEALTH_RISK = Detection(
     id="exposure.health-risk",
+    techniques=('T1552.001', 'T1078.004'),
     category=Category.EXPOSURE,
     severity=Severity.CRITICAL,
     title="AWS reports exposed credentials",
@@ -60,6 +61,7 @@ HEALTH_RISK = Detection(
 
 QUARANTINE = Detection(
     id="exposure.quarantine-policy-attached",
+    techniques=('T1078.004',),
     category=Category.EXPOSURE,
     severity=Severity.CRITICAL,
     title="AWS compromised-key quarantine policy attached",

@@ -35,6 +35,7 @@ def _group_membership(record: Record, ctx: AuditContext) -> MatchResult:
 
 USER_CREATED = Detection(
     id="iam-identity.user-created",
+    techniques=('T1136.003',),
     category=Category.IAM_IDENTITY,
     severity=Severity.MEDIUM,
     title="IAM user created",
@@ -44,6 +45,7 @@ USER_CREATED = Detection(
 
 USER_DELETED = Detection(
     id="iam-identity.user-deleted",
+    techniques=('T1531',),
     category=Category.IAM_IDENTITY,
     severity=Severity.MEDIUM,
     title="IAM user deleted",
@@ -54,6 +56,7 @@ USER_DELETED = Detection(
 
 LOGIN_PROFILE = Detection(
     id="iam-identity.login-profile-change",
+    techniques=('T1098',),
     category=Category.IAM_IDENTITY,
     severity=Severity.MEDIUM,
     title="Console password created or changed",
@@ -64,6 +67,7 @@ LOGIN_PROFILE = Detection(
 
 GROUP_MEMBERSHIP = Detection(
     id="iam-identity.group-membership",
+    techniques=('T1098',),
     category=Category.IAM_IDENTITY,
     severity=Severity.MEDIUM,
     title="User added to an IAM group",
@@ -74,6 +78,7 @@ GROUP_MEMBERSHIP = Detection(
 
 MFA_REMOVED = Detection(
     id="iam-identity.mfa-removed",
+    techniques=('T1556.006',),
     category=Category.IAM_IDENTITY,
     severity=Severity.HIGH,
     title="MFA device deactivated or deleted",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from chalicelib.audit.context import AuditContext
-from chalicelib.audit.detections.base import Detection, MatchResult, names
+from chalicelib.audit.detections import policy_grants
+from chalicelib.audit.detections.base import Detection, MatchResult, failed_suffix, names
 from chalicelib.audit.finding import Category, Severity
 from chalicelib.audit.models import Record
 
@@ -21,9 +22,12 @@ EXTRA_POLICY_EVENTS = names(
 
 
 def _change(record: Record, ctx: AuditContext) -> MatchResult:
-    reasons = []
-    if record.param("policyArn").endswith(":policy/AdministratorAccess"):
-        reasons.append("grants AdministratorAccess")
+    grant = policy_grants.merge(
+        policy_grants.assess(record.params.get("policyDocument"), record.account,
+                             resource_policy=record.name == "UpdateAssumeRolePolicy"),
+        policy_grants.managed_policy(record.param("policyArn")),
+    )
+    reasons = list(grant.reasons)
     user = record.param("userName")
     if ctx.is_protected_user(user):
         reasons.append(f"targets managed user {user}")
@@ -31,8 +35,8 @@ def _change(record: Record, ctx: AuditContext) -> MatchResult:
         return True
     return POLICY_CHANGE.finding(
         record,
-        severity=Severity.HIGH,
-        summary=f"{record.principal} called iam:{record.name} — " + "; ".join(reasons),
+        severity=grant.severity or Severity.HIGH,
+        summary=f"{record.principal} called iam:{record.name} — " + "; ".join(reasons) + failed_suffix(record),
     )
 
 
@@ -43,8 +47,10 @@ POLICY_CHANGE = Detection(
     title="IAM policy changed",
     events={IAM: CIS_POLICY_EVENTS | EXTRA_POLICY_EVENTS},
     match=_change,
+    techniques=("T1098", "T1098.003", "T1484"),
     description="The 16 CIS 4.4 IAM policy events plus SetDefaultPolicyVersion, trust policy and "
-    "permissions-boundary changes; HIGH for AdministratorAccess or a managed CI user.",
+    "permissions-boundary changes; HIGH (CRITICAL for a trust policy anyone may assume) by what the "
+    "document grants (policy_grants), for an admin-equivalent AWS managed policy or a managed CI user.",
 )
 
 DETECTIONS = (POLICY_CHANGE,)

@@ -64,6 +64,7 @@ def _not_by_rotator(record: Record, ctx: AuditContext) -> MatchResult:
 
 ACCESS_KEY_CHANGE = Detection(
     id="key-lifecycle.access-key-change",
+    techniques=('T1098.001',),
     category=Category.KEY_LIFECYCLE,
     severity=Severity.MEDIUM,
     title="Access key changed outside the rotator",

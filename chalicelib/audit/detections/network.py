@@ -47,6 +47,7 @@ def _security_group(record: Record, ctx: AuditContext) -> MatchResult:
 
 SECURITY_GROUP = Detection(
     id="network.security-group-change",
+    techniques=('T1562.007',),
     category=Category.NETWORK,
     severity=Severity.MEDIUM,
     title="Security group changed",
@@ -57,6 +58,7 @@ SECURITY_GROUP = Detection(
 
 NACL = Detection(
     id="network.nacl-change",
+    techniques=('T1562.007',),
     category=Category.NETWORK,
     severity=Severity.MEDIUM,
     title="Network ACL changed",

@@ -30,6 +30,7 @@ def _change(record: Record, ctx: AuditContext) -> MatchResult:
 
 ORG_CHANGE = Detection(
     id="organizations.change",
+    techniques=('T1666',),
     category=Category.ORGANIZATIONS,
     severity=Severity.HIGH,
     title="AWS Organizations changed",

@@ -9,7 +9,8 @@ from types import ModuleType
 
 from chalicelib.audit.detections.base import Detection
 
-_NOT_FAMILIES = frozenset({"base", "registry"})
+#: Shared helpers, not families (policy_grants: what a policy document grants, used by several families).
+_NOT_FAMILIES = frozenset({"base", "registry", "policy_grants"})
 
 
 def family_modules() -> list[ModuleType]:

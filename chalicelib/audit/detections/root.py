@@ -42,6 +42,7 @@ def _root_activity(record: Record, ctx: AuditContext) -> MatchResult:
 
 ROOT_ACCESS_KEY_CREATED = Detection(
     id="root.access-key-created",
+    techniques=('T1098.001', 'T1078.004'),
     category=Category.ROOT,
     severity=Severity.CRITICAL,
     title="Root access key created",
@@ -53,6 +54,7 @@ ROOT_ACCESS_KEY_CREATED = Detection(
 
 ROOT_ACTIVITY = Detection(
     id="root.activity",
+    techniques=('T1078.004',),
     category=Category.ROOT,
     severity=Severity.CRITICAL,
     title="Root user activity",

@@ -91,6 +91,7 @@ def _own_store(record: Record, ctx: AuditContext) -> MatchResult:
 
 ROTATOR_OUTSIDE_ROTATION = Detection(
     id="self-protection.rotator-outside-rotation",
+    techniques=('T1098.001',),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotator role used outside a rotation",
@@ -101,6 +102,7 @@ ROTATOR_OUTSIDE_ROTATION = Detection(
 
 ROTATOR_IDENTITY_CHANGED = Detection(
     id="self-protection.rotator-identity-changed",
+    techniques=('T1098',),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotator's role or user changed",
@@ -115,6 +117,7 @@ ROTATOR_IDENTITY_CHANGED = Detection(
 
 FUNCTION_CHANGED = Detection(
     id="self-protection.function-changed",
+    techniques=('T1562.001',),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotator Lambda function changed",
@@ -125,6 +128,7 @@ FUNCTION_CHANGED = Detection(
 
 RULE_CHANGED = Detection(
     id="self-protection.event-rule-changed",
+    techniques=('T1562.001',),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotator EventBridge rule changed",
@@ -135,6 +139,7 @@ RULE_CHANGED = Detection(
 
 STATE_MACHINE_CHANGED = Detection(
     id="self-protection.state-machine-changed",
+    techniques=('T1562.001',),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotation state machine changed",
@@ -145,6 +150,7 @@ STATE_MACHINE_CHANGED = Detection(
 
 STORE_CHANGED = Detection(
     id="self-protection.store-changed",
+    techniques=('T1562.001', 'T1485'),
     category=Category.SELF_PROTECTION,
     severity=Severity.HIGH,
     title="Rotator table, topic or escrow changed",

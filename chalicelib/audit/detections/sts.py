@@ -43,6 +43,7 @@ def _denied(record: Record, ctx: AuditContext) -> MatchResult:
 
 ROTATOR_ASSUMED = Detection(
     id="sts.rotator-role-assumed",
+    techniques=('T1078.004',),
     category=Category.STS,
     severity=Severity.HIGH,
     title="Rotator role assumed outside its services",
@@ -53,6 +54,7 @@ ROTATOR_ASSUMED = Detection(
 
 ASSUME_DENIED = Detection(
     id="sts.assume-role-denied",
+    techniques=('T1078.004',),
     category=Category.STS,
     severity=Severity.MEDIUM,
     title="AssumeRole denied",

@@ -44,6 +44,7 @@ def _denied(record: Record, ctx: AuditContext) -> MatchResult:
 
 ACCESS_DENIED = Detection(
     id="unauthorized-call.access-denied",
+    techniques=('T1526',),
     category=Category.UNAUTHORIZED_CALL,
     severity=Severity.LOW,
     title="Unauthorized API call",
