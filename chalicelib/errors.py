@@ -18,6 +18,19 @@ class TransientError(RotatorError):
     """Throttling, 5xx or a network blip: the state machine retries with backoff."""
 
 
+class RateLimited(TransientError):
+    """A CI API's rate limit is spent for longer than a Lambda should sleep (GitHub's primary reset is up to
+    an hour, Bitbucket's window is a rolling hour): the state machine parks the task and retries with a long
+    backoff (``statemachine/rotation.asl.json``) instead of rolling the rotation back.
+
+    ``retry_after_seconds`` is what the provider asked for (its reset time, or a documented minimum).
+    """
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class RotationInProgress(RotatorError):
     """Another rotation of the same user holds the lock."""
 
@@ -56,6 +69,11 @@ class VerificationTriggerFailed(RotatorError):
 
 class VerificationFailed(RotatorError):
     """The verification build ran and did not succeed (or no build ran)."""
+
+
+class LastUseNotSeenYet(RotatorError):
+    """AWS has not reported the new key used since the push yet (its last-used data is late and coarse);
+    the state machine retries with backoff for about four hours, then alerts."""
 
 
 class UnknownConsumer(RotatorError):

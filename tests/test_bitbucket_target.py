@@ -21,6 +21,7 @@ from chalicelib.targets.bitbucket import (
     signature,
 )
 from chalicelib.targets.registry import provider
+from local import iam_consistency
 from local.emulators.bitbucket import DEFAULT_PIPELINE, BitbucketEmulator
 from local.world import World, split
 from tests.conftest import new_user_name
@@ -201,6 +202,7 @@ def add_project(world: World, *, initial_key: bool = True, workspace: str = "acm
 def new_key(world: World, project: str) -> Credentials:
     user = next(u for u, m in world.users.items() if project in m.repositories)
     key = world.runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
+    iam_consistency.settle()  # propagated before a build uses it (tests/test_iam_consistency.py: the window)
     return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
 
@@ -401,7 +403,8 @@ def test_run_status_refuses_another_repositorys_run(clean_world: World, bitbucke
     for run_id in ("acme/other#1", f"{repo}#x", "{6f9c1a2b-1111-2222-3333-444455556666}", "12"):
         with pytest.raises(VerificationFailed):
             target.run_status(run_id)
-    with pytest.raises(VerificationFailed, match="404"):
+    # No such build number: found neither in this process nor among the newest pipelines (never read by number).
+    with pytest.raises(VerificationFailed, match="#999 is not among the newest pipelines"):
         target.run_status(f"{repo}#999")
 
 

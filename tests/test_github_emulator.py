@@ -20,6 +20,7 @@ import urllib3
 from moto.server import ThreadedMotoServer
 
 from chalicelib.targets.github import encrypt, signature
+from local import iam_consistency
 from local.emulators.github import GitHubEmulator
 from tests.emulator_fixtures import VERIFY_POLICY, Receiver, moto_auth, receiving
 
@@ -48,6 +49,7 @@ def aws() -> Iterator[SimpleNamespace]:
         iam.create_user(UserName=user)
         iam.put_user_policy(UserName=user, PolicyName="verify", PolicyDocument=VERIFY_POLICY)
         key = iam.create_access_key(UserName=user)["AccessKey"]
+        iam_consistency.settle()  # the key has reached every IAM endpoint before a build uses it
         session.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     yield SimpleNamespace(endpoint=endpoint, user=user, bucket=bucket, key_id=key["AccessKeyId"],
                           secret=key["SecretAccessKey"])

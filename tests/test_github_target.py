@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import (
+    RateLimited,
+    TargetPushFailed,
+    TransientError,
+    VerificationFailed,
+    VerificationTriggerFailed,
+)
 from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
 from chalicelib.targets.http import HttpClient, HttpError, server_wait
@@ -166,9 +172,10 @@ def test_retry_after_beyond_the_budget_is_left_to_step_functions(
 ) -> None:
     sleeps: list[float] = []
     github.inject("*", r"/public-key$", statuses=[429, 429], retry_after=15)
-    with pytest.raises(TransientError, match="gave up after 2 attempt"):
+    # RateLimited (a TransientError): the state machine's long Retry on it waits, not the Lambda.
+    with pytest.raises(RateLimited, match="rate limited") as limited:
         target(github, sleeps).push(aws.new)
-    assert sleeps == [15.0]
+    assert sleeps == [15.0] and limited.value.retry_after_seconds == 15.0
 
 
 def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(

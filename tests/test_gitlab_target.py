@@ -1,7 +1,8 @@
 """GitLabTarget against the local GitLab emulator over real HTTP, with builds that call moto in server mode.
 
-The target calls no list endpoint (variables are addressed by key, pipelines by id), so there is no
-pagination to follow on GitLab.
+Project variables are addressed by key and pipelines by id; group variables are first looked up by key and
+environment scope in the group's (paginated) list, because GitLab's group update re-scopes another scope's
+variable instead of answering 404 (tests/test_ci_realism.py).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,10 +33,18 @@ class RunStatus:
     #: The provider's words, e.g. ``completed/failure``; shown in alerts.
     detail: str
     url: str | None = None
+    #: ``key_id_digest`` of the access key the build authenticated with, when the provider can report it
+    #: (CI masks the id itself as a secret variable); None when it cannot tell.
+    used_key_sha256: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state is not RunState.PENDING
+
+
+def key_id_digest(access_key_id: str) -> str:
+    """What a verification build reports about the key it used: 16 hex digits of its id's SHA-256."""
+    return hashlib.sha256(access_key_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,8 @@ class TargetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: Each provider's model narrows it to its own name (``Literal["github"]``): the union's discriminator.
+    provider: str
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     #: Where the CI API token lives (never the token itself).
     token: SecretRef
@@ -123,7 +134,7 @@ class TargetConfig(BaseModel):
 
     def variables_written(self) -> list[tuple[str, ...]]:
         """One entry per CI variable this target writes: provider, API, store, variable name."""
-        store = (getattr(self, "provider", ""), self.api_url.lower(), *self.variable_store())
+        store = (self.provider, self.api_url.lower(), *self.variable_store())
         return [(*store, name.upper()) for name in (self.secret_names.access_key_id,
                                                     self.secret_names.secret_access_key)]
 

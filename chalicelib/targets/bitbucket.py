@@ -1,20 +1,28 @@
 """Bitbucket Pipelines (Cloud REST 2.0): secured variables, custom-pipeline verification, signed webhooks.
 
-Contract: /work/shared/reference/ci-apis.md section 5. Pipelines has no pipeline webhook; it publishes a
+Contract: docs/ci-providers/bitbucket.md. Pipelines has no pipeline webhook; it publishes a
 commit status per pipeline (``repo:commit_status_created/updated``) that names the build *number*, not
 the pipeline uuid. So a run id is ``<workspace>/<repo>#<build_number>`` (unique across repositories, as
-the callback table needs) and run_status reads ``GET .../pipelines/<build_number>``, which Bitbucket
-accepts in place of the uuid.
+the callback table needs), and run_status reads ``GET .../pipelines/{pipeline_uuid}``, the only key the
+API documents: the uuid the trigger answered with (kept in this process), else found by build number in
+the newest pipelines.
+
+Credentials: ``auth: access_token`` (repository/project/workspace access token, ``Bearer``) or
+``auth: api_token`` (an Atlassian API token, HTTP Basic ``<email>:<token>``, the successor of app
+passwords: https://support.atlassian.com/bitbucket-cloud/docs/using-api-tokens/).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
@@ -32,7 +40,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,25 @@ MAX_PAGES = 50
 STATUS_EVENTS = frozenset({"repo:commit_status_created", "repo:commit_status_updated"})
 _RESULTS_URL = re.compile(r"pipelines/.*?results/(\d+)")
 _PIPELINE_NAME = re.compile(r"^Pipeline #(\d+)\b")
+#: Bitbucket's limit is a rolling hour (https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/):
+#: a 429 without Retry-After frees capacity only gradually, so it is waited out by the state machine.
+RATE_LIMIT_WAIT_SECONDS = 300.0
+#: Newest pipelines searched for a build number's uuid (or a nonce) before giving up.
+PIPELINE_SEARCH_PAGES = 5
+NONCE_VARIABLE = "ROTATION_NONCE"
+
+#: run id -> pipeline uuid, as the trigger answered: saves a search while the poller runs in this process.
+_uuids: OrderedDict[str, str] = OrderedDict()
+_uuids_lock = threading.Lock()
+_UUID_CACHE_SIZE = 4096
+
+
+def _remember(run_id: str, pipeline_uuid: str) -> None:
+    with _uuids_lock:
+        _uuids[run_id] = pipeline_uuid
+        _uuids.move_to_end(run_id)
+        while len(_uuids) > _UUID_CACHE_SIZE:
+            _uuids.popitem(last=False)
 
 
 class BitbucketTargetConfig(TargetConfig):
@@ -64,6 +91,10 @@ class BitbucketTargetConfig(TargetConfig):
     branch: str = Field("main", min_length=1, max_length=255)
     #: A ``custom:`` pipeline in bitbucket-pipelines.yml (recommended); None runs the branch's pipeline.
     pipeline: str | None = Field(None, min_length=1, max_length=255)
+    #: ``access_token``: sent as Bearer; ``api_token``: an Atlassian API token, sent as Basic with ``email``.
+    auth: Literal["access_token", "api_token"] = "access_token"
+    #: The Atlassian account the API token belongs to (auth=api_token only).
+    email: str | None = Field(None, pattern=r"^[^@\s:]+@[^@\s:]+$", max_length=254)
 
     @field_validator("workspace", "repository")
     @classmethod
@@ -88,6 +119,10 @@ class BitbucketTargetConfig(TargetConfig):
             raise ValueError("environment_uuid is required when scope is 'deployment'")
         if self.scope != "deployment" and self.environment_uuid:
             raise ValueError("environment_uuid is only allowed with scope 'deployment'")
+        if self.auth == "api_token" and not self.email:
+            raise ValueError("email is required when auth is 'api_token' (Basic <email>:<token>)")
+        if self.auth != "api_token" and self.email:
+            raise ValueError("email is only used with auth 'api_token'")
         return self
 
     @property
@@ -150,9 +185,16 @@ class BitbucketTarget(CITarget):
         if not isinstance(config, BitbucketTargetConfig):
             raise ConfigError(f"BitbucketTarget needs a BitbucketTargetConfig, not {type(config).__name__}")
         super().__init__(config, token)
-        # Repository/workspace access tokens are Bearer tokens (app passwords stop working in 2026).
-        self._http = HttpClient(self.config.api_url, {"Authorization": f"Bearer {token}"},
-                                timeout=timeout, max_wait_seconds=max_wait_seconds, sleep=sleep)
+        # Access tokens are Bearer tokens; Atlassian API tokens (app passwords stop working in 2026) are
+        # Basic with the account's email.
+        if self.config.auth == "api_token":
+            basic = base64.b64encode(f"{self.config.email}:{token}".encode()).decode()
+            authorization = f"Basic {basic}"
+        else:
+            authorization = f"Bearer {token}"
+        self._http = HttpClient(self.config.api_url, {"Authorization": authorization},
+                                timeout=timeout, max_wait_seconds=max_wait_seconds, sleep=sleep,
+                                rate_limit_wait_seconds=RATE_LIMIT_WAIT_SECONDS)
         cfg = self.config
         self._repo_path = f"/repositories/{quote(cfg.workspace, safe='')}/{quote(cfg.repository, safe='')}"
 
@@ -221,7 +263,8 @@ class BitbucketTarget(CITarget):
         body = {"key": key, "value": value, "secured": True}
         if key not in existing:
             try:
-                self._http.request("POST", self._variables_path(), json=body, expect=(201,))
+                # A repeat answers 409 and is then updated: safe to retry.
+                self._http.request("POST", self._variables_path(), json=body, expect=(201,), idempotent=True)
                 log.info("%s: variable %s created", self._where(), key)
                 return
             except HttpError as exc:
@@ -257,19 +300,61 @@ class BitbucketTarget(CITarget):
         if cfg.pipeline:
             target["selector"] = {"type": "custom", "pattern": cfg.pipeline}
             # Only custom pipelines take variables; the nonce ties the run to this try in its log.
-            body["variables"] = [{"key": "ROTATION_NONCE", "value": nonce, "secured": False}]
+            body["variables"] = [{"key": NONCE_VARIABLE, "value": nonce, "secured": False}]
         try:
-            response = self._http.request("POST", f"{self._repo_path}/pipelines/", json=body, expect=(201, 200))
+            found = send_once(
+                lambda: self._http.request("POST", f"{self._repo_path}/pipelines/", json=body, expect=(201, 200)),
+                lambda: self._find_pipeline(lambda p: _nonce_of(p) == nonce) if cfg.pipeline else None,
+                f"bitbucket target {cfg.id!r}: trigger")
         except HttpError as exc:
             what = f"custom pipeline {cfg.pipeline!r}" if cfg.pipeline else "pipeline"
             raise VerificationTriggerFailed(
                 f"bitbucket target {cfg.id!r}: {what} on {cfg.full_name}@{cfg.branch} refused: {exc}") from None
-        pipeline = response.json if isinstance(response.json, dict) else {}
-        number = pipeline.get("build_number")
+        pipeline = found if isinstance(found, dict) else (found.json if isinstance(found, Response) else None)
+        pipeline = pipeline if isinstance(pipeline, dict) else {}
+        number, pipeline_uuid = pipeline.get("build_number"), pipeline.get("uuid")
         if not isinstance(number, int) or isinstance(number, bool):
             raise VerificationTriggerFailed(f"bitbucket target {cfg.id!r}: the new pipeline has no build_number")
-        log.info("%s: pipeline #%s %s started", self._where(), number, pipeline.get("uuid", ""))
-        return RunRef(run_id_for(cfg.full_name, number), self._results_url(number))
+        run_id = run_id_for(cfg.full_name, number)
+        if isinstance(pipeline_uuid, str) and _UUID.fullmatch(pipeline_uuid):
+            _remember(run_id, pipeline_uuid)
+        log.info("%s: pipeline #%s %s started", self._where(), number, pipeline_uuid or "")
+        return RunRef(run_id, self._results_url(number))
+
+    def _find_pipeline(self, wanted: Callable[[dict[str, Any]], bool],
+                       older_than: int | None = None) -> dict[str, Any] | None:
+        """The newest pipeline for which ``wanted`` holds, searching the latest pages; None if none.
+        ``older_than``: stop once the build numbers fall below it (sorted newest first)."""
+        path: str | None = f"{self._repo_path}/pipelines/"
+        params: dict[str, Any] = {"sort": "-created_on", "pagelen": 50}
+        for _ in range(PIPELINE_SEARCH_PAGES):
+            if path is None:
+                return None
+            page = self._http.request("GET", path, params=params, expect=(200,)).json or {}
+            values = [p for p in page.get("values") or [] if isinstance(p, dict)]
+            for item in values:
+                if wanted(item):
+                    return item
+            numbers = [p["build_number"] for p in values if isinstance(p.get("build_number"), int)]
+            if older_than is not None and numbers and min(numbers) < older_than:
+                return None
+            try:
+                path, params = self._next_page(page.get("next"))
+            except TargetPushFailed:
+                return None
+        return None
+
+    def _pipeline_uuid(self, run_id: str, number: int) -> str | None:
+        with _uuids_lock:
+            known = _uuids.get(run_id)
+        if known is not None:
+            return known
+        found = self._find_pipeline(lambda p: p.get("build_number") == number, older_than=number)
+        found_uuid = found.get("uuid") if found else None
+        if isinstance(found_uuid, str) and _UUID.fullmatch(found_uuid):
+            _remember(run_id, found_uuid)
+            return found_uuid
+        return None
 
     def run_status(self, run_id: str) -> RunStatus:
         cfg = self.config
@@ -277,7 +362,13 @@ class BitbucketTarget(CITarget):
         if place != cfg.full_name.lower() or not number.isdigit():
             raise VerificationFailed(f"bitbucket target {cfg.id!r}: {run_id!r} is not a run of {cfg.full_name}")
         try:
-            pipeline = self._http.request("GET", f"{self._repo_path}/pipelines/{number}", expect=(200,)).json
+            pipeline_uuid = self._pipeline_uuid(run_id, int(number))
+            if pipeline_uuid is None:
+                raise VerificationFailed(f"bitbucket target {cfg.id!r}: pipeline #{number} is not among the "
+                                         f"newest pipelines of {cfg.full_name}")
+            # The uuid carries braces, sent as %7B...%7D.
+            pipeline = self._http.request("GET", f"{self._repo_path}/pipelines/{quote(pipeline_uuid, safe='')}",
+                                          expect=(200,)).json
         except HttpError as exc:
             raise VerificationFailed(f"bitbucket target {cfg.id!r}: cannot read pipeline #{number}: {exc}") from None
         state = pipeline.get("state") if isinstance(pipeline, dict) else None
@@ -313,6 +404,13 @@ class BitbucketTarget(CITarget):
             return WebhookEvent(delivery, None, None)  # a status from another tool, not from Pipelines
         url = status.get("url") if isinstance(status.get("url"), str) else None
         return WebhookEvent(delivery, run_id_for(repository, number), map_commit_status(status.get("state"), url))
+
+
+def _nonce_of(pipeline: Mapping[str, Any]) -> str | None:
+    for var in pipeline.get("variables") or []:
+        if isinstance(var, dict) and var.get("key") == NONCE_VARIABLE and isinstance(var.get("value"), str):
+            return str(var["value"])
+    return None
 
 
 def _commit_status(raw_body: bytes) -> tuple[dict[str, Any], str | None]:

@@ -1,6 +1,6 @@
 """CircleCI (API v2): project or context environment variables, API-triggered pipelines, judged by workflows.
 
-Contract: /work/shared/reference/ci-apis.md section 3.
+Contract: docs/ci-providers/circleci.md.
 
 * Secrecy: CircleCI has no per-variable flags. Every project and context variable is secret (write-only
   through the API, shown as ``xxxx`` + last 4 characters, masked in job output), so there is nothing to
@@ -12,6 +12,10 @@ Contract: /work/shared/reference/ci-apis.md section 3.
   ``nonce_parameter`` only if the config declares that parameter.
 * Webhooks: ``circleci-signature: v1=<hex HMAC-SHA256(secret, raw body)>``; no timestamp, so replays are
   caught only by de-duplicating the event ``id`` in the body.
+* Integration kinds: OAuth projects (``gh/``, ``bb/`` slugs) start pipelines with
+  ``POST /project/{slug}/pipeline``; GitHub App, GitLab and standalone projects (``circleci/<org-id>/
+  <project-id>``) cannot, and use ``POST /project/{slug}/pipeline/run`` with a pipeline definition id
+  (https://circleci.com/docs/api/v2/index.html#operation/triggerPipelineRun).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,9 @@ class CircleCITargetConfig(TargetConfig):
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
     #: Name of a declared string parameter that receives the nonce; None sends no nonce.
     nonce_parameter: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    #: For ``circleci/`` projects (GitHub App / GitLab integration): the pipeline definition to run
+    #: (Project settings > Pipelines); those projects can only start pipelines through ``pipeline/run``.
+    pipeline_definition_id: str | None = Field(None, pattern=_UUID)
 
     @field_validator("project_slug")
     @classmethod
@@ -88,7 +95,17 @@ class CircleCITargetConfig(TargetConfig):
             raise ValueError("context_id is only allowed with scope 'context'")
         if self.nonce_parameter and self.nonce_parameter in self.parameters:
             raise ValueError(f"parameters must not set {self.nonce_parameter!r}: it carries the nonce")
+        if self.pipeline_run and not self.pipeline_definition_id:
+            raise ValueError("pipeline_definition_id is required for a circleci/<org-id>/<project-id> project: "
+                             "GitHub App and GitLab projects start pipelines only by definition")
+        if not self.pipeline_run and self.pipeline_definition_id:
+            raise ValueError("pipeline_definition_id is only used by circleci/<org-id>/<project-id> projects")
         return self
+
+    @property
+    def pipeline_run(self) -> bool:
+        """GitHub App / GitLab / standalone project: ``pipeline/run`` is its only trigger endpoint."""
+        return self.project_slug.split("/", 1)[0] == "circleci"
 
     def variable_store(self) -> tuple[str, ...]:
         if self.scope == "context":
@@ -185,7 +202,8 @@ class CircleCITarget(CITarget):
         """POST overwrites a variable of the same name: the API's only way to update one."""
         try:
             body = self._http.request("POST", f"/project/{self._slug_path()}/envvar",
-                                      json={"name": name, "value": value}, expect=(201,)).json or {}
+                                      json={"name": name, "value": value}, expect=(201,),
+                                      idempotent=True).json or {}  # a repeat overwrites with the same value
         except HttpError as exc:
             raise TargetPushFailed(f"{self._where()}: set variable {name} refused: {exc}") from None
         # The answer shows the value as xxxx + its last 4 characters: enough to see the write landed.
@@ -212,19 +230,35 @@ class CircleCITarget(CITarget):
 
     def trigger_verification(self, nonce: str) -> RunRef:
         cfg = self.config
-        body: dict[str, Any] = {"branch": cfg.branch}
         parameters: dict[str, Any] = dict(cfg.parameters)
         if cfg.nonce_parameter:
             parameters[cfg.nonce_parameter] = nonce
+        if cfg.pipeline_run:
+            # Three path segments: an encoded %2F slug answers 404 on this endpoint.
+            path = f"/project/{self._slug_path()}/pipeline/run"
+            body: dict[str, Any] = {"definition_id": cfg.pipeline_definition_id,
+                                    "config": {"branch": cfg.branch}, "checkout": {"branch": cfg.branch}}
+        else:
+            path, body = f"/project/{self._slug_path()}/pipeline", {"branch": cfg.branch}
         if parameters:
             body["parameters"] = parameters
+
+        def post() -> Response:
+            return self._http.request("POST", path, json=body, expect=(201, 200))
+
         try:
-            response = self._http.request("POST", f"/project/{self._slug_path()}/pipeline", json=body,
-                                          expect=(201,))
+            found = send_once(post, lambda: self._find_pipeline(nonce), f"circleci target {cfg.id!r}: trigger")
         except HttpError as exc:
             raise VerificationTriggerFailed(
                 f"circleci target {cfg.id!r}: trigger pipeline on {cfg.project_slug}@{cfg.branch} refused: {exc}"
             ) from None
+        if isinstance(found, RunRef):
+            return found
+        response: Response = found
+        if response.status == 200:
+            # pipeline/run answers 200 with a message when it created no pipeline (e.g. [ci skip]).
+            raise VerificationTriggerFailed(
+                f"circleci target {cfg.id!r}: {cfg.project_slug}@{cfg.branch} created no pipeline")
         pipeline = response.json if isinstance(response.json, dict) else {}
         pipeline_id = pipeline.get("id")
         if not isinstance(pipeline_id, str) or re.fullmatch(_UUID, pipeline_id) is None:
@@ -232,6 +266,19 @@ class CircleCITarget(CITarget):
                 f"circleci target {cfg.id!r}: trigger pipeline on {cfg.project_slug} returned no pipeline id"
             )
         return RunRef(pipeline_id, self._web_url(pipeline.get("number")))
+
+    def _find_pipeline(self, nonce: str) -> RunRef | None:
+        """The pipeline this try started, by its nonce parameter, among the branch's latest pipelines
+        (``GET /project/{slug}/pipeline``, listPipelinesForProject; parameters as ``trigger_parameters``)."""
+        cfg = self.config
+        if not cfg.nonce_parameter:
+            return None  # nothing identifies our pipeline: assume none was created
+        page = self._http.request("GET", f"/project/{self._slug_path()}/pipeline", params={"branch": cfg.branch},
+                                  expect=(200,)).json or {}
+        for item in page.get("items") or []:
+            if isinstance(item, dict) and (item.get("trigger_parameters") or {}).get(cfg.nonce_parameter) == nonce:
+                return RunRef(str(item["id"]), self._web_url(item.get("number")))
+        return None
 
     def _web_url(self, number: Any) -> str | None:
         """The pipeline's page for alerts; only known for circleci.com itself."""

@@ -1,6 +1,6 @@
 """GitHub Actions: sealed-box secrets, workflow_dispatch verification builds, ``workflow_run`` webhooks.
 
-Contract: /work/shared/reference/ci-apis.md section 1. The verification workflow must declare
+Contract: docs/ci-providers/github.md. The verification workflow must declare
 ``on: workflow_dispatch`` with a ``nonce`` input and ``run-name: verify-${{ inputs.nonce }}`` (the
 fallback for servers that do not return run ids finds the run by that title).
 """
@@ -8,6 +8,7 @@ fallback for servers that do not return run ids finds the run by that title).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -34,7 +35,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,11 @@ def encrypt(public_key_b64: str, value: str) -> str:
     """libsodium sealed box, as in GitHub's own example; randomised, so never compare ciphertexts."""
     key = public.PublicKey(public_key_b64.encode(), encoding.Base64Encoder())
     return base64.b64encode(public.SealedBox(key).encrypt(value.encode())).decode()
+
+
+#: The annotation a verification job writes with ``::notice title=rotate-verify::access key sha256 <16 hex>``.
+KEY_NOTICE_TITLE = "rotate-verify"
+_KEY_NOTICE = re.compile(r"access key sha256 ([0-9a-f]{16})")
 
 
 def map_run(status: str | None, conclusion: str | None, url: str | None = None) -> RunStatus:
@@ -256,23 +262,36 @@ class GitHubTarget(CITarget):
         path = f"/repos/{cfg.repository}/actions/workflows/{cfg.workflow}/dispatches"
         body: dict[str, Any] = {"ref": cfg.ref, "inputs": {"nonce": nonce}}
         since = datetime.now(UTC) - timedelta(minutes=5)  # slack for clock skew with the server
+
+        def dispatch(payload: dict[str, Any]) -> Any:
+            # A gateway error may come after GitHub queued the run: look for its title before re-sending.
+            return send_once(lambda: self._http.request("POST", path, json=payload, expect=(200, 204)),
+                             lambda: self._find_run(nonce, since, required=False),
+                             f"github target {cfg.id!r}: dispatch")
+
         try:
-            response = self._http.request("POST", path, json={**body, "return_run_details": True},
-                                          expect=(200, 204))
+            result = dispatch({**body, "return_run_details": True})
         except HttpError as exc:
             if exc.status not in (400, 422):
                 raise self._trigger_failed(exc) from None
             # Older GHES refuses return_run_details; a plain dispatch then gives no id.
             try:
-                response = self._http.request("POST", path, json=body, expect=(204, 200))
+                result = dispatch(body)
             except HttpError as retry_exc:
                 raise self._trigger_failed(retry_exc) from None
+        if isinstance(result, RunRef):
+            return result
+        response: Response = result
         details = response.json if isinstance(response.json, dict) else {}
         if response.status == 200 and details.get("workflow_run_id"):
             return RunRef(str(details["workflow_run_id"]), details.get("html_url"))
-        return self._find_run(nonce, since)
+        found = self._find_run(nonce, since)
+        assert found is not None
+        return found
 
-    def _find_run(self, nonce: str, since: datetime) -> RunRef:
+    def _find_run(self, nonce: str, since: datetime, *, required: bool = True) -> RunRef | None:
+        """The run titled ``verify-<nonce>``; None (``required=False``) or VerificationTriggerFailed if none
+        appears within the attempts."""
         cfg = self.config
         path = f"/repos/{cfg.repository}/actions/workflows/{cfg.workflow}/runs"
         params = {"event": "workflow_dispatch", "branch": cfg.ref, "per_page": 50,
@@ -290,6 +309,8 @@ class GitHubTarget(CITarget):
             for run in runs.get("workflow_runs", []):
                 if run.get("display_title") == title:
                     return RunRef(str(run["id"]), run.get("html_url"))
+        if not required:
+            return None
         raise VerificationTriggerFailed(
             f"github target {cfg.id!r}: dispatched {cfg.workflow} on {cfg.repository}@{cfg.ref} but no run "
             f"titled {title!r} appeared; does the workflow set run-name: verify-${{{{ inputs.nonce }}}}?"
@@ -310,7 +331,30 @@ class GitHubTarget(CITarget):
                                      expect=(200,)).json or {}
         except HttpError as exc:
             raise VerificationFailed(f"github target {cfg.id!r}: cannot read run {run_id}: {exc}") from None
-        return map_run(run.get("status"), run.get("conclusion"), run.get("html_url"))
+        status = map_run(run.get("status"), run.get("conclusion"), run.get("html_url"))
+        if status.state is RunState.SUCCEEDED:
+            status = dataclasses.replace(status, used_key_sha256=self._used_key(run_id))
+        return status
+
+    def _used_key(self, run_id: str) -> str | None:
+        """The key digest the run's job reported with ``::notice title=rotate-verify::access key sha256 …``
+        (a check-run annotation); None when the workflow reports none or GitHub will not say."""
+        repo = self.config.repository
+        try:
+            jobs = self._http.request("GET", f"/repos/{repo}/actions/runs/{run_id}/jobs", expect=(200,)).json or {}
+            for job in jobs.get("jobs", []):
+                check_run = str(job.get("check_run_url") or "").rsplit("/", 1)[-1]
+                if not check_run.isdigit():
+                    continue
+                notes = self._http.request("GET", f"/repos/{repo}/check-runs/{check_run}/annotations",
+                                           expect=(200,)).json or []
+                for note in notes if isinstance(notes, list) else []:
+                    found = _KEY_NOTICE.fullmatch(str(note.get("message") or "").strip())
+                    if note.get("title") == KEY_NOTICE_TITLE and found:
+                        return found.group(1)
+        except HttpError as exc:
+            log.info("%s: no key report for run %s (%s)", self._where(), run_id, exc.status)
+        return None
 
     # -- webhook ------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """GitLab CI: masked+protected CI/CD variables, API-triggered pipelines, "Pipeline Hook" webhooks.
 
-Contract: /work/shared/reference/ci-apis.md section 2.
+Contract: docs/ci-providers/gitlab.md.
 
 * ``protected: true`` (the default) exposes the variables only to pipelines on a protected branch or tag,
   so ``ref`` must be protected; otherwise the verification job never sees the key and the rotation
@@ -41,7 +41,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError, Response
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ SIGNING_PREFIX = "whsec_"
 #: Standard Webhooks' tolerance: a signed delivery older (or newer) than this is a replay.
 SIGNATURE_TOLERANCE_SECONDS = 300
 _ALREADY_TAKEN = "has already been taken"
+#: A guard against a server whose X-Next-Page never ends.
+_MAX_PAGES = 50
 
 
 class GitLabTargetConfig(TargetConfig):
@@ -178,12 +180,21 @@ class GitLabTarget(CITarget):
         return quote(self.config.project, safe="")
 
     def _upsert(self, name: str, value: str) -> None:
-        """PUT; on 404 POST; a POST that lost a race with another writer ("already taken") PUTs again."""
-        if self._update(name, value, expect=(200, 404)).status == 200:
+        """PUT; on 404 POST; a POST that lost a race with another writer ("already taken") PUTs again.
+
+        A group's PUT cannot be trusted to answer 404: when the key exists only under another environment
+        scope, GitLab falls back to a key-only lookup and overwrites and re-scopes *that* variable
+        (lib/api/group_variables.rb, https://gitlab.com/gitlab-org/gitlab/-/merge_requests/136475). So for
+        a group the variable is first looked up by key and scope in the list, and only updated if found.
+        """
+        listed = self._group_variable_exists(name) if self.config.scope == "group" else None
+        if listed is not False and self._update(name, value, expect=(200, 404)).status == 200:
             self._log_write(name, "updated")
             return
         created = self._request("POST", self._variables_path(), f"create variable {name}",
-                                json={"key": name, **self._fields(value)}, expect=(201, 400))
+                                json={"key": name, **self._fields(value)}, expect=(201, 400),
+                                # A repeated create answers "already taken" and is then updated.
+                                idempotent=True)
         if created.status == 201:
             self._log_write(name, "created")
             return
@@ -192,6 +203,21 @@ class GitLabTarget(CITarget):
                                    f"{_safe_summary(created.json, value)}")
         self._update(name, value, expect=(200,))
         self._log_write(name, "updated")
+
+    def _group_variable_exists(self, name: str) -> bool:
+        """Whether the group holds ``name`` in our environment scope, over every page of its variables."""
+        scope = self.config.environment_scope
+        for page in range(1, _MAX_PAGES + 1):
+            response = self._request("GET", self._variables_path(), f"list variables for {name}",
+                                     params={"page": page, "per_page": 100}, expect=(200,))
+            items = response.json if isinstance(response.json, list) else []
+            if any(isinstance(v, dict) and v.get("key") == name and v.get("environment_scope") == scope
+                   for v in items):
+                return True
+            if not response.headers.get("x-next-page"):
+                return False
+        raise TargetPushFailed(f"{self._where()}: the group lists more than {_MAX_PAGES} pages of variables",
+                               changed=False)
 
     def _update(self, name: str, value: str, expect: tuple[int, ...]) -> Response:
         # The filter picks our scope's variable when the key also exists with other scopes (else 409).
@@ -231,9 +257,13 @@ class GitLabTarget(CITarget):
             path = f"/projects/{self._project_path_id()}/trigger/pipeline"
             body["token"] = self._resolve_trigger_token()
         try:
-            response = self._http.request("POST", path, json=body, expect=(201, 400))
+            found = send_once(lambda: self._http.request("POST", path, json=body, expect=(201, 400)),
+                              lambda: self._find_pipeline(nonce), f"gitlab target {cfg.id!r}: start pipeline")
         except HttpError as exc:
             raise self._trigger_failed(str(exc)) from None
+        if isinstance(found, RunRef):
+            return found
+        response: Response = found
         if response.status == 400:
             # A bad ref, an undeclared input or workflow:rules; GitLab says which in a structured message.
             raise self._trigger_failed(f"HTTP 400: {_safe_summary(response.json, body.get('token', ''))}")
@@ -242,6 +272,20 @@ class GitLabTarget(CITarget):
         if not isinstance(pipeline_id, int) or isinstance(pipeline_id, bool):
             raise self._trigger_failed("the response has no pipeline id")
         return RunRef(str(pipeline_id), pipeline.get("web_url"))
+
+    def _find_pipeline(self, nonce: str) -> RunRef | None:
+        """The pipeline this try started, by the name ``workflow: name: verify-$[[ inputs.nonce ]]`` gives it
+        (https://docs.gitlab.com/ci/yaml/#workflowname, listed by ``name`` since GitLab 15.11); None when
+        there is none, or when no nonce is sent (nothing would tell our pipeline from another)."""
+        if not self.config.nonce_input:
+            return None
+        params = {"name": f"verify-{nonce}", "ref": self.config.ref}
+        found = self._http.request("GET", f"/projects/{self._project_path_id()}/pipelines", params=params,
+                                   expect=(200,)).json
+        for item in found if isinstance(found, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("id"), int):
+                return RunRef(str(item["id"]), item.get("web_url"))
+        return None
 
     def _resolve_trigger_token(self) -> str:
         if self._trigger_token is None:

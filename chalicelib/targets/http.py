@@ -6,6 +6,7 @@ provider's own ``message``; never a header value, the token or a request body (b
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json as jsonlib
 import logging
@@ -13,14 +14,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
-from chalicelib.errors import TransientError
+from chalicelib.errors import RateLimited, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: A retried request never risks doing something twice for these; POST may (a trigger).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Gateway errors: the request may have reached the service and taken effect before the gateway gave up.
+AMBIGUOUS_STATUSES = frozenset({502, 503, 504})
+#: GitHub's answer when a secondary limit is hit, sometimes without retry-after; the docs then ask for
+#: "at least one minute" before the next try.
+#: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
+_SECONDARY_LIMIT = re.compile(r"secondary rate limit", re.IGNORECASE)
+SECONDARY_LIMIT_WAIT_SECONDS = 60.0
 DEFAULT_EXPECT = (200, 201, 202, 204)
 MAX_PER_HOST = 4
 _MESSAGE_LIMIT = 200
@@ -36,6 +45,32 @@ _SENSITIVE_HEADER = re.compile(r"authorization|token|key|secret|cookie", re.IGNO
 _POOL = urllib3.PoolManager(num_pools=16, maxsize=MAX_PER_HOST, retries=False)
 _host_slots: dict[str, threading.BoundedSemaphore] = {}
 _host_slots_lock = threading.Lock()
+#: ``time.monotonic()`` by which every request of the current block must have ended (``time_budget``).
+_deadline: ContextVar[float | None] = ContextVar("ci_http_deadline", default=None)
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Every request made in the block, its retries, waits and host slot included, ends within ``seconds``
+    (a nested budget never extends an outer one). For callers that must answer in time, like the webhook
+    route: a CI API that hangs or keeps answering 503 costs at most the budget, then TransientError."""
+    deadline = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _remaining(method: str, path: str) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TransientError(f"{method} {path}: time budget spent")
+    return left
 
 
 def host_semaphore(host: str, limit: int = MAX_PER_HOST) -> threading.BoundedSemaphore:
@@ -67,11 +102,39 @@ class HttpError(Exception):
         super().__init__(f"{text}: {message}" if message else text)
 
 
-def is_rate_limited(status: int, headers: Mapping[str, str]) -> bool:
-    """429, or GitHub's way of saying the same: 403 with no requests left or with a Retry-After."""
+class OutcomeUnknown(TransientError):
+    """A non-idempotent request (a POST that starts a build) got a gateway error: it may have taken effect.
+
+    Never re-sent blindly: the caller first looks for what it would have created (a run carrying the
+    nonce), see :func:`send_once`.
+    """
+
+
+def is_rate_limited(status: int, headers: Mapping[str, str], message: str | None = None) -> bool:
+    """429, or GitHub's way of saying the same: 403 with no requests left, with a Retry-After, or naming a
+    secondary rate limit (which may come without either header)."""
     if status == 429:
         return True
-    return status == 403 and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
+    return status == 403 and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers
+                              or bool(message and _SECONDARY_LIMIT.search(message)))
+
+
+def send_once(post: Callable[[], Any], lookup: Callable[[], Any], what: str, attempts: int = 2) -> Any:
+    """``post()`` a non-idempotent request; after a gateway error, ``lookup()`` what it would have created
+    (None: nothing was created) and only then send again, at most ``attempts`` sends in all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return post()
+        except OutcomeUnknown as exc:
+            found = lookup()
+            if found is not None:
+                log.info("%s: the request took effect despite its gateway error; not sent again", what)
+                return found
+            if attempt == attempts:
+                # A plain TransientError: the state machine's retry, whose new nonce cannot match this one.
+                raise TransientError(f"{what}: {exc}; nothing was created") from None
+            log.info("%s: gateway error and nothing was created; sending once more", what)
+    raise AssertionError("unreachable")
 
 
 def server_wait(headers: Mapping[str, str], now: float, status: int = 429) -> float | None:
@@ -126,6 +189,7 @@ class HttpClient:
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        rate_limit_wait_seconds: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Accept": "application/json", "User-Agent": "ci-key-rotator", **(headers or {})}
@@ -135,6 +199,8 @@ class HttpClient:
         self._backoff = backoff_seconds
         self._sleep = sleep
         self._clock = clock
+        #: What a rate-limit answer without a reset time means (Bitbucket's rolling hour); None: back off.
+        self._rate_limit_wait = rate_limit_wait_seconds
         self._slots = host_semaphore(urlsplit(self.base_url).netloc)
 
     def request(
@@ -145,9 +211,16 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         expect: Collection[int] = DEFAULT_EXPECT,
+        idempotent: bool | None = None,
     ) -> Response:
-        """Send one logical request; retries throttling and 502/503/504 within the budget."""
+        """Send one logical request; retries throttling and 502/503/504 within the budget.
+
+        A gateway error on a non-idempotent request (POST, unless ``idempotent=True`` says the provider's
+        POST is an upsert or refuses duplicates) is not retried: OutcomeUnknown. A rate limit that asks
+        for longer than this client may sleep raises RateLimited with the provider's wait.
+        """
         method = method.upper()
+        safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         url = self.base_url + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         body = None if json is None else jsonlib.dumps(json).encode()
         all_headers = {**self._headers, **(headers or {})}
@@ -160,12 +233,22 @@ class HttpClient:
             if response.status in expect:
                 return response
             message = scrub(_provider_message(response.json))
-            if not self._retryable(response):
+            limited = is_rate_limited(response.status, response.headers, message)
+            if not limited and response.status in AMBIGUOUS_STATUSES and not safe:
+                raise OutcomeUnknown(f"{method} {path}: HTTP {response.status}" + _suffix(message))
+            if not limited and response.status not in RETRY_STATUSES:
                 if response.status >= 500:
                     raise TransientError(f"{method} {path}: HTTP {response.status}" + _suffix(message))
                 raise HttpError(response.status, method, path, message)
-            delay = self._delay(response, attempt)
-            if attempt == self._max_attempts or waited + delay > self._max_wait:
+            delay = self._delay(response, attempt, message)
+            left = _remaining(method, path)
+            gives_up = attempt == self._max_attempts or waited + delay > self._max_wait
+            if limited and gives_up and (left is None or delay < left):
+                # Not a Lambda's job to sleep through a long window: the state machine waits instead.
+                raise RateLimited(
+                    f"{method} {path}: HTTP {response.status}, rate limited; the provider asks to wait "
+                    f"{delay:.0f}s" + _suffix(message), retry_after_seconds=delay)
+            if gives_up or (left is not None and delay >= left):
                 raise TransientError(
                     f"{method} {path}: HTTP {response.status}, gave up after {attempt} attempt(s) and "
                     f"{waited:.1f}s of waiting (server or backoff asks {delay:.1f}s more)" + _suffix(message)
@@ -177,22 +260,31 @@ class HttpClient:
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     def _send(self, method: str, url: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
+        left = _remaining(method, path)
+        timeout = self._timeout
+        if left is not None:
+            timeout = urllib3.Timeout(total=left, connect=min(left, self._timeout.connect_timeout or left),
+                                      read=min(left, self._timeout.read_timeout or left))
+        if not self._slots.acquire(timeout=-1 if left is None else left):
+            raise TransientError(f"{method} {path}: time budget spent waiting for a connection slot")
         try:
-            with self._slots:
-                raw = _POOL.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                    retries=False, redirect=False)
+            raw = _POOL.request(method, url, body=body, headers=headers, timeout=timeout,
+                                retries=False, redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             # The exception text can embed the URL with its query; keep to the class name.
             raise TransientError(f"{method} {path}: {type(exc).__name__}") from None
+        finally:
+            self._slots.release()
         return Response(raw.status, raw.headers, _decode(raw.data))
 
-    def _retryable(self, response: Response) -> bool:
-        return response.status in RETRY_STATUSES or is_rate_limited(response.status, response.headers)
-
-    def _delay(self, response: Response, attempt: int) -> float:
+    def _delay(self, response: Response, attempt: int, message: str | None) -> float:
         asked = server_wait(response.headers, self._clock(), response.status)
         if asked is not None:
             return asked
+        if response.status == 403 and message and _SECONDARY_LIMIT.search(message):
+            return SECONDARY_LIMIT_WAIT_SECONDS
+        if response.status == 429 and self._rate_limit_wait is not None:
+            return self._rate_limit_wait
         # Full jitter keeps parallel Map iterations from retrying in lock step.
         return self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 

@@ -1,6 +1,6 @@
 """Travis CI (API v3): private env vars, API-triggered verification requests, RSA-signed webhooks.
 
-Contract: /work/shared/reference/ci-apis.md section 4. A verification is a ``requests#create`` whose
+Contract: docs/ci-providers/travis.md. A verification is a ``requests#create`` whose
 build must be resolved later; the run id is the build id once known, else ``request:<id>`` (run_status
 resolves it, and a request that produced no build is a failed verification). Webhook deliveries are
 form-encoded and signed by Travis's private key, so the "secret" configured for the travis webhook is
@@ -44,7 +44,7 @@ from chalicelib.targets.base import (
     WebhookRejected,
     https_or_loopback,
 )
-from chalicelib.targets.http import HttpClient, HttpError
+from chalicelib.targets.http import HttpClient, HttpError, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,9 @@ class TravisTarget(CITarget):
         }
         if name not in existing:
             try:
-                self._http.request("POST", f"{self._repo_path}/env_vars", json=body, expect=(201,))
+                # A repeat answers 409 and is then updated: safe to retry.
+                self._http.request("POST", f"{self._repo_path}/env_vars", json=body, expect=(201,),
+                                   idempotent=True)
                 log.info("%s: env var %s created", self._where(), name)
                 return
             except HttpError as exc:
@@ -214,11 +216,17 @@ class TravisTarget(CITarget):
                                                "on_failure": "always", "on_start": "never"}},
             }
         try:
-            response = self._http.request("POST", f"{self._repo_path}/requests", json={"request": request},
-                                          expect=(202, 200, 201))
+            # Travis allows 10 API requests an hour: after a gateway error, look for ours before re-sending.
+            found = send_once(
+                lambda: self._http.request("POST", f"{self._repo_path}/requests", json={"request": request},
+                                           expect=(202, 200, 201)),
+                lambda: self._find_request(request["message"]), f"{self._where()}: verification request")
         except HttpError as exc:
             raise VerificationTriggerFailed(
                 f"{self._where()}: verification request on {self.config.branch} refused: {exc}") from None
+        if isinstance(found, int):
+            return RunRef(self._resolve_build(found))
+        response = found
         body = response.json if isinstance(response.json, dict) else {}
         request_id = (body.get("request") or {}).get("id")
         if not isinstance(request_id, int):
@@ -226,6 +234,15 @@ class TravisTarget(CITarget):
         log.info("%s: verification request %s accepted (%s API requests left this hour)", self._where(),
                  request_id, body.get("remaining_requests", "?"))
         return RunRef(self._resolve_build(request_id))
+
+    def _find_request(self, message: str) -> int | None:
+        """The id of the newest request carrying ``message`` (it holds the nonce); None if there is none."""
+        body = self._http.request("GET", f"{self._repo_path}/requests", params={"limit": 25},
+                                  expect=(200,)).json or {}
+        for item in body.get("requests") or []:
+            if isinstance(item, dict) and item.get("message") == message and isinstance(item.get("id"), int):
+                return int(item["id"])
+        return None
 
     def _resolve_build(self, request_id: int) -> str:
         """The build id, so webhooks (which name builds) match; else the request id, resolved later.

@@ -165,6 +165,7 @@ class EmulatorServer:
         self._lock = threading.RLock()
         self._routes: list[Route] = []
         self._faults: list[_Fault] = []
+        self._after_faults: list[_Fault] = []
         self._fail_next: dict[str, int] = {}
         self._hang_next: dict[str, int] = {}
         self._hashes: list[str] = []
@@ -228,10 +229,17 @@ class EmulatorServer:
         with self._lock:
             self._faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), retry_after))
 
+    def inject_after_effect(self, method: str, path_regex: str, statuses: Sequence[int] = (502,)) -> None:
+        """The next successful requests matching ``method`` and ``path_regex`` take effect (the build is
+        created) and then answer ``statuses`` instead, as when a gateway times out in front of the service."""
+        with self._lock:
+            self._after_faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), None))
+
     def reset_faults(self) -> None:
         """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
         with self._lock:
             self._faults.clear()
+            self._after_faults.clear()
             self._fail_next.clear()
             self._hang_next.clear()
         self.drop_webhooks = False
@@ -305,7 +313,17 @@ class EmulatorServer:
             reply = self._refuse(request)
         if reply is None:
             reply = self._dispatch(request, route, match)
+            if 200 <= reply.status < 300:
+                reply = self._after_effect(method, path) or reply
         return Reply(reply.status, reply.body, {**self._rate_headers(), **reply.headers})
+
+    def _after_effect(self, method: str, path: str) -> Reply | None:
+        with self._lock:
+            for fault in self._after_faults:
+                if fault.statuses and fault.method in ("*", method) and fault.path.search(path):
+                    status = fault.statuses.popleft()
+                    return Reply(status, self._error_body(f"injected HTTP {status} after the request took effect"))
+        return None
 
     def _match(self, request: Request) -> tuple[Route | None, re.Match[str] | None]:
         for route in self._routes:

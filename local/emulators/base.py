@@ -1,7 +1,7 @@
 """What the tests, the demo and the provider contract suite need from a local CI server.
 
 Every emulator is a real HTTP server on 127.0.0.1 speaking its provider's documented API subset
-(../shared/reference/ci-apis.md), whose builds are real subprocesses (``local.build_job``)
+(docs/ci-providers/), whose builds are real subprocesses (``local.build_job``)
 that call AWS with the variables the build would see, and which sends its provider's signed webhooks.
 """
 

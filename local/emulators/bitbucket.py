@@ -2,13 +2,22 @@
 
 Repository, workspace and deployment variables (POST 201 / 409 on an existing key, paginated GET with
 ``next``, PUT by ``{uuid}``), pipeline triggers (201 with ``uuid`` + ``build_number``), pipeline reads by
-uuid or build number, and HMAC-signed ``repo:commit_status_*`` webhooks, as in
-/work/shared/reference/ci-apis.md section 5. Builds are real (``local.build_job``).
+``{pipeline_uuid}`` only, a pipelines list (``sort``, ``page``/``pagelen``), and HMAC-signed
+``repo:commit_status_*`` webhooks, as in docs/ci-providers/bitbucket.md. Builds are real (``local.build_job``).
 Values stay in memory; nothing here prints or logs one.
+
+Strict where the API description is: ``GET .../pipelines/{pipeline_uuid}`` names the uuid
+(https://developer.atlassian.com/cloud/bitbucket/rest/api-group-pipelines/#api-repositories-workspace-repo-slug-pipelines-pipeline-uuid-get),
+so a build number there is refused. Both documented credentials are accepted: access tokens as
+``Authorization: Bearer <token>``, and Atlassian API tokens as HTTP Basic ``<atlassian account email>:<token>``
+(https://developer.atlassian.com/cloud/bitbucket/rest/intro/#authentication,
+https://support.atlassian.com/bitbucket-cloud/docs/using-api-tokens/).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import itertools
@@ -131,6 +140,8 @@ class BitbucketEmulator(EmulatorServer):
         super().__init__(**kwargs)
         #: The largest page the variables listings serve; a test lowers it to force pagination.
         self.max_pagelen = _MAX_PAGELEN
+        #: The Atlassian account an API token belongs to: its Basic auth user name.
+        self.account_email = "rotator@example.com"
         self._workspaces: dict[str, _Store] = {}
         self._repos: dict[str, _Repo] = {}
         self._hook_uuid = _braced_uuid()
@@ -153,6 +164,7 @@ class BitbucketEmulator(EmulatorServer):
         self.route("GET", f"{repo}/environments{_END}", self._list_environments)
         self.route("POST", f"{repo}/pipelines{_END}", self._create_pipeline)
         self.route("GET", f"{repo}/pipelines/{_SEG}{_END}", self._get_pipeline)
+        self.route("GET", f"{repo}/pipelines{_END}", self._list_pipelines)
 
     # -- setup and test controls --------------------------------------------------------------------
 
@@ -238,7 +250,17 @@ class BitbucketEmulator(EmulatorServer):
 
     def _refuse(self, request: Request) -> Reply | None:
         scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
+        if scheme.lower() == "basic" and given:
+            # An Atlassian API token: the account's email is the user name, the token the password.
+            try:
+                user, _, given = base64.b64decode(given, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, given = "", ""
+            if not hmac.compare_digest(user.lower().encode(), self.account_email.lower().encode()):
+                given = ""
+        elif scheme.lower() != "bearer":
+            given = ""
+        if not given:
             return Reply(401, self._error_body("Authentication required"))
         if not self._token_ok(given):
             return Reply(401, self._error_body("Token is invalid, expired, or not supported for this endpoint."))
@@ -346,10 +368,12 @@ class BitbucketEmulator(EmulatorServer):
         start = (page - 1) * pagelen
         body: dict[str, Any] = {"pagelen": pagelen, "size": len(items), "page": page,
                                 "values": items[start:start + pagelen]}
+        # Other query parameters (sort, filters) carry over to the neighbouring pages.
         if start + pagelen < len(items):
-            body["next"] = f"{self.url}{request.path}?{urlencode({'page': page + 1, 'pagelen': pagelen})}"
+            body["next"] = f"{self.url}{request.path}?{urlencode({**request.query, 'page': page + 1, 'pagelen': pagelen})}"
         if page > 1:
-            body["previous"] = f"{self.url}{request.path}?{urlencode({'page': page - 1, 'pagelen': pagelen})}"
+            body["previous"] = (f"{self.url}{request.path}?"
+                                f"{urlencode({**request.query, 'page': page - 1, 'pagelen': pagelen})}")
         return body
 
     # -- environments and pipelines -----------------------------------------------------------------
@@ -388,12 +412,21 @@ class BitbucketEmulator(EmulatorServer):
     def _get_pipeline(self, _: Request, workspace: str, slug: str, ident: str) -> Reply:
         with self._lock:
             repo = self._repo(workspace, slug)
-            # The documented key is the {uuid}; the build number works too (and is what webhooks name).
-            found = (repo.runs.get(int(ident)) if ident.isdigit()
-                     else next((p for p in repo.runs.values() if p.uuid == ident.lower()), None))
+            # The API names the {pipeline_uuid}: a build number is not a pipeline here.
+            found = next((p for p in repo.runs.values() if p.uuid == ident.lower()), None)
             if found is None:
                 raise ApiError(404, f"Pipeline {ident} not found")
             return Reply(200, found.api())
+
+    def _list_pipelines(self, request: Request, workspace: str, slug: str) -> Reply:
+        sort = request.query.get("sort", "created_on")
+        if sort.lstrip("-") not in ("created_on", "build_number"):
+            raise ApiError(400, f"Invalid sort field {sort!r}")
+        with self._lock:
+            runs = sorted(self._repo(workspace, slug).runs.values(), key=lambda p: p.build_number,
+                          reverse=sort.startswith("-"))
+            items = [p.api() for p in runs]
+        return Reply(200, self._page(request, items))
 
     def _execute(self, pipeline: _Pipeline, mode: str) -> None:
         with self._lock:

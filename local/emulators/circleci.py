@@ -2,10 +2,18 @@
 
 Project env vars (POST overwrites; values shown as ``xxxx`` + last 4), context env vars (PUT upsert),
 pipelines (201, parameters must be declared), pipeline state vs. paginated workflows, and signed
-``workflow-completed`` webhooks, as in /work/shared/reference/ci-apis.md section 3. Each workflow is a real
+``workflow-completed`` webhooks, as in docs/ci-providers/circleci.md. Each workflow is a real
 build (``local.build_job``) seeing project variables overridden by those of the contexts the
 project uses. A pipeline on a branch its workflow filters exclude creates no workflow; an unknown branch
 or ``error_next_pipelines`` errors it (config error). Values stay in memory; nothing prints or logs one.
+
+Integration kinds, as on CircleCI: an OAuth project (``gh/``, ``bb/``) starts pipelines with
+``POST /project/{slug}/pipeline``; a GitHub App / GitLab / standalone project (``circleci/<org-id>/
+<project-id>``) is refused there and starts them only with ``POST /project/{slug}/pipeline/run`` and its
+pipeline definition id, the slug given as three path segments
+(https://circleci.com/docs/api/v2/index.html#operation/triggerPipelineRun,
+https://circleci.com/docs/api/v2/index.html#operation/triggerPipeline: "not available for GitHub App or
+GitLab projects").
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from local.emulators.base import emulator
 API = "/api/v2"
 #: A slug as three path segments, or one URL-escaped segment (``gh%2Forg%2Frepo``).
 _SLUG = r"((?:gh|github|bb|bitbucket|circleci)/[^/]+/[^/]+|[^/]+)"
+#: pipeline/run takes the slug only as three segments: an escaped slug is a 404 there.
+_SLUG3 = r"((?:gh|github|bb|bitbucket|circleci)/[^/%]+/[^/%]+)"
 _ID = r"([^/]+)"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VCS = {"gh": "github", "github": "github", "bb": "bitbucket", "bitbucket": "bitbucket", "circleci": "circleci"}
@@ -69,6 +79,13 @@ class _Project:
     #: Ids of the contexts its workflows use, in config order (a later context wins).
     contexts: list[str] = field(default_factory=list)
     numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: The pipeline definition ``pipeline/run`` starts (Project settings > Pipelines).
+    definition_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def app_integration(self) -> bool:
+        """A GitHub App / GitLab / standalone project: no ``POST /project/{slug}/pipeline``."""
+        return self.slug.split("/", 1)[0] == "circleci"
 
     def api(self) -> dict[str, Any]:
         _, org, name = self.slug.split("/")
@@ -81,6 +98,7 @@ class _Pipeline:
     number: int
     project: _Project
     branch: str
+    parameters: dict[str, Any] = field(default_factory=dict)
     state: str = "pending"
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
@@ -99,7 +117,7 @@ class _Pipeline:
     def api(self) -> dict[str, Any]:
         return {
             **self.creation(), "project_slug": self.project.slug, "updated_at": self.updated_at,
-            "errors": list(self.errors),
+            "errors": list(self.errors), "trigger_parameters": dict(self.parameters),
             "trigger": {"type": "api", "received_at": self.created_at, "actor": {"login": "ci-key-rotator"}},
             "vcs": {"branch": self.branch, "revision": self.revision,
                     "provider_name": _VCS[self.project.slug.split("/")[0]]},
@@ -156,7 +174,9 @@ class CircleCIEmulator(EmulatorServer):
         self.route("GET", rf"{API}/project/{_SLUG}/envvar/([^/]+)", self._get_env_var)
         self.route("PUT", rf"{API}/context/{_ID}/environment-variable/([^/]+)", self._put_context_var)
         self.route("GET", rf"{API}/context/{_ID}/environment-variable", self._list_context_vars)
+        self.route("POST", rf"{API}/project/{_SLUG3}/pipeline/run", self._trigger_pipeline_run)
         self.route("POST", rf"{API}/project/{_SLUG}/pipeline", self._trigger_pipeline)
+        self.route("GET", rf"{API}/project/{_SLUG}/pipeline", self._list_pipelines)
         self.route("GET", rf"{API}/pipeline/{_ID}", self._get_pipeline)
         self.route("GET", rf"{API}/pipeline/{_ID}/workflow", self._list_workflows)
         self.route("GET", rf"{API}/workflow/{_ID}", self._get_workflow)
@@ -216,8 +236,16 @@ class CircleCIEmulator(EmulatorServer):
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
     def target_config(self, project: str, token_ref: str) -> dict[str, Any]:
-        return {"provider": "circleci", "api_url": self.api_url, "project_slug": self.slug(project),
-                "token": token_ref, "nonce_parameter": "nonce"}
+        config = {"provider": "circleci", "api_url": self.api_url, "project_slug": self.slug(project),
+                  "token": token_ref, "nonce_parameter": "nonce"}
+        known = self._known(project)
+        if known.app_integration:
+            config["pipeline_definition_id"] = known.definition_id
+        return config
+
+    def definition_id(self, project: str) -> str:
+        with self._lock:
+            return self._known(project).definition_id
 
     def held_value(self, project: str, name: str) -> str | None:
         with self._lock:
@@ -334,7 +362,25 @@ class CircleCIEmulator(EmulatorServer):
     def _trigger_pipeline(self, request: Request, slug: str) -> Reply:
         body = request.json_object()
         branch = body.get("branch") or body.get("tag") or "main"
-        parameters = body.get("parameters", {})
+        with self._lock:
+            if self._project(slug).app_integration:
+                raise ApiError(400, "Triggering a pipeline with this endpoint is not supported for GitHub App "
+                                    "or GitLab projects; use POST /project/{project-slug}/pipeline/run.")
+        return self._start(slug, branch, body.get("parameters", {}))
+
+    def _trigger_pipeline_run(self, request: Request, slug: str) -> Reply:
+        body = request.json_object()
+        definition = body.get("definition_id")
+        config, checkout = body.get("config") or {}, body.get("checkout") or {}
+        if not isinstance(config, dict) or not isinstance(checkout, dict):
+            raise ApiError(400, "Invalid config or checkout.")
+        branch = config.get("branch") or checkout.get("branch") or "main"
+        with self._lock:
+            if definition != self._project(slug).definition_id:
+                raise ApiError(404, "Pipeline definition not found.")
+        return self._start(slug, branch, body.get("parameters", {}))
+
+    def _start(self, slug: str, branch: Any, parameters: Any) -> Reply:
         if not isinstance(branch, str):
             raise ApiError(400, "Invalid branch.")
         if not isinstance(parameters, dict):
@@ -344,12 +390,20 @@ class CircleCIEmulator(EmulatorServer):
             unexpected = sorted(set(parameters) - project.parameters)
             if unexpected:
                 raise ApiError(400, f"Unexpected argument(s): {', '.join(unexpected)}")
-            pipeline = _Pipeline(str(uuid.uuid4()), next(project.numbers), project, branch)
+            pipeline = _Pipeline(str(uuid.uuid4()), next(project.numbers), project, branch, dict(parameters))
             self._pipelines[pipeline.id] = pipeline
             errored = self._take_error(project.slug.lower()) or branch not in project.branches
             mode = self._take_build_mode(project.slug.lower())
             self._spawn(self._execute, f"pipeline-{pipeline.number}", pipeline, mode, errored)
             return Reply(201, pipeline.creation())
+
+    def _list_pipelines(self, request: Request, slug: str) -> Reply:
+        branch = request.query.get("branch")
+        with self._lock:
+            project = self._project(slug)
+            items = [p.api() for p in reversed(self._pipelines.values())
+                     if p.project is project and (branch is None or p.branch == branch)]
+        return Reply(200, self._page(items, request))
 
     def _take_error(self, key: str) -> bool:
         if self._error_next.get(key):

@@ -1,9 +1,16 @@
 """A local GitHub Actions server: the REST subset the GitHub target uses, over real HTTP on 127.0.0.1.
 
 Sealed-box secrets (repository, environment, organization), workflow_dispatch, workflow runs and signed
-``workflow_run`` webhooks, as in /work/shared/reference/ci-apis.md section 1. A dispatched run is a real
+``workflow_run`` webhooks, as in docs/ci-providers/github.md. A dispatched run is a real
 build: a subprocess (``local.build_job``) that calls AWS with the secrets the run would see.
 Secret values stay in memory; nothing here prints or logs one.
+
+Rate limits, switched on per test with ``limit_rates()``, answer as GitHub documents
+(https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api): the primary limit with
+403, ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset`` (epoch seconds) until the window ends; the
+secondary limit on content-creating requests (POST/PATCH/PUT/DELETE) with 403 and "You have exceeded a
+secondary rate limit", with a ``retry-after`` only if configured (GitHub may send none: clients must then
+wait at least a minute) and ``x-ratelimit-remaining`` not 0.
 """
 
 from __future__ import annotations
@@ -33,6 +40,22 @@ API_VERSIONS = ("2022-11-28", "2026-03-10")
 _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
 _SECRET_NAME = re.compile(r"^(?!GITHUB_)[A-Z_][A-Z0-9_]*$")
 _RATE_LIMIT = 5000
+_CONTENT_CREATING = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+
+
+@dataclass
+class _Limits:
+    #: Requests per window (primary limit); None: unlimited.
+    primary: int | None = None
+    window_seconds: float = 3600.0
+    #: Content-creating requests per minute (secondary limit); None: unlimited.
+    secondary_per_minute: int | None = None
+    #: The retry-after a secondary-limit answer carries; None sends none.
+    secondary_retry_after: float | None = None
+    used: int = 0
+    reset_at: float = 0.0
+    recent_writes: list[float] = field(default_factory=list)
 _MAX_INPUTS = 25
 _now = utc_now
 
@@ -99,6 +122,8 @@ class _Run:
     updated_at: str = field(default_factory=_now)
     run_started_at: str | None = None
     log: str = ""
+    #: Check-run annotations the job's ``::notice`` workflow commands created (title, message).
+    annotations: list[dict[str, Any]] = field(default_factory=list)
     #: Set once the run completed and its webhook (if any) was attempted.
     settled: threading.Event = field(default_factory=threading.Event)
 
@@ -145,6 +170,7 @@ class GitHubEmulator(EmulatorServer):
         self._ids = itertools.count(1001)
         self._run_ids = itertools.count(22_000_000_001)
         self._reset_at = int(time.time()) + 3600
+        self._limits = _Limits()
         owner_repo = r"/repos/([^/]+)/([^/]+)"
         self.route("GET", owner_repo, self._get_repo)
         self.route("GET", rf"{owner_repo}/actions/secrets/public-key", self._get_repo_key)
@@ -156,6 +182,8 @@ class GitHubEmulator(EmulatorServer):
         self.route("POST", rf"{owner_repo}/actions/workflows/([^/]+)/dispatches", self._dispatch_workflow)
         self.route("GET", rf"{owner_repo}/actions/workflows/([^/]+)/runs", self._list_runs)
         self.route("GET", rf"{owner_repo}/actions/runs/(\d+)", self._get_run)
+        self.route("GET", rf"{owner_repo}/actions/runs/(\d+)/jobs", self._list_jobs)
+        self.route("GET", rf"{owner_repo}/check-runs/(\d+)/annotations", self._list_annotations)
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -187,6 +215,16 @@ class GitHubEmulator(EmulatorServer):
         """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
         super().reset_faults()
         self.legacy_dispatch = False
+        with self._lock:
+            self._limits = _Limits()
+
+    def limit_rates(self, *, primary: int | None = None, window_seconds: float = 3600.0,
+                    secondary_per_minute: int | None = None, secondary_retry_after: float | None = None) -> None:
+        """Enforce GitHub's primary limit (``primary`` requests per ``window_seconds``) and/or its secondary
+        limit on content-creating requests (``secondary_per_minute``), counted from now."""
+        with self._lock:
+            self._limits = _Limits(primary, window_seconds, secondary_per_minute, secondary_retry_after,
+                                   reset_at=time.time() + window_seconds)
 
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
@@ -249,12 +287,39 @@ class GitHubEmulator(EmulatorServer):
         version = headers.get("X-GitHub-Api-Version")
         if version and version not in API_VERSIONS:
             return Reply(400, {"message": f"API version {version!r} is not supported."})
+        return self._over_limit(request.method)
+
+    def _over_limit(self, method: str) -> Reply | None:
+        """The primary limit, then the secondary limit on content-creating requests, as GitHub answers them."""
+        with self._lock:
+            limits, now = self._limits, time.time()
+            if limits.primary is not None:
+                if now >= limits.reset_at:
+                    limits.used, limits.reset_at = 0, now + limits.window_seconds
+                if limits.used >= limits.primary:
+                    return Reply(403, {"message": "API rate limit exceeded for user ID 1.", "documentation_url": _DOCS},
+                                 {"x-ratelimit-remaining": "0", "x-ratelimit-used": str(limits.used)})
+                limits.used += 1
+            if limits.secondary_per_minute is not None and method in _CONTENT_CREATING:
+                limits.recent_writes = [t for t in limits.recent_writes if now - t < 60]
+                if len(limits.recent_writes) >= limits.secondary_per_minute:
+                    headers = {} if limits.secondary_retry_after is None else {
+                        "retry-after": f"{limits.secondary_retry_after:g}"}
+                    return Reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few "
+                                                  "minutes before you try again.", "documentation_url": _DOCS},
+                                 headers)
+                limits.recent_writes.append(now)
         return None
 
     def _rate_headers(self) -> dict[str, str]:
-        used = min(self._requests, _RATE_LIMIT)
-        return {"x-ratelimit-limit": str(_RATE_LIMIT), "x-ratelimit-remaining": str(_RATE_LIMIT - used),
-                "x-ratelimit-used": str(used), "x-ratelimit-reset": str(self._reset_at),
+        with self._lock:
+            limits = self._limits
+            if limits.primary is not None:
+                limit, used, reset = limits.primary, min(limits.used, limits.primary), int(limits.reset_at)
+            else:
+                limit, used, reset = _RATE_LIMIT, min(self._requests, _RATE_LIMIT), self._reset_at
+        return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(limit - used),
+                "x-ratelimit-used": str(used), "x-ratelimit-reset": str(reset),
                 "x-ratelimit-resource": "core", "X-GitHub-Request-Id": uuid.uuid4().hex[:16].upper()}
 
     # -- route handlers -----------------------------------------------------------------------------
@@ -339,6 +404,28 @@ class GitHubEmulator(EmulatorServer):
                 raise ApiError(404, "Not Found")
             return Reply(200, run.api(self.url))
 
+    def _list_jobs(self, _: Request, owner: str, name: str, run_id: str) -> Reply:
+        """One job per run; its check run (same id) carries the job's annotations."""
+        run = self._run_of(owner, name, run_id)
+        with self._lock:
+            job = {"id": run.id, "run_id": run.id, "name": "verify", "status": run.status,
+                   "conclusion": run.conclusion, "started_at": run.run_started_at,
+                   "check_run_url": f"{self.url}/repos/{run.repo.full_name}/check-runs/{run.id}"}
+            return Reply(200, {"total_count": 1, "jobs": [job]})
+
+    def _list_annotations(self, _: Request, owner: str, name: str, check_run_id: str) -> Reply:
+        run = self._run_of(owner, name, check_run_id)
+        with self._lock:
+            return Reply(200, [dict(a) for a in run.annotations])
+
+    def _run_of(self, owner: str, name: str, run_id: str) -> _Run:
+        with self._lock:
+            repo = self._repo(f"{owner}/{name}")
+            run = self._runs.get(int(run_id))
+            if run is None or run.repo is not repo:
+                raise ApiError(404, "Not Found")
+            return run
+
     # -- secrets ------------------------------------------------------------------------------------
 
     def _store_secret(self, store: _SecretStore, name: str, body: Mapping[str, Any]) -> Reply:
@@ -418,6 +505,7 @@ class GitHubEmulator(EmulatorServer):
             conclusion, output = _conclusion(result), result.log
         with self._lock:
             run.status, run.conclusion, run.log, run.updated_at = "completed", conclusion, output, _now()
+            run.annotations = _annotations(output)
         try:
             self._send_workflow_run(run)
         finally:
@@ -450,6 +538,17 @@ class GitHubEmulator(EmulatorServer):
             + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
         }
         self._deliver(delivery_id, headers, body)
+
+_NOTICE = re.compile(r"^::(notice|warning|error)(?: title=([^:]*))?::(.*)$", re.MULTILINE)
+
+
+def _annotations(log: str) -> list[dict[str, Any]]:
+    """Workflow commands in a job's (already masked) output, as the check-run annotations API shows them."""
+    levels = {"notice": "notice", "warning": "warning", "error": "failure"}
+    return [{"path": ".github", "start_line": 1, "end_line": 1, "annotation_level": levels[level],
+             "title": title or "", "message": message.strip(), "raw_details": None}
+            for level, title, message in _NOTICE.findall(log)]
+
 
 def _conclusion(result: BuildResult) -> str:
     if result.timed_out:

@@ -3,10 +3,18 @@
 Project and group CI/CD variables (create 201 / 400 "has already been taken", update 200 / 404 / 409
 "multiple variables" without ``filter[environment_scope]``, masking rules), pipelines started with the API
 token or a trigger token, pipeline status, and "Pipeline Hook" webhooks with ``X-Gitlab-Token`` and, by
-default, the Standard-Webhooks signature of a ``whsec_`` signing token (/work/shared/reference/ci-apis.md
-section 2). A pipeline is a real build (``local.build_job``) that sees what a GitLab job would:
+default, the Standard-Webhooks signature of a ``whsec_`` signing token (docs/ci-providers/gitlab.md).
+A pipeline is a real build (``local.build_job``) that sees what a GitLab job would:
 group then project variables, protected ones only on a protected ref (``main`` is protected), scoped ones
 only when the job's environment matches. Values stay in memory; nothing here prints or logs one.
+
+Group variable updates follow GitLab's source, not its happy path: ``PUT /groups/:id/variables/:key`` looks
+the variable up by key *and* ``filter[environment_scope]`` only when a filter is sent, and when that finds
+nothing (or no filter is sent) falls back to the first variable with that key in any scope, which it then
+overwrites and re-scopes to the ``environment_scope`` it was given (lib/api/group_variables.rb, MR 136475:
+https://gitlab.com/gitlab-org/gitlab/-/merge_requests/136475; app/services/ci/change_variable_service.rb
+``params[:variable] || find_variable``; https://docs.gitlab.com/api/group_level_variables/). Lists are
+paginated (``page``/``per_page``, ``X-Next-Page``) as https://docs.gitlab.com/api/rest/#pagination says.
 """
 
 from __future__ import annotations
@@ -88,6 +96,8 @@ class _Project:
     variables: list[_Variable] = field(default_factory=list)
     trigger_tokens: set[str] = field(default_factory=set)
     iids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: ``workflow: name:`` of its .gitlab-ci.yml, with ``$[[ inputs.x ]]`` interpolated; None: unnamed.
+    pipeline_name: str | None = "verify-$[[ inputs.nonce ]]"
 
     def api(self, base_url: str) -> dict[str, Any]:
         return {"id": self.id, "name": self.path.rsplit("/", 1)[-1], "path_with_namespace": self.path,
@@ -101,6 +111,7 @@ class _Pipeline:
     project: _Project
     ref: str
     source: str
+    name: str | None = None
     status: str = "created"
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
@@ -117,7 +128,7 @@ class _Pipeline:
     def api(self, base_url: str) -> dict[str, Any]:
         return {
             "id": self.id, "iid": self.iid, "project_id": self.project.id, "sha": self.sha, "ref": self.ref,
-            "status": self.status, "source": self.source, "before_sha": "0" * 40, "tag": False,
+            "name": self.name, "status": self.status, "source": self.source, "before_sha": "0" * 40, "tag": False,
             "yaml_errors": None, "user": {"id": 1, "username": "ci-key-rotator"},
             "created_at": self.created_at, "updated_at": self.updated_at, "started_at": self.started_at,
             "finished_at": self.finished_at, "duration": None, "queued_duration": 0.01, "coverage": None,
@@ -165,11 +176,14 @@ class GitLabEmulator(EmulatorServer):
         for kind in ("projects", "groups"):
             owner = rf"{API}/({kind})/{_ID}"
             self.route("POST", rf"{owner}/variables", self._create_variable)
+            self.route("GET", rf"{owner}/variables", self._list_variables)
             self.route("PUT", rf"{owner}/variables/([^/]+)", self._update_variable)
             self.route("GET", rf"{owner}/variables/([^/]+)", self._get_variable)
         self.route("POST", rf"{API}/projects/{_ID}/pipeline", self._create_pipeline)
         self.route("POST", rf"{API}/projects/{_ID}/trigger/pipeline", self._trigger_pipeline, auth=False)
         self.route("GET", rf"{API}/projects/{_ID}/pipelines/(\d+)", self._get_pipeline)
+        # https://docs.gitlab.com/api/pipelines/#list-project-pipelines (``name`` since GitLab 15.11)
+        self.route("GET", rf"{API}/projects/{_ID}/pipelines", self._list_pipelines)
 
     @property
     def api_url(self) -> str:
@@ -321,7 +335,12 @@ class GitLabEmulator(EmulatorServer):
         value = _required(params, "value")
         with self._lock:
             owner = self._owner(kind, ident)
-            var = _one_variable(owner.variables, key, _bracketed(params, "filter").get("environment_scope"))
+            scope_filter = _bracketed(params, "filter").get("environment_scope")
+            if kind == "groups":
+                var = _group_variable_for_update(owner.variables, key, scope_filter,
+                                                 "filter" in params or any(k.startswith("filter[") for k in params))
+            else:
+                var = _one_variable(owner.variables, key, scope_filter)
             scope = str(params.get("environment_scope") or var.environment_scope)
             if any(v is not var and v.key == key and v.environment_scope == scope for v in owner.variables):
                 raise ApiError(400, {"key": [f"({key}) has already been taken"]})
@@ -336,6 +355,19 @@ class GitLabEmulator(EmulatorServer):
             owner.variables[owner.variables.index(var)] = updated
             self._record_secret(value)
             return Reply(200, updated.api())
+
+    def _list_variables(self, request: Request, kind: str, ident: str) -> Reply:
+        try:
+            page = max(1, int(request.query.get("page") or 1))
+            per_page = min(100, max(1, int(request.query.get("per_page") or 20)))
+        except ValueError:
+            raise ApiError(400, "page is invalid", body={"error": "page is invalid"}) from None
+        with self._lock:
+            variables = [v.api() for v in self._owner(kind, ident).variables]
+        start = (page - 1) * per_page
+        more = start + per_page < len(variables)
+        return Reply(200, variables[start:start + per_page],
+                     {"X-Page": str(page), "X-Per-Page": str(per_page), "X-Next-Page": str(page + 1) if more else ""})
 
     def _get_variable(self, request: Request, kind: str, ident: str, key: str) -> Reply:
         with self._lock:
@@ -380,11 +412,23 @@ class GitLabEmulator(EmulatorServer):
             raise ApiError(400, {"base": [f"`{name}`: unknown input name provided" for name in unknown]})
         if ref not in project.branches:
             raise ApiError(400, {"base": ["Reference not found"]})
-        pipeline = _Pipeline(next(self._pipeline_ids), next(project.iids), project, ref, source)
+        name = project.pipeline_name
+        for key, value in _bracketed(params, "inputs").items():
+            name = name.replace(f"$[[ inputs.{key} ]]", str(value)) if name else name
+        name = None if name and "$[[" in name else name
+        pipeline = _Pipeline(next(self._pipeline_ids), next(project.iids), project, ref, source, name)
         self._pipelines[pipeline.id] = pipeline
         mode = self._take_build_mode(project.path.lower())
         self._spawn(self._execute, f"pipeline-{pipeline.id}", pipeline, mode)
         return Reply(201, pipeline.api(self.url))
+
+    def _list_pipelines(self, request: Request, ident: str) -> Reply:
+        wanted = {k: request.query[k] for k in ("name", "ref", "source") if k in request.query}
+        with self._lock:
+            project = self._project(ident)
+            found = [p.api(self.url) for p in sorted(self._pipelines.values(), key=lambda p: -p.id)
+                     if p.project is project and all(getattr(p, k) == v for k, v in wanted.items())]
+        return Reply(200, found[:100])
 
     def _get_pipeline(self, _: Request, ident: str, pipeline_id: str) -> Reply:
         with self._lock:
@@ -560,6 +604,22 @@ def _check_masked(var: _Variable) -> None:
     """GitLab's masking rules: one line, no spaces, at least 8 characters."""
     if var.masked and (len(var.value) < _MASK_MIN_LENGTH or any(c.isspace() for c in var.value)):
         raise ApiError(400, {"value": ["is invalid"]})
+
+
+def _group_variable_for_update(variables: list[_Variable], key: str, scope: str | None,
+                               filtered: bool) -> _Variable:
+    """GitLab's group update: ``find_variable`` only with a filter (409 if it matches several); whatever it
+    does not find, ``find_by!(key:)`` does, in any environment scope (404 only if the key is nowhere)."""
+    if filtered:
+        matches = [v for v in variables if v.key == key and (scope is None or v.environment_scope == scope)]
+        if len(matches) > 1:
+            raise ApiError(409, _MULTIPLE)
+        if matches:
+            return matches[0]
+    fallback = [v for v in variables if v.key == key]
+    if not fallback:
+        raise ApiError(404, "404 GroupVariable Not Found")
+    return fallback[0]
 
 
 def _one_variable(variables: list[_Variable], key: str, scope: str | None) -> _Variable:

@@ -3,7 +3,7 @@
 Env vars (list / create with 409 on a duplicate name+branch / update), ``requests#create`` (202, the
 build appears asynchronously, 10 API requests per repository per hour), ``request#find``, ``build#find``,
 ``GET /config`` with the webhook public key, and form-encoded webhooks signed RSA-SHA1 with the
-matching private key, as in /work/shared/reference/ci-apis.md section 4. Builds are real
+matching private key, as in docs/ci-providers/travis.md. Builds are real
 (``local.build_job``). Values stay in memory; nothing here prints or logs one.
 """
 
@@ -137,6 +137,8 @@ class TravisEmulator(EmulatorServer):
         self.route("DELETE", rf"/repo/{_SLUG}/env_var/([^/]+)", self._delete_env_var)
         self.route("POST", rf"/repo/{_SLUG}/requests", self._create_request)
         self.route("GET", rf"/repo/{_SLUG}/request/(\d+)", self._get_request)
+        # requests#find (https://developer.travis-ci.com/resource/requests): newest first, limit/offset.
+        self.route("GET", rf"/repo/{_SLUG}/requests", self._list_requests)
         self.route("GET", r"/build/(\d+)", self._get_build)
 
     # -- setup and test controls --------------------------------------------------------------------
@@ -328,6 +330,19 @@ class TravisEmulator(EmulatorServer):
                         "id": created.id, "message": created.message, "branch": branch,
                         "config": json.dumps(config)},
         })
+
+    def _list_requests(self, request: Request, slug: str) -> Reply:
+        try:
+            limit = min(100, max(1, int(request.query.get("limit") or 25)))
+            offset = max(0, int(request.query.get("offset") or 0))
+        except ValueError:
+            raise ApiError(400, {"error_type": "wrong_params", "error_message": "limit/offset must be numbers"}) \
+                from None
+        with self._lock:
+            repo = self._repo(slug)
+            found = [r.api() for r in sorted(self._requests_by_id.values(), key=lambda r: -r.id) if r.repo is repo]
+        return Reply(200, {"@type": "requests", "@representation": "standard", "requests": found[offset:offset + limit],
+                           "@pagination": {"limit": limit, "offset": offset, "count": len(found)}})
 
     def _get_request(self, _: Request, slug: str, request_id: str) -> Reply:
         with self._lock:
