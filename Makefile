@@ -29,8 +29,9 @@ install: $(STAMP)
 demo: install  ## the whole product on the embedded local AWS; writes .demo/
 	$(PY) -m local.demo
 
-lint: install
+lint: install  ## ruff, and mypy (strict on chalicelib/)
 	$(PY) -m ruff check .
+	$(PY) -m mypy app.py chalicelib cli deploy
 
 template-lint: install  ## the packaged template (built offline) and the CI identity templates pass cfn-lint
 	$(PY) -m deploy template --stage $(STAGE) --out dist/offline-$(STAGE) >/dev/null

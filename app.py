@@ -8,7 +8,9 @@ the audit function never loads the workflow or the CI targets (``make bench`` me
 its own IAM policy, ``.chalice/policy-<name>.json``, checked against the code it reaches from here.
 """
 
-from chalice import Chalice, Cron, Rate, Response
+from typing import Any
+
+from chalice.app import Chalice, Cron, Rate, Response
 
 from chalicelib.event_patterns import AUDIT_EVENT_PATTERN, EXPOSURE_EVENT_PATTERN
 from chalicelib.observability import observed
@@ -23,7 +25,7 @@ app = Chalice(app_name="ci-key-rotator", configure_logs=False)
 
 @app.lambda_function(name="plan")
 @observed("plan")
-def plan_task(event, context):
+def plan_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import key_age, run_task
     from chalicelib.workflow import plan
 
@@ -32,7 +34,7 @@ def plan_task(event, context):
 
 @app.lambda_function(name="create_key")
 @observed("create_key")
-def create_key_task(event, context):
+def create_key_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import create_key
 
@@ -41,7 +43,7 @@ def create_key_task(event, context):
 
 @app.lambda_function(name="await_key_live")
 @observed("await_key_live")
-def await_key_live_task(event, context):
+def await_key_live_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import await_key_live
 
@@ -50,7 +52,7 @@ def await_key_live_task(event, context):
 
 @app.lambda_function(name="push_target")
 @observed("push_target")
-def push_target_task(event, context):
+def push_target_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import push_target
 
@@ -59,7 +61,7 @@ def push_target_task(event, context):
 
 @app.lambda_function(name="verify_build")
 @observed("verify_build")
-def verify_build_task(event, context):
+def verify_build_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import verify_build
 
@@ -68,7 +70,7 @@ def verify_build_task(event, context):
 
 @app.lambda_function(name="deactivate_compromised_key")
 @observed("deactivate_compromised_key")
-def deactivate_compromised_key_task(event, context):
+def deactivate_compromised_key_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import deactivate_compromised_key
 
@@ -77,7 +79,7 @@ def deactivate_compromised_key_task(event, context):
 
 @app.lambda_function(name="drain_check")
 @observed("drain_check")
-def drain_check_task(event, context):
+def drain_check_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import drain_check
 
@@ -86,7 +88,7 @@ def drain_check_task(event, context):
 
 @app.lambda_function(name="deactivate_old_key")
 @observed("deactivate_old_key")
-def deactivate_old_key_task(event, context):
+def deactivate_old_key_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import deactivate_old_key
 
@@ -95,7 +97,7 @@ def deactivate_old_key_task(event, context):
 
 @app.lambda_function(name="delete_old_key")
 @observed("delete_old_key")
-def delete_old_key_task(event, context):
+def delete_old_key_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import delete_old_key
 
@@ -104,7 +106,7 @@ def delete_old_key_task(event, context):
 
 @app.lambda_function(name="report")
 @observed("report")
-def report_task(event, context):
+def report_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import rotation_succeeded, run_task
     from chalicelib.workflow import report
 
@@ -113,7 +115,7 @@ def report_task(event, context):
 
 @app.lambda_function(name="rollback")
 @observed("rollback")
-def rollback_task(event, context):
+def rollback_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import run_task
     from chalicelib.workflow import rollback
 
@@ -122,7 +124,7 @@ def rollback_task(event, context):
 
 @app.lambda_function(name="alert")
 @observed("alert")
-def alert_task(event, context):
+def alert_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.handlers import rotation_failed, run_task
     from chalicelib.workflow import alert
 
@@ -134,7 +136,7 @@ def alert_task(event, context):
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="scheduler")
 @observed("scheduler")
-def schedule_rotations(event):
+def schedule_rotations(event: Any) -> Any:
     from chalicelib import scheduler
     from chalicelib.deps import get_deps
 
@@ -143,7 +145,7 @@ def schedule_rotations(event):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="poller")
 @observed("poller")
-def poll_verifications(event):
+def poll_verifications(event: Any) -> Any:
     from chalicelib import poller
     from chalicelib.deps import get_deps
 
@@ -153,12 +155,15 @@ def poll_verifications(event):
 @app.route("/webhooks/{provider}", methods=["POST"],
            content_types=["application/json", "application/x-www-form-urlencoded"])
 @observed("api_handler")
-def webhook(provider):
+def webhook(provider: str) -> Response:
     from chalicelib import webhooks
     from chalicelib.deps import get_deps
 
     request = app.current_request
-    status, body = webhooks.handle(get_deps(), provider, request.headers, request.raw_body,
+    if request is None:  # Chalice sets it for every route invocation
+        raise RuntimeError("no current request")
+    raw = request.raw_body if isinstance(request.raw_body, bytes) else str(request.raw_body).encode()
+    status, body = webhooks.handle(get_deps(), provider, request.headers, raw,
                                    request.to_original_event().get("multiValueHeaders"))
     return Response(body=body, status_code=status)
 
@@ -170,7 +175,7 @@ def webhook(provider):
 
 @app.on_cw_event(AUDIT_EVENT_PATTERN, name="audit")
 @observed("audit")
-def audit_events(event):
+def audit_events(event: Any) -> Any:
     from chalicelib import audit_handlers
     from chalicelib.handlers import audit_result
 
@@ -179,7 +184,7 @@ def audit_events(event):
 
 @app.on_cw_event(EXPOSURE_EVENT_PATTERN, name="exposure")
 @observed("exposure")
-def exposed_keys(event):
+def exposed_keys(event: Any) -> Any:
     from chalicelib import exposure
     from chalicelib.deps import get_deps
 
@@ -188,7 +193,7 @@ def exposed_keys(event):
 
 @app.schedule(Cron(0, 6, "*", "*", "?", "*"), name="credential_report")
 @observed("credential_report")
-def credential_report(event):
+def credential_report(event: Any) -> Any:
     from chalicelib import audit_handlers
     from chalicelib.handlers import audit_result
 

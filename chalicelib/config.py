@@ -12,13 +12,15 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chalicelib import config_store
+from chalicelib.audit.profile import ManagedUserProfile
+from chalicelib.audit.suppression import Suppression
 from chalicelib.durations import Duration, seconds
 from chalicelib.errors import ConfigError
 from chalicelib.secret_ref import SecretRef
@@ -36,7 +38,11 @@ def _target_spec() -> Any:
     return Annotated[Union[models], Field(discriminator="provider")]  # noqa: UP007
 
 
-TargetSpec = _target_spec()
+if TYPE_CHECKING:
+    # Every provider's model is a TargetConfig; the discriminated union is built at run time from the registry.
+    TargetSpec = TargetConfig
+else:
+    TargetSpec = _target_spec()
 _IAM_USER_NAME = r"^[\w+=,.@-]{1,64}$"
 
 
@@ -83,7 +89,9 @@ class UserConfig(BaseModel):
     adopt_existing_key: bool = True
     #: Not rotated on schedule nor from the console while true (an exposure rotation still runs).
     paused: bool = False
-    targets: list[TargetSpec] = Field(min_length=1)  # type: ignore[valid-type]
+    #: What this user's pipeline is expected to do; the audit rates anything else HIGH (chalicelib/audit/profile.py).
+    profile: ManagedUserProfile | None = None
+    targets: list[TargetSpec] = Field(min_length=1)
 
     @field_validator("targets")
     @classmethod
@@ -109,6 +117,8 @@ class RotationConfig(BaseModel):
     #: Per provider: how its webhook deliveries are authenticated. Without one, the poller confirms.
     webhooks: dict[str, WebhookConfig] = {}
     users: list[UserConfig] = Field(min_length=1)
+    #: The audit's allow-list: routine work that must not reach Slack (chalicelib/audit/suppression.py).
+    suppressions: list[Suppression] = []
 
     @model_validator(mode="after")
     def _check(self) -> RotationConfig:
@@ -278,9 +288,7 @@ def get_config(source: str | None = None) -> RotationConfig:
     return _from_text(_read_file(Path(source)), source)
 
 
-def _clear_config_caches() -> None:
+def clear_config_caches() -> None:
+    """Forget every parsed configuration (tests and the local runtime replace it)."""
     _from_text.cache_clear()
     _parts_text.cache_clear()
-
-
-get_config.cache_clear = _clear_config_caches  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.aws import client
-from chalicelib.config import RotationConfig, get_config
+from chalicelib.config import RotationConfig, clear_config_caches, get_config
 from chalicelib.errors import TargetPushFailed
 from chalicelib.keys import Escrow
 from chalicelib.ledger import Ledger
@@ -34,7 +34,7 @@ class Deps:
             raise TargetPushFailed(
                 f"cannot read the API token of target {config.id!r} from {config.token} ({type(exc).__name__})"
             ) from None
-        return provider(config.provider)(config, token)  # type: ignore[attr-defined]
+        return provider(config.provider)(config, token)
 
     def webhook_secret(self, provider_name: str) -> str | None:
         hook = self.config.webhooks.get(provider_name)
@@ -55,7 +55,7 @@ def _deps_for(settings: Settings) -> Deps:
     return Deps(
         settings=settings,
         ledger=Ledger(settings.table_name),
-        escrow=Escrow(settings.escrow_prefix, settings.escrow_kms_key_id),
+        escrow=Escrow(settings.escrow_prefix, settings.escrow_kms_key_id, settings.escrow_principal_list),
     )
 
 
@@ -67,6 +67,6 @@ def reset() -> None:
 
     _deps_for.cache_clear()
     forget_settings()
-    get_config.cache_clear()
-    parameters.clear_caches()
+    clear_config_caches()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]  # powertools leaves it unannotated
     reset_clients()

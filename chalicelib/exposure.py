@@ -26,7 +26,8 @@ _ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")
 def owner_of(key_id: str) -> str | None:
     """The IAM user a key belongs to (GetAccessKeyLastUsed answers for any key of the account)."""
     try:
-        return client("iam").get_access_key_last_used(AccessKeyId=key_id).get("UserName")
+        owner: str | None = client("iam").get_access_key_last_used(AccessKeyId=key_id).get("UserName")
+        return owner
     except ClientError as exc:
         if error_code(exc) in ("NoSuchEntity", "AccessDenied", "InvalidClientTokenId"):
             return None

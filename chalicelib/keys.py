@@ -94,7 +94,8 @@ def last_used(key_id: str) -> datetime | None:
             return None
         reraise_transient(exc)
         raise
-    return response.get("AccessKeyLastUsed", {}).get("LastUsedDate")
+    used: datetime | None = response.get("AccessKeyLastUsed", {}).get("LastUsedDate")
+    return used
 
 
 def is_live(credentials: Credentials) -> bool:
@@ -121,10 +122,31 @@ def version_id(rotation_id: str) -> str:
     return str(uuid.uuid5(_VERSION_NAMESPACE, rotation_id))
 
 
+#: What only the escrow's functions and the break-glass role may do to an escrowed secret: read it, write
+#: or relabel versions, change its key (UpdateSecret re-encrypts every labelled version with the new key),
+#: or change this policy. Deleting stays with administrators: it destroys the secret, never reveals it.
+ESCROW_GUARDED_ACTIONS = (
+    "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:UpdateSecret", "secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy",
+    "secretsmanager:RotateSecret", "secretsmanager:RestoreSecret",
+)
+
+
+def escrow_resource_policy(principals: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Deny every guarded action to anyone whose ``aws:PrincipalArn`` is not one of ``principals`` (ARN
+    patterns). An explicit Deny wins over any Allow, so an administrator's ``*`` cannot read the secret."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "OnlyTheEscrowFunctionsAndBreakGlass", "Effect": "Deny", "Principal": "*",
+        "Action": list(ESCROW_GUARDED_ACTIONS), "Resource": "*",
+        "Condition": {"ArnNotLike": {"aws:PrincipalArn": list(principals)}},
+    }]}
+
+
 class Escrow:
-    def __init__(self, prefix: str, kms_key_id: str | None = None) -> None:
+    def __init__(self, prefix: str, kms_key_id: str | None = None, principals: tuple[str, ...] = ()) -> None:
         self.prefix = prefix.rstrip("/")
         self.kms_key_id = kms_key_id
+        self.principals = tuple(principals)
 
     def secret_id(self, user: str) -> str:
         return f"{self.prefix}/{user}"
@@ -147,6 +169,11 @@ class Escrow:
             if error_code(exc) != "ResourceExistsException":
                 reraise_transient(exc)
                 raise
+        if self.principals:
+            # Before the first secret value is written, and again on every stash: a secret made before
+            # the policy existed (or whose policy was removed) is guarded again by the next rotation.
+            _call(self._sm.put_resource_policy, SecretId=self.secret_id(user), BlockPublicPolicy=True,
+                  ResourcePolicy=json.dumps(escrow_resource_policy(self.principals)))
 
     def stash_pending(self, user: str, rotation_id: str, credentials: Credentials) -> None:
         self._ensure_secret(user)
@@ -171,8 +198,13 @@ class Escrow:
         data = json.loads(value["SecretString"])
         return Credentials(data["AccessKeyId"], data["SecretAccessKey"])
 
+    def stashed(self, user: str, rotation_id: str) -> Credentials | None:
+        """The secret this rotation escrowed, or None if it escrowed none. A version is immutable: once
+        written, its token cannot carry another key (PutSecretValue refuses, ResourceExistsException)."""
+        return self._read(user, VersionId=version_id(rotation_id))
+
     def pending(self, user: str, rotation_id: str) -> Credentials:
-        credentials = self._read(user, VersionId=version_id(rotation_id))
+        credentials = self.stashed(user, rotation_id)
         if credentials is None:
             raise EscrowError(f"escrow of {user!r} holds no secret for rotation {rotation_id}")
         return credentials

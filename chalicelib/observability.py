@@ -79,14 +79,16 @@ def observed(function_name: str) -> Callable[[F], F]:
                 logger.thread_safe_remove_keys(["function"])
                 flush()
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature F promises
 
     return decorate
 
 
 def _traced(xray: Tracer, function_name: str, cold: bool, handler: Callable[..., Any],
             args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    recorder, subsegment = xray.provider, None
+    # The provider is the X-Ray SDK's recorder; powertools types it as its own narrower protocol.
+    recorder: Any = xray.provider
+    subsegment = None
     try:
         subsegment = recorder.begin_subsegment(f"## {function_name}")
         if subsegment is not None:

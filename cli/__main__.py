@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from cli import audit, rotation
+from cli import audit, operations, rotation, status
 from cli.errors import Exit, OperatorError
 
 
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     rotation.register(subparsers)
+    status.register(subparsers)
+    operations.register(subparsers)
     audit.register(subparsers)
     args = parser.parse_args(argv)
     return run(args.func, args)

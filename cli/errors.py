@@ -12,6 +12,7 @@ class Exit(IntEnum):
     AWS_SETUP = 3  # no credentials, no region, an endpoint that does not answer
     SETTINGS = 4  # a ROTATOR_* setting is missing
     AWS_REFUSED = 5  # AWS answered with an error (access denied, not found, ...)
+    REFUSED = 6  # the request contradicts the recorded state (resume of a finished rotation, a paused user)
     UNEXPECTED = 70  # a bug: say so, and how to see the traceback
     INTERRUPTED = 130
 

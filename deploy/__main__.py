@@ -34,7 +34,7 @@ def _session() -> boto3.session.Session:
 def _config_text(args: argparse.Namespace) -> str | None:
     if not getattr(args, "config", None):
         return None
-    _, text = preflight.load_config_file(Path(args.config))
+    _, text = preflight.load_config_file(Path(args.config), getattr(args, "stage", None))
     return text
 
 
@@ -59,14 +59,15 @@ def prepare(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     if args.config:
-        config, _ = preflight.load_config_file(Path(args.config))
+        config, _ = preflight.load_config_file(Path(args.config), args.stage)
     else:
-        config = preflight.deployed_config(session, args.stage)
-        if config is None:
+        deployed = preflight.deployed_config(session, args.stage)
+        if deployed is None:
             raise preflight.Refused(
                 f"no rotation config: pass CONFIG=rotation.yaml (stored in SSM as "
                 f"{naming.StageNames(args.stage).config_parameter})")
-    for warning in preflight.check_aws(session, config):
+        config = deployed
+    for warning in preflight.check_aws(session, config, args.stage):
         print(warning, file=sys.stderr)
     d = resources.Deployment(args.stage, session)
     powertools = _powertools_layer(session, args.layer_arn, d.region)

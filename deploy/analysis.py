@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import UnknownServiceError
 
@@ -200,9 +201,9 @@ class CodeIndex:
             if method in info.methods:
                 found.append(info.methods[method])
                 break
-        info = self.classes.get(cls)
-        if info is not None and info.is_protocol:
-            found += [c.methods[method] for c in self.classes.values() if method in c.methods and c is not info]
+        declared = self.classes.get(cls)
+        if declared is not None and declared.is_protocol:
+            found += [c.methods[method] for c in self.classes.values() if method in c.methods and c is not declared]
         for sub in self.subclasses(cls):
             if method in sub.methods:
                 found.append(sub.methods[method])
@@ -221,7 +222,7 @@ def _dotted(node: ast.AST | None) -> str:
 
 
 # Types during the walk: ("class", qualname) | ("service", name) | ("iter", type) | ("union", tuple) | None
-Type = tuple | None
+Type = tuple[Any, ...] | None
 
 
 class FunctionAnalysis:
@@ -471,7 +472,7 @@ class FunctionAnalysis:
 
 
 def _union(parts: list[Type]) -> Type:
-    flat: list[tuple] = []
+    flat: list[tuple[Any, ...]] = []
     for part in parts:
         if part is None:
             continue

@@ -66,7 +66,8 @@ def expected_stage(stage: str, topic_arn: str = "", state_machine_arn: str = "",
 
 
 def load(path: Path | None = None) -> dict[str, Any]:
-    return json.loads((path or CONFIG_PATH).read_text())
+    config: dict[str, Any] = json.loads((path or CONFIG_PATH).read_text())
+    return config
 
 
 def problems(config: dict[str, Any] | None = None) -> list[str]:

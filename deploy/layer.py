@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from deploy.analysis import ROOT
@@ -58,7 +59,7 @@ def is_layer_version_arn(value: str) -> bool:
 
 def pins(path: Path) -> dict[str, str]:
     """``name==version`` lines of a requirements file, by normalised name."""
-    found = {}
+    found: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
@@ -72,7 +73,7 @@ def pins_the_layer_does_not_supply(layer_pins: dict[str, str] | None = None) -> 
 
     The installed Powertools is the pinned one (make install), so its metadata is the layer's recipe.
     """
-    admitted = {}
+    admitted: dict[str, SpecifierSet] = {}
     for line in requires("aws-lambda-powertools") or []:
         requirement = Requirement(line)
         if requirement.marker is None or requirement.marker.evaluate({"extra": "all"}):

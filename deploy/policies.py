@@ -90,13 +90,15 @@ def stage_policy_file(function: str, stage: str) -> str:
 
 
 def template(function: str) -> dict[str, Any]:
-    return json.loads(policy_path(function).read_text())
+    document: dict[str, Any] = json.loads(policy_path(function).read_text())
+    return document
 
 
 def render_stage(document: dict[str, Any], stage: str) -> dict[str, Any]:
     """A template with the stage in every place it names ``${Stage}``."""
     naming.StageNames(stage)  # refuses a stage name that would make the patterns ambiguous
-    return json.loads(json.dumps(document).replace(naming.STAGE_TOKEN, stage))
+    rendered: dict[str, Any] = json.loads(json.dumps(document).replace(naming.STAGE_TOKEN, stage))
+    return rendered
 
 
 def for_stage(function: str, stage: str) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Reads the Lambda ARNs Chalice recorded in ``.chalice/deployed/<stage>.json`` and
 6. the state machine, from ``statemachine/rotation.asl.json`` with the ``${...FunctionArn}``
    substitutions;
 7. an EventBridge rule sending an execution that ended *without* reaching its Alert state (aborted, timed
-   out, or crashed outside every Catch) to the outcomes topic, and the topic policy that allows it.
+   out, or crashed outside every Catch) to the outcomes topic, and the topic policy that allows it;
+8. the state of Chalice's EventBridge rules (``ensure_rule_states``): the audit rule admits read-only
+   CloudTrail events, which Chalice cannot set.
 
 Each ``ensure_*`` reads first and writes only what differs, so a second run changes nothing (the tests
 check that it makes no write call at all). ``destroy`` removes what ``apply`` created; the ledger table,
@@ -23,6 +25,7 @@ Every call goes through the boto3 session it is given: real AWS, or moto in the 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from deploy import infra, naming, policies
+from deploy import config_store, infra, naming, policies, protection, retrying
 from deploy.analysis import ROOT
 
 DEFINITION = infra.DEFINITION
@@ -49,7 +52,7 @@ def task_functions() -> list[str]:
 
 
 def _escrow_actions(function: str) -> set[str]:
-    policy = policies.load(function)
+    policy = policies.template(function)
     return {a for a, r, _ in policies.grants(policy) if r == naming.ESCROW_PATTERN}
 
 
@@ -62,16 +65,54 @@ def escrow_writers() -> list[str]:
 
 
 def escrow_functions() -> list[str]:
-    return sorted(set(escrow_readers()) | set(escrow_writers()))
+    """Every function whose policy reaches the escrow (reading, writing or relabelling it)."""
+    return [f for f in policies.functions() if _escrow_actions(f)]
 
 
-def key_policy(root: Any, readers: list[Any], writers: list[Any], via_service: Any, account: Any) -> dict[str, Any]:
-    """The escrow key: the account administers it (through IAM, as every KMS key); the escrow's
-    functions use it only through Secrets Manager — readers decrypt, writers generate data keys."""
+def key_users() -> dict[str, list[str]]:
+    """Functions whose policy uses the escrow key directly (not through Secrets Manager), and how."""
+    found: dict[str, list[str]] = {}
+    for function in policies.functions():
+        actions = sorted({a for a, _, _ in policies.grants(policies.template(function)) if a.startswith("kms:")})
+        if actions:
+            found[function] = actions
+    return found
+
+
+#: What the key-admin role may do: keep the key alive and governed, never use it.
+KEY_ADMIN_ACTIONS = [
+    "kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags",
+    "kms:ListAliases", "kms:PutKeyPolicy", "kms:EnableKeyRotation", "kms:EnableKey", "kms:DisableKey",
+    "kms:UpdateKeyDescription", "kms:TagResource", "kms:UntagResource", "kms:CreateAlias", "kms:UpdateAlias",
+    "kms:DeleteAlias", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+]
+#: What the account's administrators keep through IAM: nothing here reveals or uses the key.
+ACCOUNT_KEY_ACTIONS = [
+    "kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags",
+    "kms:EnableKeyRotation", "kms:CreateAlias", "kms:TagResource", "kms:ScheduleKeyDeletion",
+]
+#: Everything that reveals or produces key material, or delegates it (grants).
+KEY_USE_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*", "kms:CreateGrant"]
+
+
+def key_policy(root: Any, readers: list[Any], writers: list[Any], via_service: Any, account: Any, *, key_admin: Any,
+               break_glass: Any, direct_users: dict[str, tuple[Any, list[str]]] | None = None) -> dict[str, Any]:
+    """The escrow key admits, by name, only the escrow's functions (through Secrets Manager: readers
+    decrypt, writers generate data keys), the break-glass role (decrypt through Secrets Manager) and the
+    functions that use the key directly (``direct_users``: name → (principal, actions)); the key-admin role
+    administers it and cannot use it. There is no statement for the account root, so no IAM policy — an
+    administrator's ``*`` included — can use this key or change its policy (IAM still decides the harmless
+    ``ACCOUNT_KEY_ACTIONS``), and explicit Denies keep it so if a broader statement is ever added. The key-admin role keeps the key from being orphaned: without it only AWS Support could
+    change this policy (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html)."""
     via = {"kms:ViaService": via_service, "kms:CallerAccount": account}
+    direct = direct_users or {}
     statements: list[dict[str, Any]] = [
-        {"Sid": "AccountAdministersTheKey", "Effect": "Allow", "Principal": {"AWS": root},
-         "Action": "kms:*", "Resource": "*"},
+        {"Sid": "KeyAdministration", "Effect": "Allow", "Principal": {"AWS": key_admin},
+         "Action": KEY_ADMIN_ACTIONS, "Resource": "*"},
+        # What `deploy apply`/`destroy` do as an administrator: read the key's settings, turn rotation on,
+        # name it, and retire it (deletion destroys the escrow, it never reveals it; 7 days to cancel).
+        {"Sid": "AccountReadsAndRetiresTheKey", "Effect": "Allow", "Principal": {"AWS": root},
+         "Action": ACCOUNT_KEY_ACTIONS, "Resource": "*"},
     ]
     if readers:
         statements.append({"Sid": "EscrowReadersDecrypt", "Effect": "Allow", "Principal": {"AWS": readers},
@@ -80,7 +121,32 @@ def key_policy(root: Any, readers: list[Any], writers: list[Any], via_service: A
         statements.append({"Sid": "EscrowWritersEncrypt", "Effect": "Allow", "Principal": {"AWS": writers},
                            "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
                            "Condition": {"StringEquals": via}})
+    statements.append({"Sid": "BreakGlassDecrypt", "Effect": "Allow", "Principal": {"AWS": break_glass},
+                       "Action": ["kms:Decrypt"], "Resource": "*", "Condition": {"StringEquals": via}})
+    for function, (principal, actions) in sorted(direct.items()):
+        # Not through Secrets Manager: a function that seals task tokens cannot decrypt the escrow.
+        statements.append({"Sid": f"DirectUse{function.title().replace('_', '')}", "Effect": "Allow",
+                           "Principal": {"AWS": principal}, "Action": actions, "Resource": "*",
+                           "Condition": {"StringEquals": {"kms:CallerAccount": account},
+                                         "StringNotEquals": {"kms:ViaService": via_service}}})
+    users = [*readers, *[w for w in writers if w not in readers], break_glass,
+             *[principal for principal, _ in direct.values()]]
+    statements.append({"Sid": "NobodyElseUsesTheKey", "Effect": "Deny", "Principal": {"AWS": "*"},
+                       "Action": KEY_USE_ACTIONS, "Resource": "*",
+                       "Condition": {"ArnNotEquals": {"aws:PrincipalArn": users}}})
+    statements.append({"Sid": "NobodyElseAdministersTheKey", "Effect": "Deny", "Principal": {"AWS": "*"},
+                       "Action": ["kms:PutKeyPolicy", "kms:DisableKey", "kms:UpdateAlias", "kms:DeleteAlias",
+                                  "kms:CancelKeyDeletion"],
+                       "Resource": "*", "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [key_admin]}}})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def escrow_principal_patterns(stage: str, kind: str = "role", path: str = "/") -> list[str]:
+    """``ROTATOR_ESCROW_PRINCIPALS``: who every escrow secret's resource policy admits (any account's ARN
+    form is fine: a principal of another account would also need an Allow the policy never gives)."""
+    names = naming.StageNames(stage)
+    return [f"arn:aws:iam::*:{kind}{path}{n}" for n in
+            [*(names.function(f) for f in escrow_functions()), names.break_glass_role]]
 
 
 def states_trust_policy(account: Any) -> dict[str, Any]:
@@ -95,11 +161,14 @@ def states_policy(function_arns: list[Any]) -> dict[str, Any]:
         "Resource": function_arns}]}
 
 
-def topic_policy(topic_arn: Any, rule_arn: Any, account: Any) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [{
+def topic_policy(topic_arn: Any, rule_arn: Any, account: Any, alarm_arn_pattern: Any = None) -> dict[str, Any]:
+    statements = [{
         "Sid": "ExecutionFailedRulePublishes", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
         "Action": "sns:Publish", "Resource": topic_arn,
-        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}, "StringEquals": {"aws:SourceAccount": account}}}]}
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}, "StringEquals": {"aws:SourceAccount": account}}}]
+    if alarm_arn_pattern is not None:
+        statements.append(protection.alarms_publish_statement(topic_arn, alarm_arn_pattern, account))
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def execution_failed_pattern(state_machine_arn: Any) -> dict[str, Any]:
@@ -173,6 +242,10 @@ class Deployment:
     def changed(self, what: str) -> None:
         self.changes.append(what)
 
+    def progress(self, message: str) -> None:
+        """A wait in progress, shown at once: a deployment that pauses should say why."""
+        print(f"  ... {message}", file=sys.stderr, flush=True)
+
     # -- what Chalice deployed ------------------------------------------------------------------------
 
     def function_arns(self) -> dict[str, str]:
@@ -190,7 +263,8 @@ def load_deployed(stage: str, directory: Path | None = None) -> dict[str, Any]:
     path = (directory or DEPLOYED_DIR) / f"{stage}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `chalice deploy --stage {stage}` first (make deploy does)")
-    return json.loads(path.read_text())
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
 
 
 def _code(exc: ClientError) -> str:
@@ -242,8 +316,10 @@ def ensure_table(d: Deployment) -> None:
     backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
     if pitr != "ENABLED":
-        ddb.update_continuous_backups(TableName=name,
-                                      PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+        # A table just created refuses this for a while (ContinuousBackupsUnavailableException).
+        retrying.call(f"point-in-time recovery on {name}", retrying.BACKUPS_NOT_READY_YET,
+                      ddb.update_continuous_backups, TableName=name,
+                      PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}, log=d.progress)
         d.changed(f"enabled point-in-time recovery on {name}")
 
 
@@ -258,11 +334,58 @@ def ensure_topic(d: Deployment) -> None:
         d.changed(f"created SNS topic {d.names.topic}")
 
 
+def escrow_role_trust(account: Any) -> dict[str, Any]:
+    """Who may assume the break-glass and key-admin roles: the account's principals IAM lets, with MFA."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+                                         if isinstance(account, dict) else f"arn:aws:iam::{account}:root"},
+        "Action": "sts:AssumeRole", "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}}}]}
+
+
+def break_glass_policy(stage: str) -> dict[str, Any]:
+    """The break-glass role reads an escrowed secret (the key policy lets it decrypt); nothing else."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReadTheEscrow", "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
+                   "secretsmanager:ListSecretVersionIds"],
+        "Resource": naming.StageNames(stage).escrow_pattern}]}
+
+
+def ensure_escrow_roles(d: Deployment) -> None:
+    """The break-glass and key-admin roles the escrow's policies name (they must exist first: KMS and
+    Secrets Manager refuse a policy naming a principal that does not)."""
+    iam = d.client("iam")
+    for name, policy in ((d.names.break_glass_role, break_glass_policy(d.stage)), (d.names.key_admin_role, None)):
+        try:
+            iam.get_role(RoleName=name)
+        except ClientError as exc:
+            if not _missing(exc, "NoSuchEntity"):
+                raise
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(escrow_role_trust(d.account)),
+                            MaxSessionDuration=3600, Description=f"CI Key Rotator escrow ({d.stage})",
+                            Tags=[{"Key": k, "Value": v} for k, v in d.names.tags().items()])
+            d.changed(f"created role {name}")
+        if policy is None:
+            continue
+        try:
+            current = iam.get_role_policy(RoleName=name, PolicyName="escrow")["PolicyDocument"]
+        except ClientError as exc:
+            if not _missing(exc, "NoSuchEntity"):
+                raise
+            current = None
+        if current is None or not _same_json(current, policy):
+            iam.put_role_policy(RoleName=name, PolicyName="escrow", PolicyDocument=json.dumps(policy))
+            d.changed(f"set the policy of role {name}")
+
+
 def ensure_escrow_key(d: Deployment) -> None:
+    ensure_escrow_roles(d)
     kms = d.client("kms")
     roles = d.function_roles()
     wanted = key_policy(d.arn("iam", "root", region=False), [roles[f] for f in escrow_readers()],
-                        [roles[f] for f in escrow_writers()], f"secretsmanager.{d.region}.amazonaws.com", d.account)
+                        [roles[f] for f in escrow_writers()], f"secretsmanager.{d.region}.amazonaws.com", d.account,
+                        key_admin=d.role_arn(d.names.key_admin_role), break_glass=d.role_arn(d.names.break_glass_role),
+                        direct_users={f: (roles[f], actions) for f, actions in key_users().items()})
     try:
         key_id = kms.describe_key(KeyId=d.names.kms_alias)["KeyMetadata"]["KeyId"]
     except ClientError as exc:
@@ -270,13 +393,22 @@ def ensure_escrow_key(d: Deployment) -> None:
             raise
         key_id = kms.create_key(
             Description=f"CI Key Rotator escrow ({d.stage})", KeyUsage="ENCRYPT_DECRYPT",
-            Policy=json.dumps(wanted), Tags=[{"TagKey": k, "TagValue": v} for k, v in d.names.tags().items()],
+            # The deployer is not the key admin, so KMS's lockout check would refuse the policy; the
+            # key-admin role (created above) is what keeps the key manageable.
+            Policy=json.dumps(wanted), BypassPolicyLockoutSafetyCheck=True, Tags=[{"TagKey": k, "TagValue": v} for k, v in d.names.tags().items()],
         )["KeyMetadata"]["KeyId"]
         kms.create_alias(AliasName=d.names.kms_alias, TargetKeyId=key_id)
         d.changed(f"created KMS key {d.names.kms_alias}")
     current = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
     if not _same_json(current, wanted):
-        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(wanted))
+        try:
+            kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(wanted),
+                               BypassPolicyLockoutSafetyCheck=True)
+        except ClientError as exc:
+            if _code(exc) != "AccessDeniedException":
+                raise
+            raise RuntimeError(f"the key policy of {d.names.kms_alias} must change, and only the role "
+                               f"{d.names.key_admin_role} may change it: assume it and run apply again") from None
         d.changed(f"updated the key policy of {d.names.kms_alias}")
     if not kms.get_key_rotation_status(KeyId=key_id).get("KeyRotationEnabled"):
         kms.enable_key_rotation(KeyId=key_id)
@@ -284,17 +416,11 @@ def ensure_escrow_key(d: Deployment) -> None:
 
 
 def ensure_config(d: Deployment, config_text: str) -> None:
-    ssm, name = d.client("ssm"), d.names.config_parameter
-    try:
-        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    except ClientError as exc:
-        if not _missing(exc, "ParameterNotFound"):
-            raise
-        current = None
-    if current != config_text:
-        ssm.put_parameter(Name=name, Value=config_text, Type="String", Overwrite=True, Tier="Intelligent-Tiering",
-                          Description=f"CI Key Rotator rotation config ({d.stage})")
-        d.changed(f"{'updated' if current is not None else 'created'} SSM parameter {name}")
+    """One parameter while the config fits in 4 KB, else parts it names (deploy/config_store.py)."""
+    change = config_store.store(d.client("ssm"), d.names.config_parameter, config_text,
+                                f"CI Key Rotator rotation config ({d.stage})")
+    if change:
+        d.changed(change)
 
 
 def ensure_state_machine_role(d: Deployment) -> str:
@@ -338,12 +464,17 @@ def ensure_state_machine(d: Deployment, role_arn: str) -> None:
     except ClientError as exc:
         if not _missing(exc, "StateMachineDoesNotExist"):
             raise
-        sfn.create_state_machine(name=d.names.state_machine, definition=definition, roleArn=role_arn, type="STANDARD",
-                                 tags=[{"key": k, "value": v} for k, v in d.names.tags().items()])
+        # The role was usually created a second ago: wait until Step Functions can assume it.
+        retrying.call(f"create state machine {d.names.state_machine}", retrying.ROLE_NOT_ASSUMABLE_YET,
+                      sfn.create_state_machine, name=d.names.state_machine, definition=definition, roleArn=role_arn,
+                      type="STANDARD", tags=[{"key": k, "value": v} for k, v in d.names.tags().items()],
+                      log=d.progress)
         d.changed(f"created state machine {d.names.state_machine}")
         return
     if not _same_json(current["definition"], definition) or current["roleArn"] != role_arn:
-        sfn.update_state_machine(stateMachineArn=d.state_machine_arn, definition=definition, roleArn=role_arn)
+        retrying.call(f"update state machine {d.names.state_machine}", retrying.ROLE_NOT_ASSUMABLE_YET,
+                      sfn.update_state_machine, stateMachineArn=d.state_machine_arn, definition=definition,
+                      roleArn=role_arn, log=d.progress)
         d.changed(f"updated state machine {d.names.state_machine}")
 
 
@@ -367,7 +498,8 @@ def ensure_execution_rule(d: Deployment) -> None:
         events.put_targets(Rule=name, Targets=[target])
         d.changed(f"set the target of {name} to {d.names.topic}")
     sns = d.client("sns")
-    wanted = topic_policy(d.topic_arn, d.rule_arn, d.account)
+    wanted = topic_policy(d.topic_arn, d.rule_arn, d.account,
+                          d.arn("cloudwatch", f"alarm:{protection.alarm_prefix(d.stage)}*"))
     current = sns.get_topic_attributes(TopicArn=d.topic_arn)["Attributes"].get("Policy")
     if not _same_json(current, wanted):
         sns.set_topic_attributes(TopicArn=d.topic_arn, AttributeName="Policy", AttributeValue=json.dumps(wanted))
@@ -378,6 +510,32 @@ def _target_view(target: dict[str, Any]) -> dict[str, Any]:
     transformer = target.get("InputTransformer") or {}
     return {"Id": target.get("Id"), "Arn": target.get("Arn"),
             "InputPathsMap": transformer.get("InputPathsMap"), "InputTemplate": transformer.get("InputTemplate")}
+
+
+def ensure_rule_states(d: Deployment) -> None:
+    """Give each Chalice-made EventBridge rule the state it needs (``chalicelib.event_patterns.RULE_STATES``):
+    Chalice's ``on_cw_event`` creates rules ENABLED, which withholds read-only CloudTrail events the audit
+    needs (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event-cloudtrail-management.html).
+    Run after every ``chalice deploy`` (its PutRule resets the state)."""
+    from chalicelib.event_patterns import rule_state
+
+    events = d.client("events")
+    for record in d.deployed.get("resources", []):
+        if record.get("resource_type") != "cloudwatch_event" or "rule_name" not in record:
+            continue
+        name, wanted = record["rule_name"], rule_state(str(record.get("name", "")).removesuffix("-event"))
+        try:
+            rule = events.describe_rule(Name=name)
+        except ClientError as exc:
+            if not _missing(exc, "ResourceNotFoundException"):
+                raise
+            d.warnings.append(f"EventBridge rule {name} is missing: run `chalice deploy --stage {d.stage}`")
+            continue
+        if rule.get("State") != wanted:
+            # PutRule replaces the rule: the pattern Chalice wrote goes back unchanged, with the state.
+            events.put_rule(Name=name, EventPattern=rule["EventPattern"], State=wanted,
+                            **({"Description": rule["Description"]} if rule.get("Description") else {}))
+            d.changed(f"set EventBridge rule {name} to {wanted}")
 
 
 def check_functions(d: Deployment) -> None:
@@ -404,12 +562,16 @@ def apply(stage: str, session: boto3.session.Session, deployed: dict[str, Any],
     d = Deployment(stage, session, deployed)
     ensure_table(d)
     ensure_topic(d)
+    protection.ensure_alerts_key(d)
     ensure_escrow_key(d)
     if config_text is not None:
         ensure_config(d, config_text)
     role_arn = ensure_state_machine_role(d)
     ensure_state_machine(d, role_arn)
     ensure_execution_rule(d)
+    ensure_rule_states(d)
+    protection.ensure_failure_destinations(d)
+    protection.ensure_api_protection(d)
     check_functions(d)
     return d
 
@@ -432,6 +594,7 @@ def destroy(stage: str, session: boto3.session.Session, *, delete_data: bool = F
     their KMS key (scheduled for deletion after 7 days when asked), the config parameter."""
     d = Deployment(stage, session)
     names = d.names
+    protection.destroy(d)
     events = d.client("events")
     if _ignore_missing(events.describe_rule, "ResourceNotFoundException", Name=names.execution_rule):
         targets = [t["Id"] for t in events.list_targets_by_rule(Rule=names.execution_rule).get("Targets", [])]
@@ -485,6 +648,6 @@ def destroy(stage: str, session: boto3.session.Session, *, delete_data: bool = F
         kms.delete_alias(AliasName=names.kms_alias)
         kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
         d.changed(f"scheduled KMS key {names.kms_alias} for deletion in 7 days")
-    if _ignore_missing(d.client("ssm").delete_parameter, "ParameterNotFound", Name=names.config_parameter):
-        d.changed(f"deleted SSM parameter {names.config_parameter}")
+    if config_store.remove(d.client("ssm"), names.config_parameter):
+        d.changed(f"deleted SSM parameter {names.config_parameter} (and its parts)")
     return d

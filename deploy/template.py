@@ -238,7 +238,7 @@ def package_offline(stage: str, outdir: Path, merge: Path | None = None) -> Path
     outdir.mkdir(parents=True, exist_ok=True)
     bundle = outdir / "app-only.zip"
 
-    class AppOnlyPackage(BaseDeployStep):  # type: ignore[misc]
+    class AppOnlyPackage(BaseDeployStep):
         def handle_deploymentpackage(self, config: Any, resource: Any) -> None:
             if isinstance(resource.filename, models.Placeholder):
                 with zipfile.ZipFile(bundle, "w") as archive:

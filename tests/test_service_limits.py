@@ -82,7 +82,7 @@ def stored_config(runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch) -> Ite
     name = f"/ci-key-rotator/local/limits-{uuid.uuid4().hex[:8]}/rotation-config"
     yield name
     config_store.remove(runtime.client("ssm"), name)
-    config_module.get_config.cache_clear()
+    config_module.clear_config_caches()
 
 
 def test_a_1000_user_config_is_stored_and_read_by_a_function(runtime: LocalRuntime, stored_config: str) -> None:

@@ -100,7 +100,7 @@ class AuditContext:
         A failing lookup means "not known to be exposed" (the finding is HIGH already) and is logged."""
         if self.exposure_lookup is None or at is None or not user:
             return None
-        cache: dict[str, datetime | None] = self._exposures  # type: ignore[attr-defined]
+        cache: dict[str, datetime | None] = self._exposures  # type: ignore[attr-defined]  # set in __post_init__ of the frozen dataclass
         if user not in cache:
             try:
                 cache[user] = self.exposure_lookup(user)

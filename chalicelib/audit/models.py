@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -146,12 +146,12 @@ class CloudTrailEventBridgeEvent(EventBridgeModel):
         "AWS Console Action via CloudTrail",
         "AWS Service Event via CloudTrail",
     ] = Field(alias="detail-type")
-    detail: CloudTrailRecord  # type: ignore[assignment]
+    detail: CloudTrailRecord
 
 
 class HealthEventBridgeEvent(EventBridgeModel):
     detail_type: Literal["AWS Health Event"] = Field(alias="detail-type")
-    detail: HealthEventDetail  # type: ignore[assignment]
+    detail: HealthEventDetail
 
 
 # Lambda's CloudTrail names carry an API version: UpdateFunctionCode20150331v2 -> UpdateFunctionCode.
@@ -340,7 +340,8 @@ def _from_eventbridge(obj: dict[str, Any], origin: str) -> Record | Problem:
         envelope = model.model_validate(obj)
     except ValidationError as exc:
         return Problem(origin, _describe(exc))
-    return Record(envelope.detail, origin, envelope)
+    detail = cast("CloudTrailRecord | HealthEventDetail", envelope.detail)
+    return Record(detail, origin, envelope)
 
 
 def _from_records(records: Any, origin: str, depth: int) -> Iterator[Record | Problem]:
@@ -370,11 +371,13 @@ def _queue_body(item: Any) -> str | None:
     """The JSON body of an SQS or SNS delivery record (EventBridge -> SQS/SNS -> Lambda), else None."""
     if not isinstance(item, dict):
         return None
-    if item.get("eventSource") == "aws:sqs" and isinstance(item.get("body"), str):
-        return item["body"]
+    body = item.get("body")
+    if item.get("eventSource") == "aws:sqs" and isinstance(body, str):
+        return body
     sns = item.get("Sns")
-    if item.get("EventSource") == "aws:sns" and isinstance(sns, dict) and isinstance(sns.get("Message"), str):
-        return sns["Message"]
+    message = sns.get("Message") if isinstance(sns, dict) else None
+    if item.get("EventSource") == "aws:sns" and isinstance(message, str):
+        return message
     return None
 
 

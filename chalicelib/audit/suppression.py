@@ -135,9 +135,9 @@ def _collect(value: Any, found: dict[str, str], depth: int) -> None:
     if depth > 4 or value is None:
         return
     if isinstance(value, dict):
-        key = value.get("key", value.get("Key"))
-        if isinstance(key, str) and isinstance(value.get("value", value.get("Value")), str):
-            found[key] = value.get("value", value.get("Value"))
+        key, tag = value.get("key", value.get("Key")), value.get("value", value.get("Value"))
+        if isinstance(key, str) and isinstance(tag, str):
+            found[key] = tag
             return
         for k, v in value.items():
             if isinstance(v, str) and k not in ("resourceType", "ResourceType"):

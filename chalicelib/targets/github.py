@@ -111,7 +111,7 @@ def _matches(pattern: str, value: str) -> bool:
 
 def encrypt(public_key_b64: str, value: str) -> str:
     """libsodium sealed box, as in GitHub's own example; randomised, so never compare ciphertexts."""
-    key = public.PublicKey(public_key_b64.encode(), encoding.Base64Encoder())
+    key = public.PublicKey(public_key_b64.encode(), encoding.Base64Encoder)
     return base64.b64encode(public.SealedBox(key).encrypt(value.encode())).decode()
 
 

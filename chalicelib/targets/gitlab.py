@@ -323,7 +323,7 @@ class GitLabTarget(CITarget):
         if not secret:
             raise WebhookRejected("no webhook secret configured for gitlab", 401)
         if secret.startswith(SIGNING_PREFIX):
-            delivery = verify_signature(lower, raw_body, secret, time.time())
+            delivery: str | None = verify_signature(lower, raw_body, secret, time.time())
         else:
             given = lower.get("x-gitlab-token", "")
             if not given:

@@ -263,8 +263,10 @@ class HttpClient:
         left = _remaining(method, path)
         timeout = self._timeout
         if left is not None:
-            timeout = urllib3.Timeout(total=left, connect=min(left, self._timeout.connect_timeout or left),
-                                      read=min(left, self._timeout.read_timeout or left))
+            connect, read = self._timeout.connect_timeout, self._timeout.read_timeout
+            timeout = urllib3.Timeout(total=left,
+                                      connect=min(left, connect) if isinstance(connect, int | float) else left,
+                                      read=min(left, read) if isinstance(read, int | float) else left)
         if not self._slots.acquire(timeout=-1 if left is None else left):
             raise TransientError(f"{method} {path}: time budget spent waiting for a connection slot")
         try:
@@ -284,9 +286,9 @@ class HttpClient:
         if response.status == 403 and message and _SECONDARY_LIMIT.search(message):
             return SECONDARY_LIMIT_WAIT_SECONDS
         if response.status == 429 and self._rate_limit_wait is not None:
-            return self._rate_limit_wait
+            return float(self._rate_limit_wait)
         # Full jitter keeps parallel Map iterations from retrying in lock step.
-        return self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+        return float(self._backoff) * (2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
 
 class _Scrubber:

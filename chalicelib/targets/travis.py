@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, quote
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -378,10 +378,10 @@ def _verify(key: rsa.RSAPublicKey, given: str, payload: str) -> None:
 
 def _payload_json(payload: str) -> dict[str, Any]:
     try:
-        build = json.loads(payload)
+        build: Any = json.loads(payload)
     except ValueError:
         raise WebhookRejected("payload is not JSON", 400) from None
     build_id = build.get("id") if isinstance(build, dict) else None
     if not isinstance(build_id, int) or isinstance(build_id, bool):
         raise WebhookRejected("payload without a build id", 400)
-    return build
+    return cast("dict[str, Any]", build)

@@ -39,7 +39,7 @@ def roll_back(deps: Deps, user: str, rid: str, new_key_id: str | None = None,
     if rotation.get("compromised_deactivated_at"):
         # An emergency rotation already switched the leaked key off: never hand it back to a pipeline,
         # and keep the new key, which every target holds.
-        summary = {"restored": [], "not_restored": [], "new_key_deleted": False, "new_key_id": new_key_id,
+        summary: dict[str, Any] = {"restored": [], "not_restored": [], "new_key_deleted": False, "new_key_id": new_key_id,
                    "kept": "the compromised key stays Inactive; every target keeps the new key"}
         deps.ledger.update_rotation(user, rid, phase="emergency-kept-new-key", rollback=summary)
         deps.ledger.release_lock(user, rid)
@@ -52,7 +52,7 @@ def roll_back(deps: Deps, user: str, rid: str, new_key_id: str | None = None,
         if result.get("restored"):
             restored.append(tid)
             continue
-        if old_secret is None:
+        if old_secret is None or not old_key_id:
             not_restored.append({"target_id": tid, "why": "no escrowed secret of the old key (adoption)"})
             continue
         try:

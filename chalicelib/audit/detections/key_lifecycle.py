@@ -17,8 +17,9 @@ def key_user(record: Record) -> str:
     if user:
         return user
     key = record.response.get("accessKey")
-    if isinstance(key, dict) and isinstance(key.get("userName"), str):
-        return key["userName"]
+    name = key.get("userName") if isinstance(key, dict) else None
+    if isinstance(name, str):
+        return name
     if record.identity.type == "IAMUser":
         return record.identity.userName or ""
     return ""
@@ -29,9 +30,8 @@ def key_id(record: Record) -> str | None:
     if found:
         return found
     key = record.response.get("accessKey")
-    if isinstance(key, dict) and isinstance(key.get("accessKeyId"), str):
-        return key["accessKeyId"]
-    return None
+    found_id = key.get("accessKeyId") if isinstance(key, dict) else None
+    return found_id if isinstance(found_id, str) else None
 
 
 def describe_change(record: Record) -> str:
