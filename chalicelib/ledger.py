@@ -10,8 +10,9 @@ pk                                sk                               what
 ``USER#<user>``                   ``ROTATION#<rid>#TARGET#<tid>``  one target's push/verify result
 ``USER#<user>``                   ``KEY#<key id>``                 a key the rotator created or adopted
 ``USER#<user>``                   ``HOLDS#<tid>``                  which key id a target holds now
+``USER#<user>``                   ``PAUSE``                        an operator paused the user's rotations
 ``INTENT#<user>``                 ``<iso time>#<action>``          an IAM call the workflow is about to make
-``CALLBACK``                      ``<provider>#<run id>``          a verification build's task token
+``CALLBACK``                      ``<provider>#<run id>``          a verification build's task token (KMS-sealed)
 ``DELIVERY#<provider>#<id>``      ``DELIVERY``                     a webhook delivery already handled
 ================================  ===============================  =====================================
 
@@ -27,9 +28,13 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, clock
+from chalicelib import aws, clock, task_tokens
 from chalicelib.aws import error_code, reraise_transient
 from chalicelib.errors import RotationInProgress
+from chalicelib.settings import get_settings
+
+#: DynamoDB's limit on a sort key value (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html).
+_SORT_KEY_MAX_BYTES = 1024
 
 
 def _plain(value: Any) -> Any:
@@ -218,6 +223,29 @@ class Ledger:
         records = [_clean(i) for i in items if "#TARGET#" not in i["sk"]]
         return sorted(records, key=lambda r: r.get("started_at", ""))
 
+    def history(self, user: str) -> list[dict[str, Any]]:
+        """Every rotation of ``user``, oldest first, each with its per-target results under ``targets``."""
+        items = self._query(Key("pk").eq(f"USER#{user}") & Key("sk").begins_with("ROTATION#"))
+        records = {i["sk"]: {**_clean(i), "targets": {}} for i in items if "#TARGET#" not in i["sk"]}
+        for item in items:
+            parent, _, _ = item["sk"].partition("#TARGET#")
+            if parent != item["sk"] and parent in records:
+                records[parent]["targets"][item["target_id"]] = _clean(item)
+        return sorted(records.values(), key=lambda r: r.get("started_at", ""))
+
+    # -- pause -----------------------------------------------------------------------------------
+
+    def set_pause(self, user: str, paused_by: str, note: str | None = None) -> None:
+        self._put({"pk": f"USER#{user}", "sk": "PAUSE", "user": user, "paused_by": paused_by, "note": note,
+                   "paused_at": clock.iso(clock.now())})
+
+    def clear_pause(self, user: str) -> bool:
+        """True if the user was paused."""
+        return self._delete(f"USER#{user}", "PAUSE", condition=Attr("pk").exists())
+
+    def pause(self, user: str) -> dict[str, Any] | None:
+        return self._get(f"USER#{user}", "PAUSE")
+
     # -- keys and holdings -----------------------------------------------------------------------
 
     def record_key(self, user: str, key_id: str, **fields: Any) -> None:
@@ -276,21 +304,34 @@ class Ledger:
 
     # -- verification callbacks and webhook deliveries -------------------------------------------
 
-    def put_callback(self, provider: str, run_id: str, ttl: timedelta, **fields: Any) -> None:
+    def put_callback(self, provider: str, run_id: str, ttl: timedelta, *, task_token: str, rotation_id: str,
+                     **fields: Any) -> None:
+        """Park a verification; the task token is stored only sealed with KMS (chalicelib/task_tokens.py)."""
         now = clock.now()
+        sealed = task_tokens.seal(get_settings().escrow_kms_key_id, task_token,
+                                  task_tokens.context(provider, run_id, rotation_id))
         self._put(
             {
                 "pk": "CALLBACK",
                 "sk": f"{provider}#{run_id}",
                 "provider": provider,
                 "run_id": run_id,
+                "rotation_id": rotation_id,
                 "created_at": clock.iso(now),
                 "expires_at": clock.epoch(now + ttl),
                 **fields,
+                **sealed,
             }
         )
 
+    def task_token(self, callback: dict[str, Any]) -> str:
+        """The task token of a ``callback()`` item (kms:Decrypt, bound to its provider, run and rotation)."""
+        return task_tokens.open_sealed(callback, task_tokens.context(
+            callback["provider"], callback["run_id"], callback["rotation_id"]))
+
     def callback(self, provider: str, run_id: str) -> dict[str, Any] | None:
+        if len(f"{provider}#{run_id}".encode("utf-8", "surrogateescape")) > _SORT_KEY_MAX_BYTES:
+            return None  # no such item can exist, and DynamoDB refuses to look for one
         return self._get("CALLBACK", f"{provider}#{run_id}")
 
     def delete_callback(self, provider: str, run_id: str) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import boto3
 import pytest
 
+from chalicelib import clock
 from chalicelib.deps import get_deps
 from chalicelib.errors import TransientError
+from local import sim_clock, strict
 from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import (
@@ -37,7 +40,8 @@ def test_adoption_replaces_a_hand_made_key(clean_world: World, user: str) -> Non
     rotation = get_deps().ledger.rotations(user)[-1]
     assert rotation["adoption"] is True and rotation["old_key_id"] == hand_made
     assert rotation["outcome"] == "succeeded"
-    (alert,) = alerts_for(clean_world, user)
+    live, alert = alerts_for(clean_world, user)  # "new key live" when the old key went Inactive, then the end
+    assert live["severity"] == "INFO" and live["message"]["kind"] == "rotation-live"
     assert alert["severity"] == "INFO" and alert["message"]["new_key_id"] == new_key
 
 
@@ -257,8 +261,18 @@ def test_unknown_consumer_of_the_old_key_stops_before_deactivation(clean_world: 
     # A forgotten cron job on some server kept a copy of the hand-made key and uses it after the push.
     stray = boto3.session.Session(aws_access_key_id=hand_made, region_name="us-east-1",
                                   aws_secret_access_key=_hand_made_secret(user, hand_made))
-    runtime.inject_fault("drain_check", lambda event: stray.client(
-        "sts", endpoint_url=runtime.endpoint).get_caller_identity())
+
+    def cron_job_used_it(event: dict) -> None:
+        # AWS reports a use to the minute and late. The job's use must fall in a minute after the push and
+        # at least the last-used lag before the check: the compressed world cannot let a real minute pass,
+        # so it moves the push two minutes back and the simulated clock forward by the lag.
+        ledger, rotation_id = get_deps().ledger, event["rotation_id"]
+        for pushed in ledger.rotation(user, rotation_id)["targets"]:
+            ledger.set_target(user, rotation_id, pushed, pushed_at=clock.iso(clock.now() - timedelta(minutes=2)))
+        stray.client("sts", endpoint_url=runtime.endpoint).get_caller_identity()
+        sim_clock.advance(strict.current().last_used_lag_seconds)
+
+    runtime.inject_fault("drain_check", cron_job_used_it)
 
     result = clean_world.rotate(user)
 
@@ -290,7 +304,7 @@ def test_a_green_build_that_never_used_the_new_key_does_not_retire_the_old_one(c
     clean_world.github.add_repository(repo, workflows={"rotate-verify.yml": "production"})
     clean_world.users[name] = __import__("local.world", fromlist=["ManagedUser"]).ManagedUser(name, [repo])
     iam = clean_world.runtime.client("iam")
-    iam.create_user(UserName=name, Path="/ci/")
+    iam.create_user(UserName=name, Path=clean_world.runtime.names.managed_path)
     key = iam.create_access_key(UserName=name)["AccessKey"]
     clean_world.write_config()
     credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])

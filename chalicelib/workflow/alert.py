@@ -1,4 +1,9 @@
-"""Alert: every failure path ends here, then in a Fail state. It says what failed and what is left."""
+"""Alert: every failure path ends here, then in a Fail state. It says what failed and what is left.
+
+A refusal of what an operator asked for (a console input that is not the documented shape, a resume of a
+rotation that ended or never existed, a paused user) changed nothing: it is LOW, names the field or the
+rotation and the fix, and leaves the ledger (that rotation's record, the lock) exactly as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 from typing import Any
 
 from chalicelib import clock
+from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
@@ -14,6 +20,10 @@ from chalicelib.workflow.state import RotationState, rotation_id_from_execution
 
 #: Failures that changed nothing and need no one out of bed.
 _BENIGN = {"RotationInProgress": "LOW", "RecoveryWindowOpen": "LOW"}
+#: plan.OPERATOR_REFUSALS (by name: the state machine passes only the class name; a test keeps them equal).
+OPERATOR_REFUSALS = frozenset({"InvalidExecutionInput", "ResumeRefused", "UserPaused"})
+#: Longest cause kept in the ledger for ``status``/``history`` (the alert carries it whole).
+_CAUSE_MAX = 500
 
 
 def _error(state: dict[str, Any]) -> tuple[str, str]:
@@ -31,15 +41,43 @@ def _next_step(event: dict[str, Any], user: str, rotation_id: str, error_name: s
     if error_name == "RotationInProgress":
         return "nothing: the rotation that holds the lock goes on"
     if event.get("rollback") or not event.get("new_key_id"):
-        return f"fix the cause, then start a new rotation: python -m cli rotate {user}"
+        return f"fix the cause, then start a new rotation: ci-key-rotator rotate {user}"
     return (f"every target holds the verified new key; fix the cause, then resume: "
-            f"python -m cli rotate {user} --resume {rotation_id}")
+            f"ci-key-rotator rotate {user} --resume {rotation_id}")
+
+
+def _refusal(wrapper: dict[str, Any], event: dict[str, Any], error_name: str, cause: str,
+             deps: Deps) -> dict[str, Any]:
+    """LOW, no ledger write, no lock released: Plan refused before it took the lock or recorded anything."""
+    user = event.get("user") if isinstance(event.get("user"), str) else None
+    what = {"InvalidExecutionInput": "execution input refused", "ResumeRefused": "resume refused",
+            "UserPaused": "user is paused"}[error_name]
+    subject = f"Rotation not started: {what}" + (f" ({user})" if user else "")
+    message: dict[str, Any] = {
+        "kind": "rotation-refused",
+        "user": user,
+        "rotation_id": event.get("rotation_id") if isinstance(event.get("rotation_id"), str) else None,
+        "execution_arn": wrapper.get("execution_arn", ""),
+        "error": error_name,
+        "cause": cause,
+        "next_step": "nothing changed; correct the request as the cause says and start it again",
+        "note": _note(event),
+    }
+    publish(deps.settings.topic_arn, subject, message, "LOW")
+    return {"error": event.get("error"), "alert": {"severity": "LOW", "error": error_name, "subject": subject}}
+
+
+def _note(event: dict[str, Any]) -> str | None:
+    note = event.get("note")
+    return mask_text(note)[:500] if isinstance(note, str) and note else None
 
 
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
     event = dict(wrapper.get("state") or {})
     error_name, cause = _error(event)
+    if error_name in OPERATOR_REFUSALS:
+        return _refusal(wrapper, event, error_name, cause, deps)
     user = str(event.get("user", "?"))
     rotation_id = str(
         event.get("rotation_id")
@@ -54,6 +92,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "cause": cause,
         "rollback": event.get("rollback"),
         "rollback_error": _error({"error": event["rollback_error"]})[1] if event.get("rollback_error") else None,
+        "note": _note(event),
     }
     try:
         deps.config.user(user)
@@ -67,8 +106,9 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         state = RotationState.model_validate(event)
         message.update(old_key_id=state.old_key_id, new_key_id=state.new_key_id, adoption=state.adoption)
         already = bool((deps.ledger.rotation(user, rotation_id) or {}).get("alerted_at"))
+        # The cause is ours (key and target ids, never a secret); masked anyway, it is stored.
         deps.ledger.update_rotation(user, rotation_id, outcome="failed", error=error_name,
-                                    completed_at=clock.iso(clock.now()))
+                                    cause=mask_text(cause)[:_CAUSE_MAX], completed_at=clock.iso(clock.now()))
     if isinstance(left, dict):
         # Conditional on our rotation id: a duplicate trigger never releases the running rotation's lock.
         deps.ledger.release_lock(user, rotation_id)

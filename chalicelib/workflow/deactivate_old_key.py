@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import clock, keys
 from chalicelib.deps import Deps
 from chalicelib.errors import InterlockViolation
+from chalicelib.notify import publish
 from chalicelib.observability import logger
 from chalicelib.workflow.state import RotationState
 
@@ -41,6 +42,9 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
             f"not retiring {state.old_key_id}: targets {missing} have not verified {state.new_key_id}"
         )
     now = clock.now()
+    # A retried task (its first attempt crashed after the ledger said "retired") must not announce twice.
+    announced = (deps.ledger.rotation(user, rid) or {}).get("phase") == "retired"
+    recovery_until = now + timedelta(seconds=state.recovery_seconds)
     if state.old_key_id:
         record = deps.ledger.key(user, state.old_key_id)
         if record is None or record.get("origin") not in ("created", "adopted"):
@@ -51,7 +55,7 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         if record.get("status") != "retired":
             deps.ledger.record_key(
                 user, state.old_key_id, status="retired", retired_at=clock.iso(now), retired_by=rid,
-                recovery_until=clock.iso(now + timedelta(seconds=state.recovery_seconds)),
+                recovery_until=clock.iso(recovery_until),
             )
     deps.escrow.promote(user, rid)
     deps.ledger.record_key(user, state.new_key_id, status="active")
@@ -60,4 +64,30 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     deps.ledger.release_lock(user, rid)
     logger.info("old key deactivated", extra={"rotation_id": rid, "old_key_id": state.old_key_id,
                                               "new_key_id": state.new_key_id})
+    if not announced:
+        _announce_live(deps, state, recovery_until)
     return state.out()
+
+
+def _announce_live(deps: Deps, state: RotationState, recovery_until: datetime) -> None:
+    """The moment an operator cares about: every pipeline runs on the new key and the old one is off.
+    The final message (Report) follows once the recovery window ends and the old key is deleted."""
+    if state.old_key_id:
+        live = (f"old key {state.old_key_id} is Inactive; it can be re-activated until "
+                f"{clock.iso(recovery_until)}, then it is deleted")
+    else:
+        live = "there was no old key to retire"
+    message = {
+        "kind": "rotation-live",
+        "user": state.user,
+        "rotation_id": state.rotation_id,
+        "reason": state.reason,
+        "old_key_id": state.old_key_id,
+        "new_key_id": state.new_key_id,
+        "targets": state.targets,
+        "old_key_deleted_after": clock.iso(recovery_until) if state.old_key_id else None,
+        "live": f"every target verified {state.new_key_id}; {live}",
+        "note": state.model_extra.get("note") if state.model_extra else None,
+        "execution_arn": state.execution_arn,
+    }
+    publish(deps.settings.topic_arn, f"New key live for {state.user}: {state.new_key_id}", message, "INFO")

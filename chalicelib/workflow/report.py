@@ -1,4 +1,5 @@
-"""Report: the rotation succeeded; record it, release the lock, tell SNS."""
+"""Report: the rotation succeeded and the old key is deleted; record it, release the lock, tell SNS and
+Slack (the "new key live" message went out earlier, from DeactivateOldKey)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "new_key_id": state.new_key_id,
         "adoption": state.adoption,
         "execution_arn": state.execution_arn,
+        "note": state.model_extra.get("note") if state.model_extra else None,
         "state_left_behind": left,
     }
     subject = f"Rotated {state.user}: {state.old_key_id or 'no key'} -> {state.new_key_id}"
