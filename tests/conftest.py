@@ -7,6 +7,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         else:
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist each worker hands its cells of the fault matrix to the controller, which prints it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from tests.test_fault_matrix import MATRIX
+
+        workeroutput["fault_matrix"] = [[step, fault, outcome] for (step, fault), outcome in MATRIX.items()]
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    from tests.test_fault_matrix import MATRIX
+
+    for step, fault, outcome in getattr(node, "workeroutput", {}).get("fault_matrix", []):
+        MATRIX[(step, fault)] = outcome
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
