@@ -10,9 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from chalicelib import clock
+from chalicelib import clock, exposure
 from chalicelib.deps import get_deps
 from chalicelib.scheduler import run_schedule
+from local import demo, sim_clock
 from local.runtime import LocalRuntime
 from local.world import World
 
@@ -67,7 +68,18 @@ def single(world: World, iam: IamCallCounter, runs: int) -> dict[str, Any]:
         "lambda_invocations_per_rotation": int(statistics.median(invocations)),
         "iam_calls_per_rotation": int(statistics.median(iam_calls)),
         "seconds_verified_to_inactive": round(statistics.median(verified_to_inactive), 3),
+        "seconds_event_to_contained": event_to_contained(world, "bench-one"),
     }
+
+
+def event_to_contained(world: World, user: str) -> float | None:
+    """An AWS Health exposure event for ``user``'s key → the first moment IAM refuses that key, on the
+    simulated clock (IAM propagation of the new key and the revocation window included)."""
+    (leaked,) = (k for k, s in world.key_statuses(user).items() if s == "Active")
+    event_at = sim_clock.now()
+    (outcome,) = exposure.respond(get_deps(), demo.health_event(leaked))
+    assert world.runtime.wait(outcome["execution_arn"])["status"] == "SUCCEEDED"
+    return demo.seconds_to_contained(leaked, event_at)
 
 
 def fleet(world: World, size: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from chalicelib.targets.base import Credentials
+from local import iam_consistency
 
 VERIFY_POLICY = json.dumps({
     "Version": "2012-10-17",
@@ -51,6 +52,7 @@ def moto_with_ci_user(prefix: str) -> Iterator[SimpleNamespace]:
         iam.create_user(UserName=user)
         iam.put_user_policy(UserName=user, PolicyName="verify", PolicyDocument=VERIFY_POLICY)
         keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in range(2)]
+    iam_consistency.settle()  # both keys have reached every IAM endpoint before a build uses them
     try:
         yield SimpleNamespace(
             endpoint=endpoint,
