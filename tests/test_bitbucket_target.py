@@ -1,4 +1,8 @@
-"""BitbucketTarget: pure checks (config, state mapping, HMAC webhooks), then the real emulator over HTTP."""
+"""BitbucketTarget: pure checks (config, state mapping, HMAC webhooks), then the real emulator over HTTP.
+
+Generic behaviour (registration, a revoked token, a refused second write, Retry-After, persistent 5xx) runs
+once per provider in tests/test_provider_contract.py; this file keeps what is specific to Bitbucket.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from chalicelib.targets.bitbucket import (
     map_pipeline,
     signature,
 )
-from chalicelib.targets.registry import provider
 from local import iam_consistency
 from local.emulators.bitbucket import DEFAULT_PIPELINE, BitbucketEmulator
 from local.world import World, split
@@ -35,10 +38,6 @@ SECRET = "bitbucket-hook-secret"
 
 
 # -- pure: config ---------------------------------------------------------------------------------------
-
-
-def test_registered_as_bitbucket_provider() -> None:
-    assert provider("bitbucket") is BitbucketTarget
 
 
 def test_config_defaults() -> None:
@@ -337,34 +336,6 @@ def test_deployment_variables_reach_only_the_deploying_pipeline(
     assert wait_terminal(target, target.trigger_verification("deploy-1").run_id).state is RunState.SUCCEEDED
 
 
-def test_revoked_token_fails_the_push_cleanly(clean_world: World, bitbucket: BitbucketEmulator) -> None:
-    project, _ = add_project(clean_world)
-    bitbucket.revoke_token()
-    with pytest.raises(TargetPushFailed) as failed:
-        make_target(clean_world, project).push(FAKE)
-    assert failed.value.changed is False
-    assert "401" in str(failed.value)
-    assert clean_world._tokens["bitbucket"] not in str(failed.value)
-
-
-def test_a_refused_second_write_reports_a_change(clean_world: World, bitbucket: BitbucketEmulator) -> None:
-    project, repo = add_project(clean_world)
-    secret_uuid = next(v["uuid"] for v in bitbucket.variables(repo) if v["key"] == "AWS_SECRET_ACCESS_KEY")
-    bitbucket.inject("PUT", secret_uuid.strip("{}"), statuses=[403])
-    with pytest.raises(TargetPushFailed) as failed:
-        make_target(clean_world, project).push(FAKE)
-    assert failed.value.changed is True
-
-
-def test_429_retry_after_is_honoured(clean_world: World, bitbucket: BitbucketEmulator) -> None:
-    project, repo = add_project(clean_world)
-    waits: list[float] = []
-    bitbucket.inject("GET", r"/pipelines_config/variables", statuses=[429], retry_after=3)
-    make_target(clean_world, project, sleep=waits.append).push(FAKE)
-    assert waits == [3.0]
-    assert bitbucket.held_value(repo, "AWS_ACCESS_KEY_ID") == FAKE.access_key_id
-
-
 def test_trigger_runs_the_custom_pipeline_with_the_nonce(clean_world: World, bitbucket: BitbucketEmulator) -> None:
     project, repo = add_project(clean_world)
     target = make_target(clean_world, project)
@@ -375,7 +346,8 @@ def test_trigger_runs_the_custom_pipeline_with_the_nonce(clean_world: World, bit
     assert wait_terminal(target, run.run_id) == RunStatus(RunState.SUCCEEDED, "COMPLETED/SUCCESSFUL")
     (pipeline,) = bitbucket.pipelines(repo)
     assert pipeline["target"]["selector"] == {"type": "custom", "pattern": DEFAULT_PIPELINE}
-    assert pipeline["variables"] == [{"key": "ROTATION_NONCE", "value": "rot-7f3c", "secured": False}]
+    assert pipeline["variables"] == [
+        {"type": "pipeline_variable", "key": "ROTATION_NONCE", "value": "rot-7f3c", "secured": False}]
     assert "verify: OK" in pipeline["log"]
     assert bitbucket.held_value(repo, "AWS_SECRET_ACCESS_KEY") not in pipeline["log"]
 

@@ -3,6 +3,9 @@
 Secrecy flags: CircleCI has none to send. Every project or context variable is write-only (the API shows
 ``xxxx`` + the last 4 characters, a context never returns a value) and masked in job output; the tests check
 exactly that instead of flags.
+
+Generic behaviour (registration, a revoked token, a refused second write, Retry-After, persistent 5xx) runs
+once per provider in tests/test_provider_contract.py; this file keeps what is specific to CircleCI.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.circleci import (
     CircleCITarget,
@@ -26,7 +29,6 @@ from chalicelib.targets.circleci import (
     map_workflows,
     signature,
 )
-from chalicelib.targets.registry import provider
 from local.emulators.circleci import CircleCIEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
@@ -70,10 +72,6 @@ def api(cc: CircleCIEmulator, method: str, path: str, body: Any = None) -> Simpl
     response = urllib3.request(method, cc.api_url + path, body=data, retries=False,
                                headers={"Circle-Token": TOKEN, "Content-Type": "application/json"})
     return SimpleNamespace(status=response.status, json=json.loads(response.data) if response.data else None)
-
-
-def test_registered_as_circleci_provider() -> None:
-    assert provider("circleci") is CircleCITarget
 
 
 # -- push ---------------------------------------------------------------------------------------------
@@ -123,25 +121,6 @@ def test_unknown_project_or_context_is_a_push_failure_that_changed_nothing(
     assert not failure.value.changed
 
 
-def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(
-    circleci: CircleCIEmulator, aws: SimpleNamespace
-) -> None:
-    circleci.revoke_token()
-    with pytest.raises(TargetPushFailed) as failure:
-        target(circleci).push(aws.new)
-    text = str(failure.value)
-    assert "cc-app" in text and "401" in text and not failure.value.changed
-    assert TOKEN not in text and aws.new.secret_access_key not in text
-
-
-def test_second_variable_refused_means_the_target_changed(circleci: CircleCIEmulator, aws: SimpleNamespace) -> None:
-    context_id = circleci.add_context("aws-deploy", used_by=[PROJECT])
-    circleci.inject("PUT", r"/environment-variable/AWS_SECRET_ACCESS_KEY$", statuses=[403])
-    with pytest.raises(TargetPushFailed, match="403") as failure:
-        target(circleci, scope="context", context_id=context_id).push(aws.new)
-    assert failure.value.changed  # the key id was already replaced
-
-
 def test_config_is_validated() -> None:
     base = {"provider": "circleci", "id": "t", "token": "ssm:/t", "project_slug": SLUG}
     with pytest.raises(ValueError, match="context_id is required"):
@@ -161,22 +140,6 @@ def test_config_is_validated() -> None:
 
 
 # -- rate limits -------------------------------------------------------------------------------------------
-
-
-def test_429_with_retry_after_is_waited_out(circleci: CircleCIEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    circleci.inject("POST", r"/envvar$", statuses=[429], retry_after=3)
-    target(circleci, sleeps).push(aws.new)
-    assert sleeps == [3.0]
-    assert circleci.held_value(PROJECT, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
-
-
-def test_persistent_503_is_transient(circleci: CircleCIEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    circleci.inject("*", r".*", statuses=[503] * 20)
-    with pytest.raises(TransientError, match="HTTP 503"):
-        target(circleci, sleeps).push(aws.new)
-    assert 1 <= len(sleeps) <= 4
 
 
 # -- verification pipelines -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import yaml
 
 from chalicelib.config import get_config, load_config, parse_config, timing_seconds
 from chalicelib.errors import ConfigError
+from chalicelib.targets.registry import providers
 from cli.__main__ import main as cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "rotation.example.yaml"
@@ -22,7 +23,7 @@ def example() -> dict:
 def test_the_shipped_example_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert [u.name for u in config.users] == ["ci-deployer", "ci-terraform", "ci-platform"]
-    assert {t.provider for u in config.users for t in u.targets} == {"github", "gitlab", "circleci", "travis", "bitbucket"}
+    assert {t.provider for u in config.users for t in u.targets} == set(providers())  # one example of each
     assert timing_seconds(config.timings("ci-deployer"))["rotate_after"] == 14 * 86400
     assert timing_seconds(config.timings("ci-terraform"))["rotate_after"] == 30 * 86400
     assert str(config.target("ci-deployer", "web-app").token) == "secretsmanager:ci-key-rotator/github-token"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.targets.registry import PROVIDERS
+
 ROOT = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 
@@ -134,7 +136,7 @@ def test_every_relative_link_in_docs_resolves() -> None:
     assert not broken, f"links to files that do not exist: {broken}"
 
 
-@pytest.mark.parametrize("provider", ["github", "gitlab", "circleci", "travis", "bitbucket"])
+@pytest.mark.parametrize("provider", PROVIDERS.names())
 def test_each_provider_client_and_emulator_cite_their_contract(provider: str) -> None:
     page = f"docs/ci-providers/{provider}.md"
     assert (ROOT / page).is_file()

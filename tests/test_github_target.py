@@ -1,4 +1,8 @@
-"""GitHubTarget against the local GitHub emulator over real HTTP, with builds that call moto in server mode."""
+"""GitHubTarget against the local GitHub emulator over real HTTP, with builds that call moto in server mode.
+
+Generic behaviour (registration, a revoked token, a refused second write, Retry-After, persistent 5xx) runs
+once per provider in tests/test_provider_contract.py; this file keeps what is specific to GitHub.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ from chalicelib.errors import (
 from chalicelib.targets.base import RunState, WebhookRejected
 from chalicelib.targets.github import GitHubTarget, GitHubTargetConfig, map_run, signature
 from chalicelib.targets.http import HttpClient, HttpError, server_wait
-from chalicelib.targets.registry import provider
 from local.emulators.github import GitHubEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
@@ -70,10 +73,6 @@ def push_outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 # -- push ---------------------------------------------------------------------------------------------
-
-
-def test_registered_as_github_provider() -> None:
-    assert provider("github") is GitHubTarget
 
 
 def test_repository_push_creates_then_updates_both_secrets(
@@ -144,27 +143,11 @@ def test_scope_fields_are_validated() -> None:
 # -- rate limits, transient errors, refusals -----------------------------------------------------------
 
 
-def test_429_with_retry_after_is_waited_out_then_succeeds(github: GitHubEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    github.inject("PUT", r"/actions/secrets/AWS_ACCESS_KEY_ID$", statuses=[429], retry_after=3)
-    target(github, sleeps).push(aws.new)
-    assert sleeps == [3.0]
-    assert github.secret_value(REPO, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
-
-
 def test_github_403_rate_limit_is_retried(github: GitHubEmulator, aws: SimpleNamespace) -> None:
     sleeps: list[float] = []
     github.inject("GET", r"/public-key$", statuses=[403], retry_after=2)
     target(github, sleeps).push(aws.new)
     assert sleeps == [2.0]
-
-
-def test_503_until_the_budget_is_spent_raises_transient_error(github: GitHubEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    github.inject("GET", r"/public-key$", statuses=[503] * 20)
-    with pytest.raises(TransientError, match="HTTP 503"):
-        target(github, sleeps).push(aws.new)
-    assert 1 <= len(sleeps) <= 4 and sum(sleeps) <= 20
 
 
 def test_retry_after_beyond_the_budget_is_left_to_step_functions(
@@ -176,28 +159,6 @@ def test_retry_after_beyond_the_budget_is_left_to_step_functions(
     with pytest.raises(RateLimited, match="rate limited") as limited:
         target(github, sleeps).push(aws.new)
     assert sleeps == [15.0] and limited.value.retry_after_seconds == 15.0
-
-
-def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(
-    github: GitHubEmulator, aws: SimpleNamespace
-) -> None:
-    github.revoke_token()
-    with pytest.raises(TargetPushFailed) as failure:
-        target(github).push(aws.new)
-    text = str(failure.value)
-    assert "gh-app" in text and "repository" in text and "401" in text
-    assert TOKEN not in text and aws.new.secret_access_key not in text
-
-
-def test_push_failure_says_whether_anything_was_written(github: GitHubEmulator, aws: SimpleNamespace) -> None:
-    github.inject("PUT", r"/AWS_SECRET_ACCESS_KEY$", statuses=[404])
-    with pytest.raises(TargetPushFailed) as second_refused:
-        target(github).push(aws.new)
-    assert second_refused.value.changed  # the key id was already replaced
-    github.revoke_token()
-    with pytest.raises(TargetPushFailed) as first_refused:
-        target(github).push(aws.new)
-    assert not first_refused.value.changed
 
 
 def test_unknown_environment_is_a_push_failure(github: GitHubEmulator, aws: SimpleNamespace) -> None:

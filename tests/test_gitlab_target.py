@@ -3,6 +3,9 @@
 Project variables are addressed by key and pipelines by id; group variables are first looked up by key and
 environment scope in the group's (paginated) list, because GitLab's group update re-scopes another scope's
 variable instead of answering 404 (tests/test_ci_realism.py).
+
+Generic behaviour (registration, a revoked token, a refused second write, Retry-After, persistent 5xx) runs
+once per provider in tests/test_provider_contract.py; this file keeps what is specific to GitLab.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ from typing import Any
 import pytest
 import urllib3
 
-from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import Credentials, RunState, WebhookRejected
 from chalicelib.targets.gitlab import GitLabTarget, GitLabTargetConfig, map_pipeline, sign
-from chalicelib.targets.registry import provider
 from local.emulators.gitlab import GitLabEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
 
@@ -86,10 +88,6 @@ def api(gl: GitLabEmulator, method: str, path: str, body: Any = None) -> SimpleN
 
 def outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if ": variable " in r.getMessage()]
-
-
-def test_registered_as_gitlab_provider() -> None:
-    assert provider("gitlab") is GitLabTarget
 
 
 # -- push ---------------------------------------------------------------------------------------------
@@ -185,25 +183,6 @@ def test_unknown_project_is_a_push_failure_that_changed_nothing(gitlab: GitLabEm
     assert not failure.value.changed
 
 
-def test_revoked_token_is_a_push_failure_that_does_not_show_the_token(
-    gitlab: GitLabEmulator, aws: SimpleNamespace
-) -> None:
-    gitlab.revoke_token()
-    with pytest.raises(TargetPushFailed) as failure:
-        target(gitlab).push(aws.new)
-    text = str(failure.value)
-    assert "gl-app" in text and "401" in text and not failure.value.changed
-    assert TOKEN not in text and aws.new.secret_access_key not in text
-
-
-def test_second_variable_refused_means_the_target_changed(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
-    target(gitlab).push(aws.old)
-    gitlab.inject("PUT", r"/variables/AWS_SECRET_ACCESS_KEY$", statuses=[403])
-    with pytest.raises(TargetPushFailed) as failure:
-        target(gitlab).push(aws.new)
-    assert failure.value.changed
-
-
 def test_config_is_validated() -> None:
     base = {"provider": "gitlab", "id": "t", "token": "ssm:/t", "project": PROJECT}
     with pytest.raises(ValueError, match="group is required"):
@@ -223,27 +202,11 @@ def test_config_is_validated() -> None:
 # -- rate limits -------------------------------------------------------------------------------------------
 
 
-def test_429_with_retry_after_is_waited_out(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    gitlab.inject("PUT", r"/variables/AWS_ACCESS_KEY_ID$", statuses=[429], retry_after=3)
-    target(gitlab, sleeps).push(aws.new)
-    assert sleeps == [3.0]
-    assert gitlab.held_value(PROJECT, "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
-
-
 def test_429_without_retry_after_waits_for_ratelimit_reset(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
     sleeps: list[float] = []
     gitlab.inject("PUT", r"/variables/AWS_ACCESS_KEY_ID$", statuses=[429])
     target(gitlab, sleeps).push(aws.new)
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 1
-
-
-def test_persistent_503_is_transient(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
-    sleeps: list[float] = []
-    gitlab.inject("*", r".*", statuses=[503] * 20)
-    with pytest.raises(TransientError, match="HTTP 503"):
-        target(gitlab, sleeps).push(aws.new)
-    assert 1 <= len(sleeps) <= 4
 
 
 # -- verification pipelines -------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""TravisTarget: pure checks (config, state mapping, RSA-signed webhooks), then the real emulator over HTTP."""
+"""TravisTarget: pure checks (config, state mapping, RSA-signed webhooks), then the real emulator over HTTP.
+
+Generic behaviour (registration, a revoked token, a refused second write, Retry-After, persistent 5xx) runs
+once per provider in tests/test_provider_contract.py; this file keeps what is specific to Travis CI.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from pydantic import ValidationError
 
 from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected
-from chalicelib.targets.registry import provider
 from chalicelib.targets.travis import TravisTarget, TravisTargetConfig, map_build, sign
 from local.emulators.travis import TravisEmulator
 from local.world import World, split
@@ -29,10 +32,6 @@ FAKE = Credentials("AKIAFAKEFAKEFAKE0001", "fake/secret+value/that-must-stay-pri
 
 
 # -- pure: config ---------------------------------------------------------------------------------------
-
-
-def test_registered_as_travis_provider() -> None:
-    assert provider("travis") is TravisTarget
 
 
 def test_config_defaults() -> None:
@@ -287,34 +286,6 @@ def test_branch_scoped_variables_leave_other_branches_alone(clean_world: World, 
     scoped = {(v["name"], v["branch"]) for v in travis.env_vars(slug)}
     assert ("AWS_ACCESS_KEY_ID", "release") in scoped and ("AWS_ACCESS_KEY_ID", None) in scoped
     assert travis.held_value(slug, "AWS_ACCESS_KEY_ID") == clean_world.held_key(project) != FAKE.access_key_id
-
-
-def test_revoked_token_fails_the_push_cleanly(clean_world: World, travis: TravisEmulator) -> None:
-    project, _ = add_project(clean_world)
-    travis.revoke_token()
-    with pytest.raises(TargetPushFailed) as failed:
-        make_target(clean_world, project).push(FAKE)
-    assert failed.value.changed is False
-    assert "403" in str(failed.value)
-    assert clean_world._tokens["travis"] not in str(failed.value)
-
-
-def test_a_refused_second_write_reports_a_change(clean_world: World, travis: TravisEmulator) -> None:
-    project, slug = add_project(clean_world)
-    secret_id = next(v["id"] for v in travis.env_vars(slug) if v["name"] == "AWS_SECRET_ACCESS_KEY")
-    travis.inject("PATCH", f"/env_var/{secret_id}$", statuses=[403])
-    with pytest.raises(TargetPushFailed) as failed:
-        make_target(clean_world, project).push(FAKE)
-    assert failed.value.changed is True
-
-
-def test_429_retry_after_is_honoured(clean_world: World, travis: TravisEmulator) -> None:
-    project, slug = add_project(clean_world)
-    waits: list[float] = []
-    travis.inject("PATCH", r"/env_var/", statuses=[429], retry_after=2)
-    make_target(clean_world, project, sleep=waits.append).push(FAKE)
-    assert waits == [2.0]
-    assert travis.held_value(slug, "AWS_ACCESS_KEY_ID") == FAKE.access_key_id
 
 
 def test_trigger_resolves_the_build_and_it_passes(clean_world: World, travis: TravisEmulator) -> None:

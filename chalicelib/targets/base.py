@@ -9,14 +9,19 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib.errors import ConfigError, TargetPushFailed
 from chalicelib.secret_ref import SecretRef
+
+if TYPE_CHECKING:  # urllib3 is loaded when a target is built, not when a config is validated (cold start)
+    from chalicelib.targets.http import HttpClient
 
 
 class RunState(enum.StrEnum):
@@ -148,22 +153,103 @@ class WebhookRejected(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class ProviderSummary:
+    """How a provider does each job, in a sentence each: the README's provider table row
+    (deploy/readme_tables.py renders it; the fields column comes from ``config_model``)."""
+
+    secret_store: str
+    verification: str
+    webhook: str
+
+
+class HttpOptions(TypedDict, total=False):
+    """The retry policy every provider's API client shares; tests shorten it."""
+
+    #: Injected so tests do not wait out backoffs and Retry-After.
+    sleep: Callable[[float], None]
+    #: Longest a single call may spend retrying (429/5xx backoff, Retry-After) before it gives up.
+    max_wait_seconds: float
+    #: Per-request socket timeout.
+    timeout: float
+
+
 class CITarget(abc.ABC):
-    """One place in one CI system that holds the key pair and can run a verification build."""
+    """One place in one CI system that holds the key pair and can run a verification build.
+
+    A template: the push loop with its rollback rule, the webhook preamble, the config type check and the
+    API client's retry policy are here, once. A provider supplies its API mapping: ``_api_headers``,
+    ``_write_variable`` (and ``_prepare_push`` when it lists before writing), ``trigger_verification``,
+    ``run_status``, ``_verify_signature`` and ``_parse_event``.
+    """
 
     provider: ClassVar[str]
     config_model: ClassVar[type[TargetConfig]]
+    summary: ClassVar[ProviderSummary]
+    #: What the webhook config holds for this provider, in "no webhook <it> configured" errors.
+    webhook_secret_kind: ClassVar[str] = "secret"
+    #: Headers that carry the delivery id, first present wins; empty when the id comes from the body.
+    delivery_headers: ClassVar[tuple[str, ...]] = ()
+    #: Longest Retry-After the client waits in-line; longer waits are parked (None: the client's default).
+    rate_limit_wait_seconds: ClassVar[float | None] = None
 
-    def __init__(self, config: TargetConfig, token: str) -> None:
+    def __init__(self, config: TargetConfig, token: str, *, sleep: Callable[[float], None] = time.sleep,
+                 max_wait_seconds: float = 20.0, timeout: float = 10.0) -> None:
+        # A config of another provider would send this provider's calls to the wrong API shape.
+        if not isinstance(config, self.config_model):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_model.__name__}, "
+                              f"not {type(config).__name__}")
         self.config = config
         self._token = token
+        self._sleep = sleep
+        self._http = self._client(timeout=timeout, max_wait_seconds=max_wait_seconds)
+
+    def _client(self, *, timeout: float, max_wait_seconds: float) -> HttpClient:
+        from chalicelib.targets.http import HttpClient
+
+        return HttpClient(self.config.api_url, self._api_headers(), timeout=timeout,
+                          max_wait_seconds=max_wait_seconds, sleep=self._sleep,
+                          rate_limit_wait_seconds=self.rate_limit_wait_seconds)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.config.id!r})"
 
     @abc.abstractmethod
+    def _api_headers(self) -> dict[str, str]:
+        """How this provider's API authenticates the token (and which API version it speaks)."""
+
+    # -- push ---------------------------------------------------------------------------------------
+
     def push(self, credentials: Credentials) -> None:
-        """Create or update both CI variables with the provider's secrecy flags. Idempotent."""
+        """Create or update both CI variables with the provider's secrecy flags. Idempotent.
+
+        On failure ``TargetPushFailed.changed`` says whether the target may differ from before: a refused
+        first write (or a refused listing) leaves it as it was, and rollback then has nothing to restore
+        there; once one variable is written, it must.
+        """
+        names = self.config.secret_names
+        written = False
+        try:
+            prepared = self._prepare_push()
+            for name, value in (
+                (names.access_key_id, credentials.access_key_id),
+                (names.secret_access_key, credentials.secret_access_key),
+            ):
+                self._write_variable(name, value, prepared)
+                written = True
+        except TargetPushFailed as exc:
+            exc.changed = written
+            raise
+
+    def _prepare_push(self) -> Any:
+        """Read what both writes need (existing variables, org fields) before the first; passed to each."""
+        return None
+
+    @abc.abstractmethod
+    def _write_variable(self, name: str, value: str, prepared: Any) -> None:
+        """Create or update one variable; TargetPushFailed if the provider refuses."""
+
+    # -- verification -------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def trigger_verification(self, nonce: str) -> RunRef:
@@ -173,7 +259,32 @@ class CITarget(abc.ABC):
     def run_status(self, run_id: str) -> RunStatus:
         """The authoritative state of a verification build."""
 
+    # -- webhook ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+        """Verify a delivery over its raw body in constant time, then parse it; else WebhookRejected.
+
+        Nothing from the body is read before its signature is checked; a delivery without an id is refused
+        (the id is what makes a redelivery harmless).
+        """
+        lower = {k.lower(): v for k, v in headers.items()}
+        if not secret:
+            raise WebhookRejected(f"no webhook {cls.webhook_secret_kind} configured for {cls.provider}", 401)
+        delivery = cls._verify_signature(lower, raw_body, secret)
+        if delivery is None and cls.delivery_headers:
+            delivery = next((lower[h.lower()] for h in cls.delivery_headers if lower.get(h.lower())), None)
+            if not delivery:
+                raise WebhookRejected("missing " + " / ".join(cls.delivery_headers), 400)
+        return cls._parse_event(lower, raw_body, delivery)
+
     @classmethod
     @abc.abstractmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
-        """Verify a delivery over its raw body in constant time, then parse it; else WebhookRejected."""
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> str | None:
+        """WebhookRejected (401) unless the delivery is signed with ``secret``; the delivery id when the
+        signature scheme itself carries one, else None."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
+        """The verified delivery as an event; ``delivery`` is None only for providers whose id is in the body."""

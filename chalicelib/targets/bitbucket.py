@@ -21,18 +21,18 @@ import json
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import (
     CITarget,
-    Credentials,
+    HttpOptions,
+    ProviderSummary,
     RunRef,
     RunState,
     RunStatus,
@@ -40,7 +40,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
+from chalicelib.targets.http import HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -171,52 +171,38 @@ def run_id_for(full_name: str, build_number: int | str) -> str:
 class BitbucketTarget(CITarget):
     provider = "bitbucket"
     config_model = BitbucketTargetConfig
+    summary = ProviderSummary(
+        secret_store="list (paginated), then PUT by uuid or POST (409 → re-list, PUT); always `secured: true`",
+        verification="`POST .../pipelines/` → build number; status by build number",
+        webhook="`X-Hub-Signature: sha256=` HMAC-SHA256 (the hook must have a secret); `X-Request-UUID`",
+    )
     config: BitbucketTargetConfig
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        token: str,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait_seconds: float = 20.0,
-        timeout: float = 10.0,
-    ) -> None:
-        if not isinstance(config, BitbucketTargetConfig):
-            raise ConfigError(f"BitbucketTarget needs a BitbucketTargetConfig, not {type(config).__name__}")
-        super().__init__(config, token)
-        # Access tokens are Bearer tokens; Atlassian API tokens (app passwords stop working in 2026) are
-        # Basic with the account's email.
-        if self.config.auth == "api_token":
-            basic = base64.b64encode(f"{self.config.email}:{token}".encode()).decode()
-            authorization = f"Basic {basic}"
-        else:
-            authorization = f"Bearer {token}"
-        self._http = HttpClient(self.config.api_url, {"Authorization": authorization},
-                                timeout=timeout, max_wait_seconds=max_wait_seconds, sleep=sleep,
-                                rate_limit_wait_seconds=RATE_LIMIT_WAIT_SECONDS)
+    delivery_headers = ("X-Request-UUID",)
+    rate_limit_wait_seconds = RATE_LIMIT_WAIT_SECONDS
+
+    def __init__(self, config: TargetConfig, token: str, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, token, **options)
         cfg = self.config
         self._repo_path = f"/repositories/{quote(cfg.workspace, safe='')}/{quote(cfg.repository, safe='')}"
 
+    def _api_headers(self) -> dict[str, str]:
+        # Access tokens are Bearer tokens; Atlassian API tokens (app passwords stop working in 2026) are
+        # Basic with the account's email.
+        if self.config.auth == "api_token":
+            basic = base64.b64encode(f"{self.config.email}:{self._token}".encode()).decode()
+            return {"Authorization": f"Basic {basic}"}
+        return {"Authorization": f"Bearer {self._token}"}
+
     # -- push ---------------------------------------------------------------------------------------
 
-    def push(self, credentials: Credentials) -> None:
-        names = self.config.secret_names
-        written = False
-        try:
-            # List first, then PUT or POST: 3 calls per push instead of POST-409-GET-PUT per variable,
-            # which matters against Bitbucket's 1,000 requests/hour. A POST's 409 is still handled.
-            existing = self._list_variables("list variables")
-            for key, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
-                self._upsert(key, value, existing)
-                written = True
-        except TargetPushFailed as exc:
-            # A refused first call leaves the target as it was: rollback has nothing to restore there.
-            exc.changed = written
-            raise
+    def _prepare_push(self) -> dict[str, str]:
+        # List first, then PUT or POST: 3 calls per push instead of POST-409-GET-PUT per variable,
+        # which matters against Bitbucket's 1,000 requests/hour. A POST's 409 is still handled.
+        return self._list_variables("list variables")
+
+    def _write_variable(self, name: str, value: str, prepared: dict[str, str]) -> None:
+        self._upsert(name, value, prepared)
 
     def _variables_path(self) -> str:
         cfg = self.config
@@ -260,7 +246,8 @@ class BitbucketTarget(CITarget):
 
     def _upsert(self, key: str, value: str, existing: dict[str, str]) -> None:
         # Secured values are never shown in logs or returned by the API: always, for both variables.
-        body = {"key": key, "value": value, "secured": True}
+        # "type" is required by Bitbucket's API description (every object extends its typed base).
+        body = {"type": "pipeline_variable", "key": key, "value": value, "secured": True}
         if key not in existing:
             try:
                 # A repeat answers 409 and is then updated: safe to retry.
@@ -296,11 +283,11 @@ class BitbucketTarget(CITarget):
     def trigger_verification(self, nonce: str) -> RunRef:
         cfg = self.config
         target: dict[str, Any] = {"type": "pipeline_ref_target", "ref_type": "branch", "ref_name": cfg.branch}
-        body: dict[str, Any] = {"target": target}
+        body: dict[str, Any] = {"type": "pipeline", "target": target}
         if cfg.pipeline:
             target["selector"] = {"type": "custom", "pattern": cfg.pipeline}
             # Only custom pipelines take variables; the nonce ties the run to this try in its log.
-            body["variables"] = [{"key": NONCE_VARIABLE, "value": nonce, "secured": False}]
+            body["variables"] = [{"type": "pipeline_variable", "key": NONCE_VARIABLE, "value": nonce, "secured": False}]
         try:
             found = send_once(
                 lambda: self._http.request("POST", f"{self._repo_path}/pipelines/", json=body, expect=(201, 200)),
@@ -382,21 +369,20 @@ class BitbucketTarget(CITarget):
     # -- webhook ------------------------------------------------------------------------------------
 
     @classmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
-        lower = {k.lower(): v for k, v in headers.items()}
-        given = lower.get("x-hub-signature", "")
-        if not secret:
-            raise WebhookRejected("no webhook secret configured for bitbucket", 401)
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> None:
+        given = lower_headers.get("x-hub-signature", "")
         if not given:
             # Bitbucket signs only when the webhook has a secret; an unsigned delivery is never trusted.
             raise WebhookRejected("missing X-Hub-Signature (does the Bitbucket webhook have a secret?)", 401)
         if not hmac.compare_digest(signature(secret, raw_body).encode(), given.encode()):
             raise WebhookRejected("X-Hub-Signature does not match the body", 401)
-        # Retries repeat X-Request-UUID (X-Attempt-Number grows); X-Hook-UUID names the hook, not the delivery.
-        delivery = lower.get("x-request-uuid")
-        if not delivery:
-            raise WebhookRejected("missing X-Request-UUID", 400)
-        if lower.get("x-event-key") not in STATUS_EVENTS:
+        # Retries repeat X-Request-UUID (delivery_headers; X-Attempt-Number grows); X-Hook-UUID names the
+        # hook, not the delivery.
+
+    @classmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
+        assert delivery is not None  # delivery_headers
+        if lower_headers.get("x-event-key") not in STATUS_EVENTS:
             return WebhookEvent(delivery, None, None)
         status, repository = _commit_status(raw_body)
         number = _build_number(status)

@@ -28,15 +28,16 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import (
     CITarget,
-    Credentials,
+    HttpOptions,
+    ProviderSummary,
     RunRef,
     RunState,
     RunStatus,
@@ -44,7 +45,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
+from chalicelib.targets.http import HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -154,46 +155,30 @@ def signature(secret: str, raw_body: bytes) -> str:
 class CircleCITarget(CITarget):
     provider = "circleci"
     config_model = CircleCITargetConfig
+    summary = ProviderSummary(
+        secret_store="project env var (POST overwrites) or context variable (PUT)",
+        verification="pipeline trigger, then its workflows decide (a pipeline with no workflow is a failure)",
+        webhook="`circleci-signature: v1=` HMAC-SHA256; delivery id from the signed body",
+    )
     config: CircleCITargetConfig
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        token: str,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait_seconds: float = 20.0,
-        timeout: float = 10.0,
-        no_workflow_grace_seconds: float = NO_WORKFLOW_GRACE_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not isinstance(config, CircleCITargetConfig):
-            raise ConfigError(f"CircleCITarget needs a CircleCITargetConfig, not {type(config).__name__}")
-        super().__init__(config, token)
+    def __init__(self, config: TargetConfig, token: str, *,
+                 no_workflow_grace_seconds: float = NO_WORKFLOW_GRACE_SECONDS,
+                 clock: Callable[[], float] = time.time, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, token, **options)
         self._grace = no_workflow_grace_seconds
         self._clock = clock
-        self._http = HttpClient(self.config.api_url, {"Circle-Token": token}, timeout=timeout,
-                                max_wait_seconds=max_wait_seconds, sleep=sleep)
+
+    def _api_headers(self) -> dict[str, str]:
+        return {"Circle-Token": self._token}
 
     # -- push ---------------------------------------------------------------------------------------
 
-    def push(self, credentials: Credentials) -> None:
-        names = self.config.secret_names
-        written = False
-        try:
-            for name, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
-                if self.config.scope == "context":
-                    self._put_context_variable(name, value)
-                else:
-                    self._post_project_variable(name, value)
-                written = True
-        except TargetPushFailed as exc:
-            # A refused first write leaves the target as it was: rollback has nothing to restore there.
-            exc.changed = written
-            raise
+    def _write_variable(self, name: str, value: str, prepared: None) -> None:
+        if self.config.scope == "context":
+            self._put_context_variable(name, value)
+        else:
+            self._post_project_variable(name, value)
 
     def _slug_path(self) -> str:
         return quote(self.config.project_slug, safe="/")
@@ -329,11 +314,8 @@ class CircleCITarget(CITarget):
     # -- webhook ------------------------------------------------------------------------------------
 
     @classmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
-        lower = {k.lower(): v for k, v in headers.items()}
-        given = lower.get("circleci-signature", "")
-        if not secret:
-            raise WebhookRejected("no webhook secret configured for circleci", 401)
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> None:
+        given = lower_headers.get("circleci-signature", "")
         if not given:
             raise WebhookRejected("missing circleci-signature", 401)
         expected = signature(secret, raw_body).encode()
@@ -341,13 +323,17 @@ class CircleCITarget(CITarget):
         candidates = [part.strip() for part in given.split(",") if part.strip().startswith("v1=")]
         if not any(hmac.compare_digest(candidate.encode(), expected) for candidate in candidates):
             raise WebhookRejected("circleci-signature does not match the body", 401)
+
+    @classmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
         payload = _payload(raw_body)
-        delivery = payload.get("id")
-        if not isinstance(delivery, str) or not delivery:
+        # The delivery id is the signed body's event id (CircleCI sends no delivery header).
+        event_id = payload.get("id")
+        if not isinstance(event_id, str) or not event_id:
             raise WebhookRejected("event without an id", 400)
         # The event type is read from the signed body, not from the unsigned Circleci-Event-Type header.
         if payload.get("type") != "workflow-completed":
-            return WebhookEvent(delivery, None, None)
+            return WebhookEvent(event_id, None, None)
         pipeline, workflow = payload.get("pipeline"), payload.get("workflow")
         if not isinstance(pipeline, dict) or not isinstance(pipeline.get("id"), str) or not isinstance(workflow, dict):
             raise WebhookRejected("workflow-completed event without pipeline.id and workflow", 400)
@@ -357,7 +343,7 @@ class CircleCITarget(CITarget):
         if status is not None:
             status = RunStatus(status.state, f"workflow {workflow.get('name', '?')} {workflow.get('status')}",
                                workflow.get("url"))
-        return WebhookEvent(delivery, pipeline["id"], status)
+        return WebhookEvent(event_id, pipeline["id"], status)
 
 
 def _payload(raw_body: bytes) -> dict[str, Any]:

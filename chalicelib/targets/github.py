@@ -16,18 +16,19 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import quote
 
 from nacl import encoding, public
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.targets.base import (
     CITarget,
-    Credentials,
+    HttpOptions,
+    ProviderSummary,
     RunRef,
     RunState,
     RunStatus,
@@ -35,7 +36,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
+from chalicelib.targets.http import HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -136,53 +137,35 @@ def signature(secret: str, raw_body: bytes) -> str:
 class GitHubTarget(CITarget):
     provider = "github"
     config_model = GitHubTargetConfig
+    summary = ProviderSummary(
+        secret_store="libsodium sealed box (PyNaCl) with the scope's public key; 201/204",
+        verification="`workflow_dispatch` with `return_run_details`, else found by the `nonce` input in `run-name`",
+        webhook="`X-Hub-Signature-256` HMAC-SHA256, `X-GitHub-Delivery`",
+    )
     config: GitHubTargetConfig
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        token: str,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait_seconds: float = 20.0,
-        timeout: float = 10.0,
-        find_run_attempts: int = 6,
-    ) -> None:
-        if not isinstance(config, GitHubTargetConfig):
-            raise ConfigError(f"GitHubTarget needs a GitHubTargetConfig, not {type(config).__name__}")
-        super().__init__(config, token)
-        self._sleep = sleep
+    delivery_headers = ("X-GitHub-Delivery",)
+
+    def __init__(self, config: TargetConfig, token: str, *, find_run_attempts: int = 6,
+                 **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, token, **options)
         self._find_run_attempts = find_run_attempts
-        self._http = HttpClient(
-            self.config.api_url,
-            {
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": self.config.api_version,
-            },
-            timeout=timeout,
-            max_wait_seconds=max_wait_seconds,
-            sleep=sleep,
-        )
         self._repo_ids: dict[str, int] = {}
+
+    def _api_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": self.config.api_version,
+        }
 
     # -- push ---------------------------------------------------------------------------------------
 
-    def push(self, credentials: Credentials) -> None:
-        names = self.config.secret_names
-        written = False
-        try:
-            extra = self._org_fields() if self.config.scope == "organization" else {}
-            for name, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
-                self._put_secret(name, value, extra)
-                written = True
-        except TargetPushFailed as exc:
-            # A refused first write leaves the target as it was: rollback has nothing to restore there.
-            exc.changed = written
-            raise
+    def _prepare_push(self) -> dict[str, Any]:
+        return self._org_fields() if self.config.scope == "organization" else {}
+
+    def _write_variable(self, name: str, value: str, prepared: dict[str, Any]) -> None:
+        self._put_secret(name, value, prepared)
 
     def _secrets_path(self) -> str:
         cfg = self.config
@@ -359,19 +342,17 @@ class GitHubTarget(CITarget):
     # -- webhook ------------------------------------------------------------------------------------
 
     @classmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
-        lower = {k.lower(): v for k, v in headers.items()}
-        given = lower.get("x-hub-signature-256", "")
-        if not secret:
-            raise WebhookRejected("no webhook secret configured for github", 401)
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> None:
+        given = lower_headers.get("x-hub-signature-256", "")
         if not given:
             raise WebhookRejected("missing X-Hub-Signature-256", 401)
         if not hmac.compare_digest(signature(secret, raw_body).encode(), given.encode()):
             raise WebhookRejected("X-Hub-Signature-256 does not match the body", 401)
-        delivery = lower.get("x-github-delivery")
-        if not delivery:
-            raise WebhookRejected("missing X-GitHub-Delivery", 400)
-        if lower.get("x-github-event") != "workflow_run":
+
+    @classmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
+        assert delivery is not None  # delivery_headers
+        if lower_headers.get("x-github-event") != "workflow_run":
             return WebhookEvent(delivery, None, None)
         run, action = _workflow_run(raw_body)
         status = None

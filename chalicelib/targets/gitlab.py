@@ -23,17 +23,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Unpack
 from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import ConfigError, TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
 from chalicelib.secret_ref import SecretRef
 from chalicelib.targets.base import (
     CITarget,
-    Credentials,
+    HttpOptions,
+    ProviderSummary,
     RunRef,
     RunState,
     RunStatus,
@@ -41,7 +42,7 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
+from chalicelib.targets.http import HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -132,42 +133,31 @@ def sign(signing_token: str, webhook_id: str, timestamp: str, raw_body: bytes) -
 class GitLabTarget(CITarget):
     provider = "gitlab"
     config_model = GitLabTargetConfig
+    summary = ProviderSummary(
+        secret_store='PUT, POST on 404 (and PUT again on "has already been taken"); masked, protected, raw',
+        verification="`POST /projects/:id/pipeline` (or the trigger-token API); `manual` never counts as passed",
+        webhook=(
+            "`X-Gitlab-Token`, or Standard-Webhooks `webhook-signature` when the secret is a `whsec_` signing "
+            "token (timestamps older than 5 min refused); `Idempotency-Key`"
+        ),
+    )
     config: GitLabTargetConfig
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        token: str,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait_seconds: float = 20.0,
-        timeout: float = 10.0,
-        trigger_token: str | None = None,
-    ) -> None:
-        if not isinstance(config, GitLabTargetConfig):
-            raise ConfigError(f"GitLabTarget needs a GitLabTargetConfig, not {type(config).__name__}")
-        super().__init__(config, token)
+    delivery_headers = ("Idempotency-Key", "X-Gitlab-Event-UUID", "webhook-id")
+
+    def __init__(self, config: TargetConfig, token: str, *, trigger_token: str | None = None,
+                 **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, token, **options)
         #: Resolved lazily from config.trigger_token unless given (tests, or a caller that resolved it).
         self._trigger_token = trigger_token
-        self._http = HttpClient(self.config.api_url, {"PRIVATE-TOKEN": token}, timeout=timeout,
-                                max_wait_seconds=max_wait_seconds, sleep=sleep)
+
+    def _api_headers(self) -> dict[str, str]:
+        return {"PRIVATE-TOKEN": self._token}
 
     # -- push ---------------------------------------------------------------------------------------
 
-    def push(self, credentials: Credentials) -> None:
-        names = self.config.secret_names
-        written = False
-        try:
-            for name, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
-                self._upsert(name, value)
-                written = True
-        except TargetPushFailed as exc:
-            # A refused first write leaves the target as it was: rollback has nothing to restore there.
-            exc.changed = written
-            raise
+    def _write_variable(self, name: str, value: str, prepared: None) -> None:
+        self._upsert(name, value)
 
     def _variables_path(self) -> str:
         cfg = self.config
@@ -318,23 +308,22 @@ class GitLabTarget(CITarget):
     # -- webhook ------------------------------------------------------------------------------------
 
     @classmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
-        lower = {k.lower(): v for k, v in headers.items()}
-        if not secret:
-            raise WebhookRejected("no webhook secret configured for gitlab", 401)
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> str | None:
         if secret.startswith(SIGNING_PREFIX):
-            delivery: str | None = verify_signature(lower, raw_body, secret, time.time())
-        else:
-            given = lower.get("x-gitlab-token", "")
-            if not given:
-                raise WebhookRejected("missing X-Gitlab-Token", 401)
-            if not hmac.compare_digest(given.encode(), secret.encode()):
-                raise WebhookRejected("X-Gitlab-Token does not match", 401)
-            # Idempotency-Key is stable across GitLab's retries; the others are fallbacks for older versions.
-            delivery = lower.get("idempotency-key") or lower.get("x-gitlab-event-uuid") or lower.get("webhook-id")
-        if not delivery:
-            raise WebhookRejected("missing Idempotency-Key / X-Gitlab-Event-UUID / webhook-id", 400)
-        if lower.get("x-gitlab-event") != "Pipeline Hook":
+            return verify_signature(lower_headers, raw_body, secret, time.time())
+        given = lower_headers.get("x-gitlab-token", "")
+        if not given:
+            raise WebhookRejected("missing X-Gitlab-Token", 401)
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            raise WebhookRejected("X-Gitlab-Token does not match", 401)
+        # Idempotency-Key (delivery_headers) is stable across GitLab's retries; the others are fallbacks for
+        # older versions.
+        return None
+
+    @classmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
+        assert delivery is not None  # signed webhook-id or delivery_headers
+        if lower_headers.get("x-gitlab-event") != "Pipeline Hook":
             return WebhookEvent(delivery, None, None)
         attributes = _pipeline_attributes(raw_body)
         status = map_pipeline(attributes.get("status"), attributes.get("url"))

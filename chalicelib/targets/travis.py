@@ -16,9 +16,8 @@ import hashlib
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from collections.abc import Mapping
+from typing import Any, Literal, Unpack, cast
 from urllib.parse import parse_qs, quote
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -27,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import Field, field_validator
 
 from chalicelib.errors import (
-    ConfigError,
     TargetPushFailed,
     TransientError,
     VerificationFailed,
@@ -35,7 +33,8 @@ from chalicelib.errors import (
 )
 from chalicelib.targets.base import (
     CITarget,
-    Credentials,
+    HttpOptions,
+    ProviderSummary,
     RunRef,
     RunState,
     RunStatus,
@@ -44,7 +43,7 @@ from chalicelib.targets.base import (
     WebhookRejected,
     https_or_loopback,
 )
-from chalicelib.targets.http import HttpClient, HttpError, send_once
+from chalicelib.targets.http import HttpError, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -110,49 +109,37 @@ def sign(private_key: rsa.RSAPrivateKey, payload: str) -> str:
 class TravisTarget(CITarget):
     provider = "travis"
     config_model = TravisTargetConfig
+    summary = ProviderSummary(
+        secret_store="list, then PATCH or POST (409 → re-list, PATCH); always `public: false`",
+        verification=(
+            "`POST /repo/{slug}/requests` (202), then the request's build; a request without a build is a "
+            "failure"
+        ),
+        webhook=(
+            '`Signature`: RSA-SHA1 over the `payload` form field, verified with the PEM public key from '
+            'Travis\'s `/config` (the webhook "secret"); delivery id derived from build, state and payload'
+        ),
+    )
     config: TravisTargetConfig
 
-    def __init__(
-        self,
-        config: TargetConfig,
-        token: str,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait_seconds: float = 20.0,
-        timeout: float = 10.0,
-        resolve_attempts: int = 6,
-    ) -> None:
-        if not isinstance(config, TravisTargetConfig):
-            raise ConfigError(f"TravisTarget needs a TravisTargetConfig, not {type(config).__name__}")
-        super().__init__(config, token)
-        self._sleep = sleep
+    webhook_secret_kind = "public key"
+
+    def __init__(self, config: TargetConfig, token: str, *, resolve_attempts: int = 6,
+                 **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, token, **options)
         self._resolve_attempts = resolve_attempts
-        self._http = HttpClient(
-            self.config.api_url,
-            {"Travis-API-Version": "3", "Authorization": f"token {token}"},
-            timeout=timeout,
-            max_wait_seconds=max_wait_seconds,
-            sleep=sleep,
-        )
         self._repo_path = f"/repo/{quote(self.config.repository, safe='')}"
+
+    def _api_headers(self) -> dict[str, str]:
+        return {"Travis-API-Version": "3", "Authorization": f"token {self._token}"}
 
     # -- push ---------------------------------------------------------------------------------------
 
-    def push(self, credentials: Credentials) -> None:
-        names = self.config.secret_names
-        written = False
-        try:
-            existing = self._list_env_vars("list env vars")
-            for name, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
-                self._upsert(name, value, existing)
-                written = True
-        except TargetPushFailed as exc:
-            # A refused first call leaves the target as it was: rollback has nothing to restore there.
-            exc.changed = written
-            raise
+    def _prepare_push(self) -> dict[str, dict[str, Any]]:
+        return self._list_env_vars("list env vars")
+
+    def _write_variable(self, name: str, value: str, prepared: dict[str, dict[str, Any]]) -> None:
+        self._upsert(name, value, prepared)
 
     def _list_env_vars(self, what: str) -> dict[str, dict[str, Any]]:
         """name -> env var, for the variables in our branch scope (another branch's are other variables)."""
@@ -298,16 +285,16 @@ class TravisTarget(CITarget):
     # -- webhook ------------------------------------------------------------------------------------
 
     @classmethod
-    def parse_webhook(cls, headers: Mapping[str, str], raw_body: bytes, secret: str) -> WebhookEvent:
+    def _verify_signature(cls, lower_headers: Mapping[str, str], raw_body: bytes, secret: str) -> None:
         """``secret`` is Travis's PEM public key; the signature covers the ``payload`` form field."""
-        lower = {k.lower(): v for k, v in headers.items()}
-        if not secret:
-            raise WebhookRejected("no webhook public key configured for travis", 401)
-        given = lower.get("signature", "")
+        given = lower_headers.get("signature", "")
         if not given:
             raise WebhookRejected("missing Signature", 401)
+        _verify(_public_key(secret.strip()), given, _payload_field(raw_body))
+
+    @classmethod
+    def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
         payload = _payload_field(raw_body)
-        _verify(_public_key(secret.strip()), given, payload)
         build = _payload_json(payload)
         build_id, state = str(build["id"]), build.get("state")
         status = _webhook_status(state, build.get("status_message"), build.get("build_url"))

@@ -18,8 +18,9 @@ How to build a new emulator on it
    shared ``fail_next_builds``/``hang_next_builds`` counters are keyed by it; consume one with
    ``_take_build_mode(key)`` when a build is triggered.
 5. A build: ``self._spawn(fn, name)`` a thread that reads the variables the build would see *when it
-   starts*, calls ``self._run_job(env, mask=...)`` (a real ``local.build_job`` subprocess in an
-   environment built from scratch) and then ``self._deliver(delivery_id, headers, body)`` the signed webhook
+   starts*, calls ``self._run_job(env, mask=...)`` (the verification job of the provider's file in
+   templates/verify/, run by bash in an environment built from scratch) and then
+   ``self._deliver(delivery_id, headers, body)`` the signed webhook
    (honours ``drop_webhooks`` and records it for ``deliveries()``/``redeliver()``). Override
    ``_redelivery_headers`` if a redelivery must be re-signed (timestamped schemes).
 6. Call ``self._record_secret(value)`` for every secret value received (``received_secret_sha256s``), never
@@ -36,8 +37,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -51,6 +50,8 @@ from urllib.parse import parse_qs, unquote
 import urllib3
 
 from local import build_job
+from local.bin import verify_templates
+from local.emulators import specs
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,11 @@ class EmulatorServer:
 
     provider: ClassVar[str]
     server_version: ClassVar[str] = "CIEmulator/1"
+    #: The provider's published API description (a name in local/emulators/specs/) that every request must
+    #: satisfy before a handler sees it; None where the provider publishes none (its handlers hold the rules).
+    spec: ClassVar[str | None] = None
+    #: What the provider answers a request whose parameters or body break its description.
+    spec_invalid_status: ClassVar[int] = 400
 
     def __init__(
         self,
@@ -171,6 +177,7 @@ class EmulatorServer:
         self._hashes: list[str] = []
         self._deliveries: list[dict[str, Any]] = []
         self._requests = 0
+        self._spec_refusals: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -312,10 +319,34 @@ class EmulatorServer:
             # Unknown paths need a token too, as on the real services: a 404 must not reveal them.
             reply = self._refuse(request)
         if reply is None:
+            reply = self._check_description(request)
+        if reply is None:
             reply = self._dispatch(request, route, match)
             if 200 <= reply.status < 300:
                 reply = self._after_effect(method, path) or reply
         return Reply(reply.status, reply.body, {**self._rate_headers(), **reply.headers})
+
+    def _check_description(self, request: Request) -> Reply | None:
+        """The provider's answer to a request its published description refuses; None lets it through."""
+        if self.spec is None:
+            return None
+        refusal = specs.description(self.spec).check(request.method, request.path, request.query,
+                                                     request.headers, request.raw)
+        if refusal is None:
+            return None
+        # Paths carry names, never values, and the message names fields and rules only.
+        note = f"{request.method} {request.path}: {refusal.message}"
+        with self._lock:
+            self._spec_refusals.append(note)
+        log.warning("%s emulator refused a request its API description does not allow: %s", self.provider, note)
+        if refusal.kind == "not_found":
+            return self._not_found()
+        return Reply(self.spec_invalid_status, self._error_body(f"Invalid request: {refusal.message}"))
+
+    def spec_refusals(self) -> list[str]:
+        """Every request refused for breaking the provider's API description (method, path and why)."""
+        with self._lock:
+            return list(self._spec_refusals)
 
     def _after_effect(self, method: str, path: str) -> Reply | None:
         with self._lock:
@@ -370,14 +401,19 @@ class EmulatorServer:
 
     #: Run the build job in a thread instead of a subprocess (no interpreter start-up per build).
     in_process_builds = False
+    #: Where the provider's verification pipeline file is read from (a test may point at a modified copy).
+    verify_template_dir: Path = verify_templates.TEMPLATE_DIR
 
     def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
         threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
-    def _run_job(self, secret_env: Mapping[str, str], mask: Iterable[str] | None = None) -> BuildResult:
-        """Run the build job in an environment built from scratch; ``mask``: values hidden in the log
-        (default: every value in ``secret_env``)."""
-        env = {
+    def _run_job(self, secret_env: Mapping[str, str], mask: Iterable[str] | None = None,
+                 inputs: Mapping[str, str] | None = None) -> BuildResult:
+        """Run the verification job of the provider's shipped template (templates/verify/) in an environment
+        built from scratch; ``secret_env``: the CI variables the job would see; ``inputs``: the trigger's
+        inputs/parameters (the nonce); ``mask``: values hidden in the log (default: every value in
+        ``secret_env``)."""
+        base_env = {
             "PATH": os.environ.get("PATH", os.defpath),
             "AWS_ENDPOINT_URL": self.aws_endpoint_url,
             "AWS_DEFAULT_REGION": self.region,
@@ -386,21 +422,16 @@ class EmulatorServer:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
             "PYTHONDONTWRITEBYTECODE": "1",
-            **secret_env,
         }
         if self.in_process_builds:
-            # Same job, same key, same AWS call, without a Python start-up per build (fleet benchmarks).
-            passed, output = build_job.verify(env)
+            # The template's check without a shell and a Python start-up per build (fleet benchmarks).
+            passed, output = build_job.verify({**base_env, **secret_env})
             return BuildResult(passed, False, _masked(output, secret_env.values() if mask is None else mask))
-        try:
-            proc = subprocess.run(  # fixed argv: our own interpreter and module
-                [sys.executable, "-m", "local.build_job"],
-                env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=self.build_timeout, check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return BuildResult(False, True, f"verify: build exceeded {self.build_timeout}s\n")
-        output = _masked(proc.stdout + proc.stderr, secret_env.values() if mask is None else mask)
-        return BuildResult(proc.returncode == 0, False, output)
+        # A run without a trigger (run_build) still carries a nonce, as every API-started verification does.
+        passed, timed_out, output = build_job.run_template(
+            self.provider, secret_env, base_env, inputs or {"nonce": "local-build"}, self.build_timeout,
+            self.verify_template_dir)
+        return BuildResult(passed, timed_out, _masked(output, secret_env.values() if mask is None else mask))
 
     # -- webhooks -----------------------------------------------------------------------------------
 

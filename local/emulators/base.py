@@ -7,9 +7,9 @@ that call AWS with the variables the build would see, and which sends its provid
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self
+
+from local.emulators import EMULATORS
 
 
 class CIEmulator(Protocol):
@@ -67,24 +67,10 @@ class CIEmulator(Protocol):
     def redeliver(self, delivery_id: str) -> int | None: ...
 
 
-_EMULATORS: dict[str, type[Any]] = {}
-_scanned = False
-T = TypeVar("T", bound=type)
-
-
-def emulator(cls: T) -> T:
-    """Class decorator: ``cls`` is the local server of ``cls.provider``."""
-    _EMULATORS[cls.provider] = cls  # type: ignore[attr-defined]
-    return cls
+#: Class decorator: ``cls`` is the local server of ``cls.provider`` (the shared registry, __init__.py).
+emulator = EMULATORS.register
 
 
 def emulators() -> dict[str, type[Any]]:
-    global _scanned
-    if not _scanned:
-        import local.emulators as package
-
-        _scanned = True
-        for module in pkgutil.iter_modules(package.__path__):
-            if module.name != "base" and not module.name.startswith("_"):
-                importlib.import_module(f"{package.__name__}.{module.name}")
-    return dict(sorted(_EMULATORS.items()))
+    """Every emulator by provider name, importing this package's modules on first use."""
+    return EMULATORS.as_dict()

@@ -135,6 +135,7 @@ class BitbucketEmulator(EmulatorServer):
 
     provider = "bitbucket"
     server_version = "BitbucketEmulator/1"
+    spec = "bitbucket"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -147,6 +147,7 @@ class CircleCIEmulator(EmulatorServer):
 
     provider = "circleci"
     server_version = "CircleCIEmulator/1"
+    spec = "circleci"
 
     def __init__(
         self,
@@ -457,7 +458,8 @@ class CircleCIEmulator(EmulatorServer):
         if mode == "fail" or workflow.name in workflow.pipeline.project.failing_workflows:
             status, output = "failed", "verify: job exited 1 (injected failure)\n"
         else:
-            result = self._run_job(env)
+            parameters = {k: str(v) for k, v in workflow.pipeline.parameters.items()}
+            result = self._run_job(env, inputs=parameters)
             status, output = ("success" if result.passed else "failed"), result.log
         with self._lock:
             workflow.status, workflow.log, workflow.stopped_at = status, output, utc_now()

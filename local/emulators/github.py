@@ -149,6 +149,9 @@ class GitHubEmulator(EmulatorServer):
 
     provider = "github"
     server_version = "GitHubEmulator/1"
+    spec = "github"
+    # GitHub answers a body or parameter its schema refuses with 422 "Invalid request".
+    spec_invalid_status = 422
 
     def __init__(
         self,
@@ -501,7 +504,7 @@ class GitHubEmulator(EmulatorServer):
         if mode == "fail":
             conclusion, output = "failure", "verify: step exited 1 (injected failure)\n"
         else:
-            result = self._run_job(env)
+            result = self._run_job(env, inputs={"nonce": run.nonce or ""})
             conclusion, output = _conclusion(result), result.log
         with self._lock:
             run.status, run.conclusion, run.log, run.updated_at = "completed", conclusion, output, _now()

@@ -43,6 +43,9 @@ _ID = r"([^/]+)"
 _KEY = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _RATE_LIMIT = 2000
 _MASK_MIN_LENGTH = 8
+# https://docs.gitlab.com/ci/environments/#limit-the-environment-scope-of-a-cicd-variable; the characters are
+# GitLab's environment_scope_regex (lib/gitlab/regex.rb): environment-name characters plus "*".
+_SCOPE = re.compile(r"[a-zA-Z0-9_/${}. *-]+")
 _DETAILED = {"success": "passed", "failed": "failed", "running": "running", "pending": "pending",
              "created": "created", "canceled": "canceled"}
 _MULTIPLE = "There are multiple variables with provided parameters. Please use 'filter[environment_scope]'"
@@ -322,6 +325,7 @@ class GitLabEmulator(EmulatorServer):
                         raw=_bool(params.get("raw"), False), variable_type=_variable_type(params, "env_var"),
                         description=params.get("description"))
         _check_masked(var)
+        _check_scope(var)
         with self._lock:
             owner = self._owner(kind, ident)
             if any(v.key == key and v.environment_scope == var.environment_scope for v in owner.variables):
@@ -352,6 +356,7 @@ class GitLabEmulator(EmulatorServer):
                 description=params.get("description", var.description),
             )
             _check_masked(updated)
+            _check_scope(updated)
             owner.variables[owner.variables.index(var)] = updated
             self._record_secret(value)
             return Reply(200, updated.api())
@@ -604,6 +609,14 @@ def _check_masked(var: _Variable) -> None:
     """GitLab's masking rules: one line, no spaces, at least 8 characters."""
     if var.masked and (len(var.value) < _MASK_MIN_LENGTH or any(c.isspace() for c in var.value)):
         raise ApiError(400, {"value": ["is invalid"]})
+
+
+def _check_scope(var: _Variable) -> None:
+    """GitLab's environment_scope rule (Ci::Variable validates it with Gitlab::Regex.environment_scope_regex,
+    lib/gitlab/regex.rb; docs/ci-providers/gitlab.md "Writing a variable")."""
+    if not _SCOPE.fullmatch(var.environment_scope):
+        raise ApiError(400, {"environment_scope": [
+            "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', '*' and spaces"]})
 
 
 def _group_variable_for_update(variables: list[_Variable], key: str, scope: str | None,

@@ -1,42 +1,52 @@
-"""Discover every detection family module in this package (Cloud Custodian-style: drop a module in)."""
+"""Discover every detection family module in this package (Cloud Custodian-style: drop a module in).
+
+``DETECTIONS`` is one instance of the registry the CI targets and the emulators use too
+(chalicelib/registry.py). Detections are data, so a family module declares ``DETECTIONS: tuple[Detection,
+...]`` instead of decorating each one; importing the module registers them, by id.
+"""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from functools import lru_cache
 from types import ModuleType
 
 from chalicelib.audit.detections.base import Detection
+from chalicelib.registry import Registry
 
-#: Shared helpers, not families (policy_grants: what a policy document grants, used by several families).
-_NOT_FAMILIES = frozenset({"base", "registry", "policy_grants"})
+
+def _register_family(registry: Registry[Detection], module: ModuleType) -> None:
+    detections = getattr(module, "DETECTIONS", None)
+    if not isinstance(detections, tuple) or not all(isinstance(d, Detection) for d in detections):
+        raise TypeError(f"{module.__name__} must define DETECTIONS: tuple[Detection, ...]")
+    for detection in detections:
+        try:
+            registry.register(detection)
+        except ValueError:
+            raise ValueError(f"detection ids defined twice: [{detection.id!r}]") from None
+
+
+def _registry() -> Registry[Detection]:
+    #: Shared helpers, not families (policy_grants: what a policy document grants, used by several families).
+    return Registry("detection", "chalicelib.audit.detections", name_of=lambda d: d.id,
+                    not_plugins={"base", "registry", "policy_grants"}, on_import=_register_family)
+
+
+DETECTIONS = _registry()
 
 
 def family_modules() -> list[ModuleType]:
-    import chalicelib.audit.detections as package
-
-    modules = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name in _NOT_FAMILIES or info.name.startswith("_"):
-            continue
-        modules.append(importlib.import_module(f"{package.__name__}.{info.name}"))
-    return modules
+    return DETECTIONS.modules()
 
 
 def collect(modules: list[ModuleType]) -> tuple[Detection, ...]:
     """Every module's ``DETECTIONS``, checked: ids unique, suppressions name real detections."""
+    registry = _registry()
     found: list[Detection] = []
     for module in modules:
-        detections = getattr(module, "DETECTIONS", None)
-        if not isinstance(detections, tuple) or not all(isinstance(d, Detection) for d in detections):
-            raise TypeError(f"{module.__name__} must define DETECTIONS: tuple[Detection, ...]")
-        found.extend(detections)
-    ids = [d.id for d in found]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise ValueError(f"detection ids defined twice: {repeated}")
-    unknown = sorted({s for d in found for s in d.suppresses} - set(ids))
+        _register_family(registry, module)
+        found.extend(module.DETECTIONS)
+    ids = {d.id for d in found}
+    unknown = sorted({s for d in found for s in d.suppresses} - ids)
     if unknown:
         raise ValueError(f"detections suppress unknown ids: {unknown}")
     return tuple(found)
