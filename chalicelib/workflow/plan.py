@@ -218,7 +218,8 @@ def _running(deps: Deps, execution_arn: str | None) -> bool:
     if not execution_arn:
         return False
     try:
-        return deps.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
+        status: str = deps.sfn.describe_execution(executionArn=execution_arn)["status"]
+        return status == "RUNNING"
     except ClientError as exc:
         if error_code(exc) == "ExecutionDoesNotExist":
             return False
