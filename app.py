@@ -77,6 +77,24 @@ def deactivate_compromised_key_task(event: dict[str, Any], context: Any) -> Any:
     return run_task("deactivate_compromised_key", deactivate_compromised_key.run, event)
 
 
+@app.lambda_function(name="revoke_sessions")
+@observed("revoke_sessions")
+def revoke_sessions_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import session_revocation
+
+    return run_task("revoke_sessions", session_revocation.revoke, event)
+
+
+@app.lambda_function(name="lift_session_revocation")
+@observed("lift_session_revocation")
+def lift_session_revocation_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import session_revocation
+
+    return run_task("lift_session_revocation", session_revocation.lift, event)
+
+
 @app.lambda_function(name="drain_check")
 @observed("drain_check")
 def drain_check_task(event: dict[str, Any], context: Any) -> Any:
@@ -129,6 +147,63 @@ def alert_task(event: dict[str, Any], context: Any) -> Any:
     from chalicelib.workflow import alert
 
     return run_task("alert", alert.run, event, observe=rotation_failed)
+
+
+# -- undo tasks (statemachine/undo.asl.json; VerifyBuild is the rotation's) ------------------------
+
+
+@app.lambda_function(name="undo_plan")
+@observed("undo_plan")
+def undo_plan_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_plan
+
+    return run_task("undo_plan", undo_plan.run, event)
+
+
+@app.lambda_function(name="undo_reactivate_old_key")
+@observed("undo_reactivate_old_key")
+def undo_reactivate_old_key_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_reactivate_old_key
+
+    return run_task("undo_reactivate_old_key", undo_reactivate_old_key.run, event)
+
+
+@app.lambda_function(name="undo_push_target")
+@observed("undo_push_target")
+def undo_push_target_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_push_target
+
+    return run_task("undo_push_target", undo_push_target.run, event)
+
+
+@app.lambda_function(name="undo_deactivate_new_key")
+@observed("undo_deactivate_new_key")
+def undo_deactivate_new_key_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_deactivate_new_key
+
+    return run_task("undo_deactivate_new_key", undo_deactivate_new_key.run, event)
+
+
+@app.lambda_function(name="undo_rollback")
+@observed("undo_rollback")
+def undo_rollback_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_rollback
+
+    return run_task("undo_rollback", undo_rollback.run, event)
+
+
+@app.lambda_function(name="undo_alert")
+@observed("undo_alert")
+def undo_alert_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import undo_alert
+
+    return run_task("undo_alert", undo_alert.run, event)
 
 
 # -- triggers and callbacks --------------------------------------------------------------------------

@@ -71,6 +71,11 @@ class VerificationFailed(RotatorError):
     """The verification build ran and did not succeed (or no build ran)."""
 
 
+class NewKeyRevoked(RotatorError):
+    """The new key was deactivated or deleted outside the rotator after the push. A build may still have
+    passed with it (IAM keeps a revoked key working for seconds), so the targets go back to the old key."""
+
+
 class LastUseNotSeenYet(RotatorError):
     """AWS has not reported the new key used since the push yet (its last-used data is late and coarse);
     the state machine retries with backoff for about four hours, then alerts."""

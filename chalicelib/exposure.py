@@ -3,6 +3,7 @@
 Every entry of ``affectedEntities`` is handled (earlier tools read only the first). The rotation id is
 ``exposure-<key id>``, so the EXPOSED and IAM_QUARANTINE events AWS sends for one leak start one rotation.
 The rotator acts with its own identity: AWS's quarantine policy denies key changes to the leaked user.
+Once the rotation is under way, a CRITICAL page says what the leaked key did (chalicelib/leaked_key_activity.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from chalicelib.aws import client, error_code, reraise_transient
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.event_patterns import RISK_CODES
+from chalicelib.leaked_key_activity import summarise
 from chalicelib.notify import publish
 from chalicelib.observability import logger
 from chalicelib.scheduler import start_rotation
@@ -69,5 +71,14 @@ def _respond_to_key(deps: Deps, key_id: str, code: str, event: dict[str, Any]) -
     started = start_rotation(deps, owner, "exposure", rotation_id=f"exposure-{key_id}", compromised_key_id=key_id)
     logger.warning("emergency rotation", extra={"user": owner, "access_key_id": key_id, "event_type": code,
                                                 "duplicate": started.duplicate})
+    if not started.duplicate:  # AWS sends EXPOSED and IAM_QUARANTINE for one leak: one page
+        activity = summarise(deps, key_id)
+        publish(deps.settings.topic_arn, f"EXPOSED access key {key_id} of {owner}: emergency rotation started",
+                {"kind": "exposed-key-contained", "event_type": code, "user": owner, "access_key_id": key_id,
+                 "health_event_arn": (event.get("detail") or {}).get("eventArn"),
+                 "execution_arn": started.execution_arn,
+                 "action": "leaked key deactivated once every target holds its successor; sessions minted "
+                           "from it are revoked right after",
+                 "leaked_key_activity": activity}, "CRITICAL")
     return {"access_key_id": key_id, "owner": owner, "action": "rotating", "execution_arn": started.execution_arn,
             "duplicate": started.duplicate}

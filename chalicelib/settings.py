@@ -13,11 +13,27 @@ class Settings(BaseSettings):
     table_name: str = "ci-key-rotator"
     topic_arn: str = ""
     state_machine_arn: str = ""
+    #: The undo state machine (statemachine/undo.asl.json); by default the rotation's ARN ending in -undo.
+    undo_state_machine_arn: str = ""
     escrow_prefix: str = "ci-key-rotator"
     escrow_kms_key_id: str | None = None
+    #: Comma-separated ARN patterns of the only principals that may read or write an escrowed secret (the
+    #: escrow's functions' roles and the break-glass role); every escrow secret's resource policy denies
+    #: everyone else, administrators included.
+    escrow_principals: str = ""
     config_path: str = "chalicelib/rotation.yaml"
     #: Seconds a webhook delivery id is remembered for de-duplication.
     delivery_ttl_seconds: int = 7 * 24 * 3600
+
+    @property
+    def undo_machine_arn(self) -> str:
+        if self.undo_state_machine_arn or not self.state_machine_arn.endswith("-rotation"):
+            return self.undo_state_machine_arn
+        return self.state_machine_arn.removesuffix("-rotation") + "-undo"
+
+    @property
+    def escrow_principal_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.escrow_principals.split(",") if p.strip())
 
 
 #: Bumped by ``forget``. Settings are cached per generation rather than merely cleared: a thread that was

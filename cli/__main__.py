@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from cli import audit, operations, rotation, status
+from cli import audit, operations, rotation, status, undo
 from cli.errors import Exit, OperatorError
 
 
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rotation.register(subparsers)
     status.register(subparsers)
     operations.register(subparsers)
+    undo.register(subparsers)
     audit.register(subparsers)
     args = parser.parse_args(argv)
     return run(args.func, args)

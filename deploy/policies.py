@@ -55,6 +55,9 @@ NO_RESOURCE_TYPE = frozenset({
     # it encrypted with the stage's key, so another stage's functions never hold one of this stage's tokens.
     # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html
     "states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat",
+    # CloudTrail's event history has no resource type either: the exposure handler reads the leaked key's
+    # recent calls with it. https://docs.aws.amazon.com/service-authorization/latest/reference/list_awscloudtrail.html
+    "cloudtrail:LookupEvents",
 })
 #: Never granted to a Lambda, whatever the code says.
 FORBIDDEN = re.compile(
@@ -68,6 +71,16 @@ IAM_EXCEPTIONS = {
         "arn:aws:iam::*:user/*",
         "read-only; names the owner of a leaked key that is not managed, for the CRITICAL page",
     ),
+}
+#: FORBIDDEN actions granted anyway, to exactly one function each, with the reason. Containing a leaked key
+#: needs an inline policy on the leaked key's user: AWS documents no other way to revoke the sessions minted
+#: from it (a Deny on aws:TokenIssueTime,
+#: https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html).
+#: Both stay on the stage's managed users (the ManagedUserKeys pattern), and the code names one policy
+#: (chalicelib.workflow.session_revocation.POLICY_NAME), a Deny that can only take permissions away.
+FORBIDDEN_EXCEPTIONS = {
+    ("revoke_sessions", "iam:PutUserPolicy"): "puts the Deny that revokes the leaked key's sessions",
+    ("lift_session_revocation", "iam:DeleteUserPolicy"): "removes that Deny once every such session expired",
 }
 #: Functions that resolve parked verifications (the webhook route and the poller).
 SEND_TASK_FUNCTIONS = frozenset({"api_handler", "poller"})
@@ -139,8 +152,10 @@ def family(action: str, origin: str) -> str:
     if service == "states":
         if action in NO_RESOURCE_TYPE:
             return "account"
-        return "execution" if name == "DescribeExecution" else "state-machine"
-    return {"dynamodb": "table", "sns": "topic", "kms": "escrow-key"}.get(service, "unknown")
+        # StopExecution acts on an execution, as DescribeExecution does (Service Authorization Reference:
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html).
+        return "execution" if name in ("DescribeExecution", "StopExecution") else "state-machine"
+    return {"dynamodb": "table", "sns": "topic", "kms": "escrow-key", "cloudtrail": "event-history"}.get(service, "unknown")
 
 
 def example_arn(kind: str, stage: str | None = None) -> str:
@@ -154,6 +169,7 @@ def example_arn(kind: str, stage: str | None = None) -> str:
         "reference-parameter": f"arn:aws:ssm:{r}:{a}:parameter{names.parameter_reference_prefix}github-token",
         "managed-user": f"arn:aws:iam::{a}:user{names.managed_path}ci-deployer",
         "account": "*",
+        "event-history": "*",
         "table": f"arn:aws:dynamodb:{r}:{a}:table/{names.table}",
         "topic": f"arn:aws:sns:{r}:{a}:{names.topic}",
         "state-machine": f"arn:aws:states:{r}:{a}:stateMachine:{names.state_machine}",
@@ -181,6 +197,7 @@ def patterns(names: naming.StageNames) -> dict[str, str]:
         "reference-parameter": names.parameter_pattern,
         "managed-user": names.managed_users_pattern,
         "account": "*",
+        "event-history": "*",
         "table": names.table_pattern,
         "topic": names.topic_pattern,
         "state-machine": names.state_machine_pattern,
@@ -194,7 +211,7 @@ def patterns(names: naming.StageNames) -> dict[str, str]:
 PATTERNS = patterns(naming.TEMPLATE)
 _SIDS = {
     "escrow": "Escrow", "reference-secret": "ReferencedSecrets", "config": "ConfigAndParameters",
-    "reference-parameter": "ConfigAndParameters", "managed-user": "ManagedUserKeys", "account": "CredentialReport",
+    "reference-parameter": "ConfigAndParameters", "managed-user": "ManagedUserKeys", "account": "CredentialReport", "event-history": "EventHistory",
     "table": "Ledger", "topic": "Outcomes", "state-machine": "StateMachine", "execution": "Executions",
     "escrow-key": "TaskTokenKey",
 }
@@ -288,7 +305,7 @@ def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, 
         sid = statement.get("Sid", "?")
         if "*" in action or "?" in action:
             problems.append(f"{where}: {sid}: wildcard action {action!r}")
-        if FORBIDDEN.match(action):
+        if FORBIDDEN.match(action) and (function, action) not in FORBIDDEN_EXCEPTIONS:
             problems.append(f"{where}: {sid}: {action} is never granted to a Lambda")
         if resource == "*" and action not in NO_RESOURCE_TYPE:
             problems.append(f"{where}: {sid}: {action} on Resource '*' (scope it to a resource pattern)")

@@ -8,8 +8,8 @@ Reads the Lambda ARNs Chalice recorded in ``.chalice/deployed/<stage>.json`` and
    Secrets Manager) and its alias;
 4. the rotation config in SSM (when a config file is given; it is validated first);
 5. the state machine's execution role (``lambda:InvokeFunction`` on the task functions only);
-6. the state machine, from ``statemachine/rotation.asl.json`` with the ``${...FunctionArn}``
-   substitutions;
+6. the state machines, from ``statemachine/rotation.asl.json`` and ``statemachine/undo.asl.json`` with
+   the ``${...FunctionArn}`` substitutions;
 7. an EventBridge rule sending an execution that ended *without* reaching its Alert state (aborted, timed
    out, or crashed outside every Catch) to the outcomes topic, and the topic policy that allows it;
 8. the state of Chalice's EventBridge rules (``ensure_rule_states``): the audit rule admits read-only
@@ -296,10 +296,7 @@ def ensure_table(d: Deployment) -> None:
             raise
         ddb.create_table(
             TableName=name,
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            BillingMode="PAY_PER_REQUEST",
+            **infra.table_schema(),
             DeletionProtectionEnabled=True,
             Tags=[{"Key": k, "Value": v} for k, v in d.names.tags().items()],
         )
@@ -310,8 +307,8 @@ def ensure_table(d: Deployment) -> None:
         ddb.update_table(TableName=name, DeletionProtectionEnabled=True)
         d.changed(f"enabled deletion protection on {name}")
     ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or ttl.get("AttributeName") != "expires_at":
-        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or ttl.get("AttributeName") != infra.TTL_ATTRIBUTE:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=dict(infra.TTL_SPECIFICATION))
         d.changed(f"enabled TTL (expires_at) on {name}")
     backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
@@ -456,26 +453,32 @@ def ensure_state_machine_role(d: Deployment) -> str:
     return str(role["Arn"])
 
 
-def ensure_state_machine(d: Deployment, role_arn: str) -> None:
+def machine_name(d: Deployment, kind: str) -> str:
+    """``rotation`` is the stage's state machine; every other definition (``undo``) sits beside it."""
+    return d.names.state_machine if kind == "rotation" else f"{d.names.prefix}-{kind}"
+
+
+def ensure_state_machine(d: Deployment, role_arn: str, kind: str = "rotation") -> None:
     sfn = d.client("stepfunctions")
-    definition = infra.render_definition(d.function_arns())
+    definition = infra.render_definition(d.function_arns(), infra.DEFINITIONS[kind].read_text())
+    name, arn = machine_name(d, kind), d.arn("states", f"stateMachine:{machine_name(d, kind)}")
     try:
-        current = sfn.describe_state_machine(stateMachineArn=d.state_machine_arn)
+        current = sfn.describe_state_machine(stateMachineArn=arn)
     except ClientError as exc:
         if not _missing(exc, "StateMachineDoesNotExist"):
             raise
         # The role was usually created a second ago: wait until Step Functions can assume it.
-        retrying.call(f"create state machine {d.names.state_machine}", retrying.ROLE_NOT_ASSUMABLE_YET,
-                      sfn.create_state_machine, name=d.names.state_machine, definition=definition, roleArn=role_arn,
+        retrying.call(f"create state machine {name}", retrying.ROLE_NOT_ASSUMABLE_YET,
+                      sfn.create_state_machine, name=name, definition=definition, roleArn=role_arn,
                       type="STANDARD", tags=[{"key": k, "value": v} for k, v in d.names.tags().items()],
                       log=d.progress)
-        d.changed(f"created state machine {d.names.state_machine}")
+        d.changed(f"created state machine {name}")
         return
     if not _same_json(current["definition"], definition) or current["roleArn"] != role_arn:
-        retrying.call(f"update state machine {d.names.state_machine}", retrying.ROLE_NOT_ASSUMABLE_YET,
-                      sfn.update_state_machine, stateMachineArn=d.state_machine_arn, definition=definition,
+        retrying.call(f"update state machine {name}", retrying.ROLE_NOT_ASSUMABLE_YET,
+                      sfn.update_state_machine, stateMachineArn=arn, definition=definition,
                       roleArn=role_arn, log=d.progress)
-        d.changed(f"updated state machine {d.names.state_machine}")
+        d.changed(f"updated state machine {name}")
 
 
 def ensure_execution_rule(d: Deployment) -> None:
@@ -567,7 +570,8 @@ def apply(stage: str, session: boto3.session.Session, deployed: dict[str, Any],
     if config_text is not None:
         ensure_config(d, config_text)
     role_arn = ensure_state_machine_role(d)
-    ensure_state_machine(d, role_arn)
+    for kind in infra.DEFINITIONS:
+        ensure_state_machine(d, role_arn, kind)
     ensure_execution_rule(d)
     ensure_rule_states(d)
     protection.ensure_failure_destinations(d)
@@ -603,14 +607,16 @@ def destroy(stage: str, session: boto3.session.Session, *, delete_data: bool = F
         events.delete_rule(Name=names.execution_rule)  # idempotent in AWS: check first to report truthfully
         d.changed(f"deleted EventBridge rule {names.execution_rule}")
     sfn = d.client("stepfunctions")
-    try:
-        sfn.describe_state_machine(stateMachineArn=d.state_machine_arn)
-    except ClientError as exc:
-        if not _missing(exc, "StateMachineDoesNotExist"):
-            raise
-    else:
-        sfn.delete_state_machine(stateMachineArn=d.state_machine_arn)
-        d.changed(f"deleted state machine {names.state_machine}")
+    for kind in infra.DEFINITIONS:
+        name = machine_name(d, kind)
+        try:
+            sfn.describe_state_machine(stateMachineArn=d.arn("states", f"stateMachine:{name}"))
+        except ClientError as exc:
+            if not _missing(exc, "StateMachineDoesNotExist"):
+                raise
+        else:
+            sfn.delete_state_machine(stateMachineArn=d.arn("states", f"stateMachine:{name}"))
+            d.changed(f"deleted state machine {name}")
     iam = d.client("iam")
     _ignore_missing(iam.delete_role_policy, "NoSuchEntity", RoleName=names.state_machine_role, PolicyName="invoke-tasks")
     if _ignore_missing(iam.delete_role, "NoSuchEntity", RoleName=names.state_machine_role):

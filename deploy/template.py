@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from deploy import config_store, layer, naming, policies, protection, resources
+from deploy import config_store, infra, layer, naming, policies, protection, resources
 from deploy.analysis import ROOT
 
 
@@ -62,6 +62,7 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "Resources": {},
         "Outputs": {
             "StateMachineArn": {"Value": {"Ref": "RotationStateMachine"}},
+            "UndoStateMachineArn": {"Value": {"Ref": "UndoStateMachine"}},
             "OutcomesTopicArn": {"Value": {"Ref": "OutcomesTopic"}},
             "LedgerTableName": {"Value": {"Ref": "LedgerTable"}},
         },
@@ -73,11 +74,8 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "UpdateReplacePolicy": "Retain",
         "Properties": {
             "TableName": names.table,
-            "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                     {"AttributeName": "sk", "AttributeType": "S"}],
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            **infra.table_schema(),
+            "TimeToLiveSpecification": dict(infra.TTL_SPECIFICATION),
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "DeletionProtectionEnabled": True,
             "SSESpecification": {"SSEEnabled": True},
@@ -149,7 +147,21 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "StateMachineName": names.state_machine,
             "DefinitionString": resources.DEFINITION.read_text(),
             "DefinitionSubstitutions": {
-                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]} for t in tasks},
+                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
+                for t in infra.task_handlers(resources.DEFINITION.read_text())},
+            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+            "Tags": tags,
+        },
+    }
+    undo_text = infra.UNDO_DEFINITION.read_text()
+    res["UndoStateMachine"] = {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": f"{names.prefix}-undo",
+            "DefinitionString": undo_text,
+            "DefinitionSubstitutions": {
+                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
+                for t in infra.task_handlers(undo_text)},
             "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
             "Tags": tags,
         },

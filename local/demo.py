@@ -75,9 +75,57 @@ def _gitlab_refuses(world: World, name: str) -> str:
     return _manual(world, name, PLATFORM_USER)
 
 
+#: What the demo's CI user may do itself besides GetCallerIdentity (which no Deny stops): read itself.
+SELF_READ = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iam:GetUser"], "Resource": "*"}]}
+#: Scenario name -> what the attacker's session could do at each point of the containment.
+_SESSION_PROBES: dict[str, dict[str, str]] = {}
+
+
+def _attacker(world: World, leaked: str, name: str) -> None:
+    """Someone holding the leaked key reads the user, tries more, and mints a session (GetSessionToken)
+    before the leak is reported; the session is tried again after the deactivation and after containment."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    runtime = world.runtime
+    runtime.client("iam").put_user_policy(UserName=USER, PolicyName="self-read", PolicyDocument=json.dumps(SELF_READ))
+    secret = world.github.secret_value(REPO, "AWS_SECRET_ACCESS_KEY")  # what leaked from the CI logs
+
+    def client(service: str, key_id: str, secret_key: str | None, token: str | None = None) -> Any:
+        return boto3.session.Session().client(service, endpoint_url=runtime.endpoint, region_name="us-east-1",
+                                              aws_access_key_id=key_id, aws_secret_access_key=secret_key,
+                                              aws_session_token=token)
+
+    iam = client("iam", leaked, secret)
+    iam.get_user(UserName=USER)
+    try:
+        iam.list_users()
+    except ClientError:
+        pass  # recon beyond the user's rights: refused, and recorded by CloudTrail
+    minted = client("sts", leaked, secret).get_session_token()["Credentials"]
+    session = client("iam", minted["AccessKeyId"], minted["SecretAccessKey"], minted["SessionToken"])
+    probes = _SESSION_PROBES.setdefault(name, {})
+
+    def probe(point: str) -> Callable[[Any], None]:
+        def run(_event: Any) -> None:
+            try:
+                session.get_user(UserName=USER)
+                probes.setdefault(point, "works")
+            except ClientError as exc:
+                probes.setdefault(point, f"refused ({exc.response['Error']['Code']})")
+        return run
+
+    probes["minted_session_key_id"] = minted["AccessKeyId"]
+    runtime.inject_fault("revoke_sessions", probe("after_deactivation"))  # the leaked key is Inactive by then
+    runtime.inject_fault("verify_build", probe("after_containment"))
+    print(f"  attacker with {leaked}: GetUser, ListUsers (refused), GetSessionToken → session "
+          f"{minted['AccessKeyId']}")
+
+
 def _exposure(world: World, name: str) -> str:
     """AWS Health reports the current key leaked: the event goes through the local EventBridge."""
     leaked = next(k for k, s in world.key_statuses(USER).items() if s == "Active")
+    _attacker(world, leaked, name)
     _EVENT_AT[name] = sim_clock.now()
     matched = world.runtime.emit(health_event(leaked))
     print(f"  AWS Health AWS_RISK_CREDENTIALS_EXPOSED for {leaked} → rules {matched}")
@@ -259,11 +307,33 @@ def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
             say(f"verification result → old key Inactive: {seconds_verified_to_inactive:.2f}s "
                 + (f"(includes the {human_duration(drain)} drain period, time-compressed)" if drain
                    else "(no drain period)"))
+    if scenario.name in _SESSION_PROBES:
+        result.update(_containment(runtime, scenario.name, old_key))
     if seconds_event_to_contained is not None:
         say(f"AWS Health event → leaked key refused by IAM: {seconds_event_to_contained:.2f}s "
             f"(simulated time, including IAM propagation of the new key and the "
             f"{iam_consistency.strict.current().key_revocation_seconds:g}s revocation window)")
     return result
+
+
+def _containment(runtime: LocalRuntime, name: str, leaked: str) -> dict[str, Any]:
+    """The exposure scenario's report fields: what the minted session could do, and the page's activity."""
+    probes = _SESSION_PROBES[name]
+    page = next((a for a in runtime.alerts() if a["message"].get("kind") == "exposed-key-contained"
+                 and a["message"].get("access_key_id") == leaked), None)
+    activity = (page or {}).get("message", {}).get("leaked_key_activity", {})
+    say(f"session {probes['minted_session_key_id']} minted from the leaked key: "
+        f"{probes.get('after_deactivation', 'not tried')} after the deactivation, "
+        f"{probes.get('after_containment', 'not tried')} after containment (Deny on aws:TokenIssueTime)")
+    say(f"page: the leaked key's last {activity.get('days', '?')} days from CloudTrail: "
+        + (", ".join(f"{n}×{c}" for n, c in activity.get("by_event", {}).items()) or activity.get("error", "none")))
+    for finding in activity.get("findings", []):
+        say(f"[{finding['severity']}] {finding['detection']}: {finding['action']}", indent="      ")
+    return {
+        "session_works_after_deactivation": probes.get("after_deactivation") == "works",
+        "session_refused_after_containment": str(probes.get("after_containment", "")).startswith("refused"),
+        "leaked_key_activity": activity,
+    }
 
 
 def run_audit_scenario(world: World) -> dict[str, Any]:
@@ -348,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"secret scan of {out}: {'no secret found' if not leaks else 'LEAKED in ' + ', '.join(leaks)}")
     ok = [s["status"] for s in scenarios] == [s.expected for s in SCENARIOS] and not leaks
     ok = ok and all(s["ci_build_passes"] for s in scenarios) and audit["status"] == "PASSED"
+    # The exposure scenario: the leaked key's session outlived the deactivation and not the containment.
+    ok = ok and all(s.get("session_works_after_deactivation", True) and s.get("session_refused_after_containment", True)
+                    for s in scenarios)
     print("demo", "OK" if ok else "FAILED")
     return 0 if ok else 1
 

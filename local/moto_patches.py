@@ -2,7 +2,7 @@
 
 moto is pinned exactly in requirements-dev.txt because these touch its internals; each has a smoke
 test in tests/test_moto_patches.py so an upgrade shows at once which one broke.
-See ../shared/reference/moto-local-aws.md for why each exists.
+See docs/local-aws.md for why each exists.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+
+from local import sim_clock
 
 Dispatch = Callable[[str, Any], Any]
 
@@ -46,18 +48,41 @@ def install() -> None:
     _patch_inactive_keys()
     _patch_map_error_names()
     _patch_stop_wakes_callbacks()
+    _patch_send_task_failure_cause()
     _patch_dynamodb_query_by_partition()
     _patch_get_request_signatures()
     _patch_parse_once_per_definition()
     _patch_backend_lookup()
+    # Authorize each request against the ARN it really touches, with resource and key policies.
+    from local import iam_resources
+
+    iam_resources.install()
+    from local import service_limits
+
+    service_limits.install()
+    # Sessions from GetSessionToken act as their user, outlive its key, and honour aws:TokenIssueTime.
+    from local import sts_sessions
+
+    sts_sessions.install()
+    # CloudTrail's event history answers from what local/cloudtrail.py recorded (nothing until audit is on).
+    from local import cloudtrail
+
+    cloudtrail.serve_lookup_events()
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
 
 
 def _patch_lambda_invoke() -> None:
-    """Run the real Chalice handler in-process instead of moto's canned Lambda answer."""
+    """Run the real Chalice handler in-process instead of moto's canned Lambda answer, within Lambda's
+    payload limits (local/lambda_limits.py; the timeout is enforced by the dispatcher)."""
+    from moto.awslambda.exceptions import LambdaClientError
     from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    from local import lambda_limits
+
+    class RequestEntityTooLarge(LambdaClientError):
+        code = 413
 
     def invoke(self: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
                response_headers: Any) -> bytes:
@@ -65,9 +90,21 @@ def _patch_lambda_invoke() -> None:
         dispatch = _state["dispatch"]
         if dispatch is None:
             raise RuntimeError("no Lambda dispatcher installed")
-        event = json.loads(body) if body else {}
+        raw = body.encode() if isinstance(body, str) else (body or b"")
+        if headers.get("X-Amz-Invocation-Type", "RequestResponse") == "RequestResponse":
+            try:
+                lambda_limits.check_sync_request(raw)
+            except lambda_limits.RequestTooLarge as exc:
+                raise RequestEntityTooLarge(exc.error_type, str(exc)) from None
+        event = json.loads(raw) if raw else {}
         try:
             result = dispatch(function.function_name, event)
+            payload = json.dumps(result).encode()
+            lambda_limits.check_sync_response(payload)
+        except lambda_limits.LambdaServiceError as exc:
+            # Reported by Lambda itself: no stack trace of the function's.
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorMessage": str(exc), "errorType": exc.error_type}).encode()
         except Exception as exc:  # noqa: BLE001 - AWS turns any unhandled exception into this payload
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(
@@ -77,9 +114,10 @@ def _patch_lambda_invoke() -> None:
                     "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
                 }
             ).encode()
-        return json.dumps(result).encode()
+        return payload
 
     LambdaSimpleBackend.invoke = invoke
+    lambda_limits.install_state_payload_quota()
 
 
 def _patch_wait_state() -> None:
@@ -89,6 +127,8 @@ def _patch_wait_state() -> None:
         scaled = wait_seconds * _state["time_scale"]
         if scaled > 0:
             env.program_state_event.wait(scaled)
+        # What was not slept still passed in the simulated world (IAM consistency windows run on it).
+        sim_clock.advance(wait_seconds - scaled)
 
     WaitFunction._wait_interval = _wait_interval
 
@@ -100,6 +140,7 @@ def _patch_retry_sleep() -> None:
         scaled = seconds * _state["time_scale"]
         if scaled > 0:
             time.sleep(scaled)
+        sim_clock.advance(seconds - scaled)
 
     retrier_decl.time = SimpleNamespace(sleep=sleep)  # type: ignore[attr-defined]
 
@@ -173,6 +214,21 @@ def _patch_stop_wakes_callbacks() -> None:
     Environment.set_stop = set_stop
 
 
+def _patch_send_task_failure_cause() -> None:
+    """``SendTaskFailure``'s ``cause`` must reach the waiting task's Catch as ``Cause``, as on AWS
+    (https://docs.aws.amazon.com/step-functions/latest/apireference/API_SendTaskFailure.html); moto's
+    response handler dropped it, so every alert for a failed verification said why with an empty string."""
+    from moto.core.responses import EmptyResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    def send_task_failure(self: Any) -> Any:
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause"))
+        return EmptyResult()
+
+    StepFunctionResponse.send_task_failure = send_task_failure
+
+
 def _patch_dynamodb_query_by_partition() -> None:
     """A DynamoDB Query reads one partition; moto read the whole table for each one (O(table) per call,
     which made long test sessions and fleets crawl) and could trip over a concurrent write while it did."""
@@ -205,20 +261,11 @@ def _patch_dynamodb_query_by_partition() -> None:
 
 
 def _patch_inactive_keys() -> None:
-    """moto accepts Inactive keys even with authentication on; AWS does not."""
-    from moto.iam import access_control
-    from moto.iam.access_control import IAMUserAccessKey
+    """moto accepts Inactive keys and makes every key change visible at once; AWS does neither: keys
+    propagate and revoke with a delay, and last-used data arrives late and to the minute."""
+    from local import iam_consistency
 
-    original_init = IAMUserAccessKey.__init__
-
-    def __init__(self: Any, account_id: str, partition: str, access_key_id: str, headers: Any) -> None:
-        original_init(self, account_id, partition, access_key_id, headers)
-        for user in self.backend.list_users("/", None, None):
-            for key in user.access_keys:
-                if key.access_key_id == access_key_id and key.status != "Active":
-                    raise access_control.CreateAccessKeyFailure(reason="InvalidId")
-
-    IAMUserAccessKey.__init__ = __init__
+    iam_consistency.install()
 
 
 def _patch_get_request_signatures() -> None:

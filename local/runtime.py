@@ -9,6 +9,7 @@ Inactive key is refused.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -29,8 +30,18 @@ import boto3
 from chalicelib import aws
 from chalicelib import deps as deps_module
 from chalicelib.observability import SERVICE
-from deploy import infra
-from local import moto_patches, strict
+from deploy import infra, policies
+from deploy.naming import StageNames
+from deploy.resources import (
+    break_glass_policy,
+    escrow_principal_patterns,
+    escrow_readers,
+    escrow_writers,
+    key_policy,
+    key_users,
+)
+from local import iam_consistency, lambda_limits, moto_patches, strict, xray
+from local.async_invoke import Destinations
 from local.strict import Strictness
 
 APP_NAME = "ci-key-rotator"
@@ -44,8 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ROTATOR_ACTIONS = [
     "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
     "iam:GetAccessKeyLastUsed", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "secretsmanager:*", "dynamodb:*", "sns:Publish",
-    "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "states:DescribeExecution", "ssm:GetParameter",
-    "sts:GetCallerIdentity",
+    "states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution", "states:DescribeExecution",
+    "states:GetExecutionHistory",  # the operator CLI: rotate --wait follows it, status names the current state
+    "ssm:GetParameter",
+    "ssm:GetParametersByPath", "sts:GetCallerIdentity",
 ]
 
 
@@ -65,20 +78,12 @@ class Identity:
                                      aws_secret_access_key=self.secret_access_key, region_name=REGION)
 
 
-class LambdaContext:
-    """The parts of the Lambda context object handlers may read."""
-
-    def __init__(self, function_name: str) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
-        self.memory_limit_in_mb = 256
-        self.aws_request_id = os.urandom(8).hex()
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
+def lambda_context(function: str, function_name: str, config: lambda_limits.FunctionConfig | None = None
+                   ) -> lambda_limits.LambdaContext:
+    """The context object of one invocation of Chalice function ``function`` (deployed as ``function_name``),
+    with the timeout and memory .chalice/config.json gives it."""
+    return lambda_limits.LambdaContext(function_name, config or lambda_limits.function_config(function, STAGE),
+                                       region=REGION, account=ACCOUNT)
 
 
 class LocalRuntime:
@@ -92,6 +97,7 @@ class LocalRuntime:
         self.invocations: Counter[str] = Counter()
         self._faults: dict[str, list[tuple[bool, Callable[[Any], None]]]] = {}
         self._extra_handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._function_configs: dict[str, lambda_limits.FunctionConfig] = {}
         self._stop = threading.Event()
         self._clients_lock = threading.Lock()
         self._operator_clients: dict[str, Any] = {}
@@ -120,9 +126,10 @@ class LocalRuntime:
             AWS_REGION=REGION,
             AWS_ACCESS_KEY_ID="bootstrap",
             AWS_SECRET_ACCESS_KEY="bootstrap",
-            POWERTOOLS_TRACE_DISABLED="true",
             POWERTOOLS_DEV="false",
         )
+        # Every invocation is traced under a facade segment, as with active tracing in Lambda.
+        self.traces = xray.install()
         os.environ.pop("AWS_PROFILE", None)
         os.environ.pop("AWS_SESSION_TOKEN", None)
         default_user_config["lambda"] = {"use_docker": False}
@@ -136,6 +143,8 @@ class LocalRuntime:
         moto_patches.set_dispatch(self._dispatch)
         self._capture_logs()
         self._bootstrap()
+        # A deployment waits for IAM to propagate the identities it just created before it uses them.
+        iam_consistency.settle()
         # From here on every request must be signed by a real moto identity, and keys must be Active.
         settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
         ActionAuthenticatorMixin.request_count = 0
@@ -206,37 +215,66 @@ class LocalRuntime:
         queue_arn = sqs.get_queue_attributes(QueueUrl=self.alerts_queue,
                                              AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        self.state_machine_arn = boot.client("stepfunctions", endpoint_url=self.endpoint).create_state_machine(
-            name=f"{APP_NAME}-{STAGE}-rotation", definition=infra.render_definition(arns), roleArn=role_arn,
-        )["stateMachineArn"]
+        sfn = boot.client("stepfunctions", endpoint_url=self.endpoint)
+        machines = {kind: sfn.create_state_machine(
+            name=f"{APP_NAME}-{STAGE}-{kind}", definition=infra.render_definition(arns, path.read_text()),
+            roleArn=role_arn)["stateMachineArn"] for kind, path in infra.DEFINITIONS.items()}
+        self.state_machine_arn, self.undo_state_machine_arn = machines["rotation"], machines["undo"]
+        self.escrow_kms_key_arn = self._escrow_key(iam, boot.client("kms", endpoint_url=self.endpoint))
         os.environ.update(
             ROTATOR_TABLE_NAME=self.table_name,
             ROTATOR_TOPIC_ARN=self.topic_arn,
             ROTATOR_STATE_MACHINE_ARN=self.state_machine_arn,
-            ROTATOR_ESCROW_PREFIX=f"{APP_NAME}/{STAGE}/escrow",
+            ROTATOR_UNDO_STATE_MACHINE_ARN=self.undo_state_machine_arn,
+            ROTATOR_ESCROW_PREFIX=self.names.escrow_prefix,
+            # The alias, as a real stage's config.json says; the key behind it is customer-managed.
+            ROTATOR_ESCROW_KMS_KEY_ID=self.names.kms_alias,
+            # Locally each function is an IAM user under /service/ (on AWS: its Chalice role).
+            ROTATOR_ESCROW_PRINCIPALS=",".join(escrow_principal_patterns(STAGE, kind="user", path="/service/")),
         )
         self._bootstrap_session = boot
 
-    def _service_user(self, iam: Any, name: str, actions: list[str]) -> Identity:
+    def _escrow_key(self, iam: Any, kms: Any) -> str:
+        """The escrow's customer-managed key, as ``deploy apply`` makes it (alias per stage), with the same
+        key policy: only the escrow's functions and the break-glass identity can use it, only the
+        key-admin identity administers it (local/iam_resources.py evaluates it)."""
+        self.break_glass = self._service_user(iam, self.names.break_glass_role, [], break_glass_policy(STAGE))
+        self.key_admin = self._service_user(iam, self.names.key_admin_role, [])
+        user = f"arn:aws:iam::{ACCOUNT}:user/service/"
+        document = key_policy(
+            f"arn:aws:iam::{ACCOUNT}:root", [user + self.function_name(f) for f in escrow_readers()],
+            [user + self.function_name(f) for f in escrow_writers()], f"secretsmanager.{REGION}.amazonaws.com",
+            ACCOUNT, key_admin=user + self.names.key_admin_role, break_glass=user + self.names.break_glass_role,
+            direct_users={f: (user + self.function_name(f), actions) for f, actions in key_users().items()})
+        key = kms.create_key(Description=f"CI Key Rotator escrow ({STAGE})", KeyUsage="ENCRYPT_DECRYPT",
+                             KeySpec="SYMMETRIC_DEFAULT", Policy=json.dumps(document),
+                             BypassPolicyLockoutSafetyCheck=True)["KeyMetadata"]
+        kms.enable_key_rotation(KeyId=key["KeyId"])
+        kms.create_alias(AliasName=self.names.kms_alias, TargetKeyId=key["KeyId"])
+        return str(key["Arn"])
+
+    def _service_user(self, iam: Any, name: str, actions: list[str], policy: dict[str, Any] | None = None) -> Identity:
         iam.create_user(UserName=name, Path="/service/")
-        iam.put_user_policy(UserName=name, PolicyName="local", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+        if policy is None and actions:
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        if policy is not None:
+            iam.put_user_policy(UserName=name, PolicyName="local", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Identity(key["AccessKeyId"], key["SecretAccessKey"])
 
     def _function_users(self, iam: Any) -> None:
-        """One IAM user per Chalice function with exactly the actions of its policy file."""
+        """One IAM user per Chalice function with exactly its policy, rendered for this stage as for a
+        real one (the resources too: local/iam_resources.py makes moto evaluate them)."""
         from app import app
 
         functions = [f.name for f in app.pure_lambda_functions] + [s.name for s in app.event_sources]
         if app.routes:
             functions.append("api_handler")
         for function in functions:
-            policy = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
             name = self.function_name(function)
             iam.create_user(UserName=name, Path="/service/")
             arn = iam.create_policy(PolicyName=name, Path="/service/",
-                                    PolicyDocument=json.dumps(moto_policy(policy)))["Policy"]["Arn"]
+                                    PolicyDocument=json.dumps(function_policy(function)))["Policy"]["Arn"]
             iam.attach_user_policy(UserName=name, PolicyArn=arn)
             key = iam.create_access_key(UserName=name)["AccessKey"]
             self.function_identities[function] = aws.Identity(function, key["AccessKeyId"], key["SecretAccessKey"])
@@ -251,7 +289,12 @@ class LocalRuntime:
         return self.function_identities.get(function)
 
     def function_name(self, handler: str) -> str:
-        return f"{APP_NAME}-{STAGE}-{handler}"
+        return self.names.function(handler)
+
+    @property
+    def names(self) -> StageNames:
+        """Every name of the local stage, from the same source as a real stage's (deploy/naming.py)."""
+        return StageNames(STAGE)
 
     # -- Lambda dispatch -------------------------------------------------------------------------
 
@@ -262,14 +305,20 @@ class LocalRuntime:
         self.invocations[handler] += 1
         faults = self._faults.get(handler)
         after, fault = faults.pop(0) if faults else (False, None)
-        if fault is not None and not after:
-            fault(event)
         function = self._extra_handlers.get(handler) or app.handler_map[handler]
-        with aws.acting_as(self.identity_of(handler)):
-            result = function(event, LambdaContext(function_name))
-        if fault is not None and after:
-            fault(result)  # a crash after the side effects, before the state machine heard of them
-        return result
+        context = lambda_context(handler, function_name, self._function_configs.get(handler))
+
+        def invoke() -> Any:
+            # A fault is part of the invocation: one that hangs runs into the function's timeout.
+            if fault is not None and not after:
+                fault(event)
+            with aws.acting_as(self.identity_of(handler)), xray.invocation():
+                result = function(event, context)
+            if fault is not None and after:
+                fault(result)  # a crash after the side effects, before the state machine heard of them
+            return result
+
+        return lambda_limits.run(invoke, context)
 
     def inject_fault(self, handler: str, fault: Callable[[Any], None], times: int = 1, *,
                      after: bool = False) -> None:
@@ -277,9 +326,15 @@ class LocalRuntime:
         invocations of ``handler``; it may raise, as a crashing or timing-out Lambda would."""
         self._faults.setdefault(handler, []).extend([(after, fault)] * times)
 
-    def add_function(self, name: str, handler: Callable[[Any, Any], Any]) -> str:
-        """Deploy one more Lambda (for tests of the runtime itself); returns its ARN."""
+    def add_function(self, name: str, handler: Callable[[Any, Any], Any], *, timeout: int | None = None,
+                     memory: int | None = None) -> str:
+        """Deploy one more Lambda (for tests of the runtime itself); returns its ARN. Its timeout and memory
+        are config.json's defaults unless given."""
         self._extra_handlers[name] = handler
+        defaults = lambda_limits.function_config(name, STAGE)
+        self._function_configs[name] = lambda_limits.FunctionConfig(
+            timeout if timeout is not None else defaults.timeout_seconds,
+            memory if memory is not None else defaults.memory_mb)
         role = f"arn:aws:iam::{ACCOUNT}:role/ci-key-rotator-local"
         return str(self.client("lambda").create_function(
             FunctionName=self.function_name(name), Runtime="python3.12", Role=role, Handler="app.app",
@@ -291,6 +346,7 @@ class LocalRuntime:
     # -- audit: CloudTrail → EventBridge → audit Lambda → Slack sink and SNS ----------------------
 
     def _start_audit(self) -> None:
+        from local.async_invoke import AsyncInvoker
         from local.eventbridge import LocalEventBus
         from local.slack_sink import SlackSink
 
@@ -304,14 +360,39 @@ class LocalRuntime:
         os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "CIKeyRotator")
         # EMF metrics are print()ed to stdout, which here is the operator's terminal, not CloudWatch Logs.
         os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-        self.bus = LocalEventBus(self._dispatch_event)
+        # EventBridge and schedules invoke asynchronously: retries, then the on-failure queue (local/async_invoke.py).
+        self.async_invoker = AsyncInvoker(self._dispatch_event, self._async_destinations(),
+                                          time_scale=lambda: self.time_scale)
+        self.bus = LocalEventBus(self.async_invoker.invoke)
+
+    def _async_destinations(self) -> Destinations:
+        """Each event- or schedule-invoked function's on-failure queue, named as ``deploy`` names it, and
+        its alarm's action: the alerts topic."""
+        from deploy import protection
+
+        destinations = Destinations(
+            sqs=self.client("sqs"), sns=self.client("sns"), topic_arn=self.topic_arn, account=ACCOUNT,
+            region=REGION, queue_name=lambda function: protection.dlq_name(STAGE, function),
+            function_arn=lambda function: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name(function)}",
+            alarm=lambda function: protection.alarm(protection.alarm_name(STAGE, function),
+                                                    protection.dlq_name(STAGE, function), self.topic_arn, function))
+        for function in protection.async_functions():
+            destinations.create(function)
+        return destinations
 
     def _dispatch_event(self, handler: str, event: dict[str, Any]) -> Any:
-        from app import app
+        """One synchronous run of an event handler, with the faults, identity and context of any Lambda."""
+        return self._dispatch(self.function_name(handler), event)
 
-        self.invocations[handler] += 1
-        with aws.acting_as(self.identity_of(handler)):
-            return app.handler_map[handler](event, LambdaContext(self.function_name(handler)))
+    def invoke_async(self, handler: str, event: dict[str, Any] | None = None) -> Any:
+        """Invoke ``handler`` as EventBridge or a schedule does (``InvocationType=Event``); without an
+        event, as its ``@app.schedule`` rule fires it."""
+        from local.async_invoke import scheduled_event
+
+        if event is None:
+            rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.function_name(handler)}-event"
+            event = scheduled_event(rule, ACCOUNT, REGION)
+        return self.async_invoker.invoke(handler, event)
 
     def enable_audit(self) -> None:
         """Record IAM writes as CloudTrail events and deliver them (and anything ``emit``ted) to the app."""
@@ -335,11 +416,15 @@ class LocalRuntime:
         from chalice.local import ChaliceRequestHandler, create_local_server
 
         from app import app
+        from local.api_gateway import ApiGatewayRequestHandler
 
         _serve_routes_as(app, self)
         self.app_port = free_port()
-        self._app_server = create_local_server(app, Config.create(chalice_stage=STAGE, app_name=APP_NAME),
-                                               "127.0.0.1", self.app_port)
+        config = Config.create(chalice_stage=STAGE, app_name=APP_NAME)
+        self._app_server = create_local_server(app, config, "127.0.0.1", self.app_port)
+        # API Gateway's header semantics and integration timeout instead of the dev server's (local/strict.py).
+        self._app_server.server.RequestHandlerClass = functools.partial(ApiGatewayRequestHandler,
+                                                                        app_object=app, config=config)
         # The dev server logs every request to stderr; the demo prints its own timeline.
         ChaliceRequestHandler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
         # A CI that gave up waiting for the answer (BrokenPipe) redelivers or is polled; the webhook itself
@@ -443,17 +528,9 @@ class LocalRuntime:
         return list(collected)
 
 
-def moto_policy(policy: dict[str, Any]) -> dict[str, Any]:
-    """A policy file as moto can enforce it: its Allow actions exactly, on ``*``.
-
-    moto matches a statement's Resource against the request's resource, which it knows for almost no
-    call (it uses ``*``), so a scoped Resource would deny everything; it ignores most conditions. The
-    resource scoping is checked statically instead (tests/deploy/test_policies.py).
-    """
-    statements = [s for s in policy.get("Statement", []) if s.get("Effect") == "Allow"]
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": s.get("Sid", f"S{i}"), "Effect": "Allow", "Action": s["Action"], "Resource": "*"}
-        for i, s in enumerate(statements)]}
+def function_policy(function: str) -> dict[str, Any]:
+    """A function's policy as deployed to the local stage: the same template a real stage renders."""
+    return policies.for_stage(function, STAGE)
 
 
 _route_runtime: dict[str, LocalRuntime] = {}
@@ -464,7 +541,7 @@ def _serve_routes_as(app: Any, runtime: LocalRuntime) -> None:
     if not _route_runtime:
         def api_identity(event: Any, get_response: Callable[[Any], Any]) -> Any:
             current = _route_runtime.get("runtime")
-            with aws.acting_as(current.identity_of("api_handler") if current else None):
+            with aws.acting_as(current.identity_of("api_handler") if current else None), xray.invocation():
                 return get_response(event)
 
         app.register_middleware(api_identity, "http")

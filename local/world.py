@@ -16,6 +16,7 @@ import yaml
 from chalicelib.scheduler import Started, start_rotation
 from chalicelib.targets.base import CITarget, Credentials
 from chalicelib.targets.registry import provider as provider_class
+from local import iam_consistency
 from local.emulators.base import CIEmulator, emulators
 from local.runtime import LocalRuntime
 
@@ -102,9 +103,10 @@ class World:
 
     def add_user(self, name: str, repositories: list[str], *, initial_key: bool = True,
                  timings: dict[str, str] | None = None, **extra: Any) -> str | None:
-        """Create the IAM user (path /ci/) and its repositories; optionally a key set up by hand."""
+        """Create the IAM user (under the stage's managed path, /ci/local/) and its repositories; optionally
+        a key set up by hand."""
         iam = self.runtime.client("iam")
-        iam.create_user(UserName=name, Path="/ci/")
+        iam.create_user(UserName=name, Path=self.runtime.names.managed_path)
         iam.put_user_policy(UserName=name, PolicyName="ci", PolicyDocument=json.dumps(CI_USER_POLICY))
         for project in repositories:
             provider, project_name = split(project)
@@ -115,6 +117,8 @@ class World:
             return None
         # The "before" picture: a key someone created by hand and pasted into every repository.
         key = iam.create_access_key(UserName=name)["AccessKey"]
+        # A person pastes it into CI some time later: IAM has propagated it by then.
+        iam_consistency.settle()
         credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
         for project in repositories:
             self.target(project).push(credentials)

@@ -7,6 +7,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
+from local import iam_consistency
 from local.runtime import LocalRuntime
 from local.world import World
 
@@ -24,8 +25,10 @@ def test_inactive_keys_are_refused_with_authentication_on(clean_world: World, us
     repo = f"acme/{user}"
     assert clean_world.github.run_build(repo)
     clean_world.runtime.client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+    iam_consistency.settle()  # past the revocation window (tests/test_iam_consistency.py covers the window)
     assert not clean_world.github.run_build(repo), "a build with an Inactive key must fail"
     clean_world.runtime.client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status="Active")
+    iam_consistency.settle()
     assert clean_world.github.run_build(repo)
 
 
@@ -138,3 +141,25 @@ def test_moto_finds_backends_without_listing_its_package_per_request(monkeypatch
 
     monkeypatch.setattr("os.listdir", no_listing)
     assert {"iam", "stepfunctions", "dynamodb"} <= set(backends.list_of_moto_modules())
+
+
+def test_requests_are_authorized_against_their_resource_arn(runtime: LocalRuntime) -> None:
+    """local/iam_resources.py: the ARN a request touches, matched with IAM's wildcards (tests/
+    test_stage_isolation.py covers every function and resource kind)."""
+    from local.iam_resources import matches
+
+    pattern = "arn:aws:secretsmanager:*:*:secret:ci-key-rotator/local/token-??????"
+    assert matches(pattern, "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci-key-rotator/local/token-AbCdEf")
+    assert not matches(pattern, "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci-key-rotator/local/token-AbC")
+    assert not matches("arn:aws:dynamodb:*:*:table/a.b", "arn:aws:dynamodb:us-east-1:1:table/aXb"), "a dot is a dot"
+    scheduler = runtime.identity_of("scheduler")
+    import boto3
+
+    ddb = boto3.session.Session(aws_access_key_id=scheduler.access_key_id, region_name="us-east-1",
+                                aws_secret_access_key=scheduler.secret_access_key).client(
+        "dynamodb", endpoint_url=runtime.endpoint)
+    key = {"pk": {"S": "x"}, "sk": {"S": "x"}}
+    ddb.get_item(TableName=runtime.names.table, Key=key)  # its own table
+    with pytest.raises(ClientError) as caught:
+        ddb.get_item(TableName="ci-key-rotator-elsewhere", Key=key)
+    assert "AccessDenied" in str(caught.value)

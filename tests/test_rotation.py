@@ -57,7 +57,7 @@ def test_second_rotation_retires_the_rotators_own_key(clean_world: World, user: 
     states = states_entered(clean_world, result["executionArn"])
     assert states == ["Plan", "CreateKey", "AwaitKeyLive", "PushToTargets", "PushTarget", "IsEmergency", "VerifyBuilds",
                       "VerifyBuild", "DrainPeriod", "DrainCheck", "DeactivateOldKey", "RecoveryWindow",
-                      "DeleteOldKey", "Report", "RotationSucceeded"]
+                      "DeleteOldKey", "Report", "EmergencyCleanup", "RotationSucceeded"]
     assert get_deps().ledger.rotations(user)[-1]["adoption"] is False
     assert_no_pipeline_holds_a_dead_key(clean_world, user)
 

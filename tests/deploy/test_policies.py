@@ -71,7 +71,9 @@ def test_no_function_may_touch_iam_policies_or_other_users() -> None:
 def test_only_the_escrow_functions_can_read_or_write_the_escrow() -> None:
     escrow = policies.example_arn("escrow")
     readers = {f for f in FUNCTIONS if policies.allows(policies.load(f), "secretsmanager:GetSecretValue", escrow)}
-    assert readers == {"plan", "create_key", "await_key_live", "push_target", "delete_old_key", "rollback"}
+    assert readers == {"plan", "create_key", "await_key_live", "push_target", "delete_old_key", "rollback",
+                       # undo: the old key's secret back to the targets, the new one back if that fails
+                       "undo_reactivate_old_key", "undo_push_target", "undo_rollback"}
     assert not policies.allows(policies.load("api_handler"), "secretsmanager:GetSecretValue", escrow), \
         "the internet-facing webhook Lambda cannot read an AWS key"
     writers = {f for f in FUNCTIONS if policies.allows(policies.load(f), "secretsmanager:PutSecretValue", escrow)}

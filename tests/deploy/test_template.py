@@ -61,6 +61,9 @@ def test_one_template_has_the_functions_and_everything_deploy_creates(packaged: 
     substitutions = res["RotationStateMachine"]["Properties"]["DefinitionSubstitutions"]
     definition = res["RotationStateMachine"]["Properties"]["DefinitionString"]
     assert {f"${{{key}}}" for key in substitutions} == set(re.findall(r"\$\{\w+FunctionArn\}", definition))
+    undo = res["UndoStateMachine"]["Properties"]
+    assert {f"${{{key}}}" for key in undo["DefinitionSubstitutions"]} == set(
+        re.findall(r"\$\{\w+FunctionArn\}", undo["DefinitionString"]))
     invoke = res["StateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
     assert invoke["Resource"] == [{"Fn::GetAtt": [template.logical_id(t), "Arn"]} for t in resources.task_functions()]
 
