@@ -46,12 +46,12 @@ def test_lambda_errors_keep_their_exception_name_and_the_executor_signs_its_call
     arn = f"arn:aws:lambda:us-east-1:123456789012:function:{runtime.function_name('plan')}"
     definition = {"StartAt": "T", "States": {"T": {
         "Type": "Task", "Resource": arn,
-        "Catch": [{"ErrorEquals": ["ValidationError"], "ResultPath": "$.error", "Next": "Caught"}],
+        "Catch": [{"ErrorEquals": ["InvalidExecutionInput"], "ResultPath": "$.error", "Next": "Caught"}],
         "End": True}, "Caught": {"Type": "Succeed"}}}
-    # Plan refuses input without a user with pydantic's ValidationError: the name must reach the Catch.
+    # Plan refuses input without a user with InvalidExecutionInput: the class name must reach the Catch.
     result = run_definition(runtime, "smoke-errors", definition, {"not": "a plan"})
     assert result["status"] == "SUCCEEDED"
-    assert json.loads(result["output"])["error"]["Error"] == "ValidationError"
+    assert json.loads(result["output"])["error"]["Error"] == "InvalidExecutionInput"
 
 
 def test_map_iteration_timeout_keeps_its_states_timeout_name(runtime: LocalRuntime) -> None:

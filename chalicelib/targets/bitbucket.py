@@ -381,7 +381,8 @@ class BitbucketTarget(CITarget):
 
     @classmethod
     def _parse_event(cls, lower_headers: Mapping[str, str], raw_body: bytes, delivery: str | None) -> WebhookEvent:
-        assert delivery is not None  # delivery_headers
+        if delivery is None:  # the base's preamble found one; explicit so python -O cannot change it
+            raise WebhookRejected("no delivery id", 400)
         if lower_headers.get("x-event-key") not in STATUS_EVENTS:
             return WebhookEvent(delivery, None, None)
         status, repository = _commit_status(raw_body)
