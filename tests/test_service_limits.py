@@ -366,7 +366,9 @@ def stub_deployment(client: Any) -> Any:
     changes: list[str] = []
     return SimpleNamespace(client=lambda _: client, function_arns=lambda: arns, names=naming.StageNames("prod"),
                            state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:ci-key-rotator-prod-rotation",
-                           changes=changes, changed=changes.append, progress=lambda _: None)
+                           changes=changes, changed=changes.append, progress=lambda _: None,
+                           arn=lambda service, resource, region=True:
+                           f"arn:aws:{service}:{'us-east-1' if region else ''}:123456789012:{resource}")
 
 
 def aws_client(service: str) -> Any:
