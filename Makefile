@@ -49,8 +49,12 @@ $(SEC_STAMP): requirements-security.txt
 security: install $(SEC_STAMP) template-lint  ## bandit, checkov, parliament against security/*-baseline.json (README "make security")
 	$(PY) -m security.gate --template dist/offline-$(STAGE)/sam.json --venv $(SEC_VENV)
 
-test: install lint template-lint security  ## unit + end-to-end tests on moto and the local CI emulator
-	$(PY) -m pytest
+# Worker processes for make test (each starts its own embedded AWS); the tests wait on builds and HTTP as much
+# as they compute, so one more worker than cores is faster on two cores.
+TEST_WORKERS ?= 3
+
+test: install lint template-lint security  ## every tier, in parallel, on moto and the local CI emulators
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 deploy: install  ## STAGE=dev [CONFIG=rotation.yaml] [LAYER_ARN=...]: chalice deploy, then what Chalice cannot create (README "Deploy to AWS")
 	$(PY) -m deploy prepare --stage $(STAGE) $(CONFIG_FLAG) $(if $(ALLOW_ANY_REGION),--allow-region-outside-us-east-1) $(if $(LAYER_ARN),--layer-arn $(LAYER_ARN))

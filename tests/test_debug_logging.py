@@ -77,7 +77,9 @@ def test_no_secret_reaches_any_log_record_at_debug(clean_world: World, runtime: 
     functions = {function for function, _ in everything_at_debug}
     records = [record for _, record in everything_at_debug]
     assert any(r.name == SERVICE for r in records), "the functions' own log lines were captured"
-    assert {"create_key", "push_target", "rollback", "audit", "api_handler", "poller"} <= functions, functions
+    assert {"create_key", "push_target", "rollback", "audit"} <= functions, functions
+    # A verification is resolved by the webhook route or by the poller, whichever sees the finished run first.
+    assert functions & {"api_handler", "poller"}, functions
     hashes, literals = known_secrets(runtime, set(clean_world.received_secret_sha256s()))
     literals.add(runtime.slack.url)
     found = leaks({f"record {i} ({r.name}, {r.levelname})": text_of(r) for i, r in enumerate(records)},

@@ -206,7 +206,7 @@ def test_a_denied_read_is_detected_through_cloudtrail_the_bus_and_the_audit(clea
     finally:
         runtime.disable_audit()
     delivered = [e for handler, e in runtime.bus.delivered if handler == "audit"
-                 and e["detail"]["eventName"] == "ListUsers" and e["detail"].get("errorCode")]
+                 and e["detail"].get("eventName") == "ListUsers" and e["detail"].get("errorCode")]
     assert delivered and delivered[-1]["detail"]["readOnly"] is True
     findings = [a["message"] for a in runtime.alerts()[before:]
                 if a["message"].get("detection") == "unauthorized-call.access-denied"
