@@ -58,9 +58,11 @@ def user(clean_world: World) -> str:
 
 #: Fixtures that start the embedded AWS (moto server, the state machine, the emulators): end-to-end tier.
 _E2E_FIXTURES = {"runtime", "world", "clean_world", "user", "deployer", "operator_session"}
-#: Fixtures and imports that start moto in-process or an HTTP server: integration tier.
+#: Fixtures and imports that start moto in-process, an HTTP server or another program (chalice package, cfn-lint,
+#: the security scanners, make): integration tier.
 _INTEGRATION_FIXTURES = {"moto_aws", "aws_env"}
-_INTEGRATION_IMPORTS = re.compile(r"^\s*(from|import) (moto|local|tests\.emulator_fixtures)\b|mock_aws", re.M)
+_INTEGRATION_IMPORTS = re.compile(
+    r"^\s*(from|import) (moto|local|tests\.emulator_fixtures|subprocess|security)\b|mock_aws", re.M)
 
 
 @functools.cache
