@@ -1,8 +1,9 @@
 """What the tests, the demo and the provider contract suite need from a local CI server.
 
 Every emulator is a real HTTP server on 127.0.0.1 speaking its provider's documented API subset
-(docs/ci-providers/), whose builds are real subprocesses (``local.build_job``)
-that call AWS with the variables the build would see, and which sends its provider's signed webhooks.
+(docs/ci-providers/), whose builds run the verification job of the shipped pipeline file
+(templates/verify/<provider>/, through ``local.build_job.run_template``) with the variables the build would see,
+and which sends its provider's signed webhooks.
 """
 
 from __future__ import annotations
