@@ -390,3 +390,16 @@ def write_all() -> list[Path]:
 
 def functions() -> list[str]:
     return list(analysis.chalice_handlers())
+
+
+def same_document(a: Any, b: Any) -> bool:
+    """Two policy documents (or any JSON, as text or parsed) are equal regardless of key order and spacing."""
+    def norm(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        return json.loads(json.dumps(value, sort_keys=True))
+
+    return bool(norm(a) == norm(b))

@@ -23,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from deploy import naming, policies
 
 #: Lambda's own default (and maximum) for asynchronous retries; stated so a drift back is visible.
@@ -198,20 +199,8 @@ def stage_patch(log_group_arn: str) -> list[dict[str, str]]:
 # -- deploy apply ----------------------------------------------------------------------------------------
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _same(a: Any, b: Any) -> bool:
-    def norm(value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                return value
-        return json.loads(json.dumps(value, sort_keys=True))
-
-    return bool(norm(a) == norm(b))
+_code = error_code
+_same = policies.same_document
 
 
 def ensure_alerts_key(d: Any) -> str:

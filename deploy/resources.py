@@ -34,6 +34,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from deploy import config_store, infra, naming, policies, protection, retrying
 from deploy.analysis import ROOT
 
@@ -267,24 +268,14 @@ def load_deployed(stage: str, directory: Path | None = None) -> dict[str, Any]:
     return record
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+_code = error_code
 
 
 def _missing(exc: ClientError, *codes: str) -> bool:
     return _code(exc) in codes
 
 
-def _same_json(a: Any, b: Any) -> bool:
-    def norm(value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                return value
-        return json.loads(json.dumps(value, sort_keys=True))
-
-    return bool(norm(a) == norm(b))
+_same_json = policies.same_document
 
 
 def ensure_table(d: Deployment) -> None:
