@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import error_code
 from deploy import analysis, naming
 
 CHALICE_DIR = analysis.ROOT / ".chalice"
@@ -403,3 +406,18 @@ def same_document(a: Any, b: Any) -> bool:
         return json.loads(json.dumps(value, sort_keys=True))
 
     return bool(norm(a) == norm(b))
+
+
+def put_role_policy(iam: Any, role: str, name: str, document: dict[str, Any]) -> str | None:
+    """Make the role's inline policy ``name`` exactly ``document``: "set" (it had none), "updated" (it differed)
+    or None (already so: nothing written, so a second deploy changes nothing)."""
+    try:
+        current = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        current = None
+    if current is not None and same_document(current, document):
+        return None
+    iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(document))
+    return "updated" if current is not None else "set"

@@ -258,14 +258,7 @@ def ensure_failure_destinations(d: Any) -> None:
 
         role = roles[function].rsplit("/", 1)[1]
         policy = destination_policy(queue_arn)
-        try:
-            granted = iam.get_role_policy(RoleName=role, PolicyName="on-failure-destination")["PolicyDocument"]
-        except ClientError as exc:
-            if _code(exc) != "NoSuchEntity":
-                raise
-            granted = None
-        if granted is None or not _same(granted, policy):
-            iam.put_role_policy(RoleName=role, PolicyName="on-failure-destination", PolicyDocument=json.dumps(policy))
+        if policies.put_role_policy(iam, role, "on-failure-destination", policy):
             d.changed(f"let {function} send to {name}")
 
         wanted = event_invoke_config(queue_arn)

@@ -355,14 +355,7 @@ def ensure_escrow_roles(d: Deployment) -> None:
             d.changed(f"created role {name}")
         if policy is None:
             continue
-        try:
-            current = iam.get_role_policy(RoleName=name, PolicyName="escrow")["PolicyDocument"]
-        except ClientError as exc:
-            if not _missing(exc, "NoSuchEntity"):
-                raise
-            current = None
-        if current is None or not _same_json(current, policy):
-            iam.put_role_policy(RoleName=name, PolicyName="escrow", PolicyDocument=json.dumps(policy))
+        if policies.put_role_policy(iam, name, "escrow", policy):
             d.changed(f"set the policy of role {name}")
 
 
@@ -432,15 +425,9 @@ def ensure_state_machine_role(d: Deployment) -> str:
         if not _same_json(role["AssumeRolePolicyDocument"], trust):
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             d.changed(f"updated the trust policy of {name}")
-    try:
-        current = iam.get_role_policy(RoleName=name, PolicyName="invoke-tasks")["PolicyDocument"]
-    except ClientError as exc:
-        if not _missing(exc, "NoSuchEntity"):
-            raise
-        current = None
-    if current is None or not _same_json(current, policy):
-        iam.put_role_policy(RoleName=name, PolicyName="invoke-tasks", PolicyDocument=json.dumps(policy))
-        d.changed(f"{'updated' if current else 'set'} the policy of {name}")
+    written = policies.put_role_policy(iam, name, "invoke-tasks", policy)
+    if written:
+        d.changed(f"{written} the policy of {name}")
     return str(role["Arn"])
 
 
