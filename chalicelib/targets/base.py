@@ -10,7 +10,7 @@ import abc
 import enum
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.errors import ConfigError, TargetPushFailed
+from chalicelib.federation import OidcSettings
 from chalicelib.secret_ref import SecretRef
 
 if TYPE_CHECKING:  # urllib3 is loaded when a target is built, not when a config is validated (cold start)
@@ -126,6 +127,8 @@ class TargetConfig(BaseModel):
     secret_names: SecretNames = SecretNames()
     #: Base URL of the provider's API: a self-hosted instance or the local emulator.
     api_url: str
+    #: What graduating this target to OIDC federation needs beyond its key config (chalicelib/federation.py).
+    oidc: OidcSettings | None = None
 
     @field_validator("api_url")
     @classmethod
@@ -228,18 +231,39 @@ class CITarget(abc.ABC):
         there; once one variable is written, it must.
         """
         names = self.config.secret_names
+        self.set_variables({names.access_key_id: credentials.access_key_id,
+                            names.secret_access_key: credentials.secret_access_key})
+
+    def set_variables(self, values: Mapping[str, str]) -> None:
+        """Create or update these variables in order, with the same secrecy flags and ``changed`` rule as
+        ``push`` (graduation writes the role ARN this way)."""
         written = False
         try:
             prepared = self._prepare_push()
-            for name, value in (
-                (names.access_key_id, credentials.access_key_id),
-                (names.secret_access_key, credentials.secret_access_key),
-            ):
+            for name, value in values.items():
                 self._write_variable(name, value, prepared)
                 written = True
         except TargetPushFailed as exc:
             exc.changed = written
             raise
+
+    def delete_variables(self, names: Iterable[str]) -> None:
+        """Remove these variables; one that is already absent is not an error (idempotent). On failure
+        ``TargetPushFailed.changed`` says whether one was removed before it."""
+        removed = False
+        try:
+            prepared = self._prepare_push()
+            for name in names:
+                self._delete_variable(name, prepared)
+                removed = True
+        except TargetPushFailed as exc:
+            exc.changed = removed
+            raise
+
+    def _delete_variable(self, name: str, prepared: Any) -> None:
+        """Delete one variable, treating "not found" as done; TargetPushFailed if the provider refuses."""
+        raise TargetPushFailed(f"{self.provider} target {self.config.id!r}: deleting variables is not "
+                               "implemented", changed=False)
 
     def _prepare_push(self) -> Any:
         """Read what both writes need (existing variables, org fields) before the first; passed to each."""
