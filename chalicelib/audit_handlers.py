@@ -6,9 +6,12 @@ import warnings
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib import clock
 from chalicelib.audit import service
 from chalicelib.audit.telemetry import metrics
+from chalicelib.aws import client, error_code
 from chalicelib.deps import get_deps
 
 # An audit run that found nothing has no metric to flush; that is the normal case, not a warning.
@@ -27,6 +30,17 @@ def exposure_lookup(user: str) -> datetime | None:
     return max(times) if times else None
 
 
+def role_path_lookup(role: str) -> str | None:
+    """The IAM path of ``role`` (GetRole), None when there is no such role: a role-change event names only the
+    role, and whether it is a graduated one (``federation.GRADUATED_ROLE_PATH``) is in its path."""
+    try:
+        return str(client("iam").get_role(RoleName=role)["Role"]["Path"])
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        raise
+
+
 def audit(event: dict[str, Any]) -> dict[str, Any]:
     """Classify one EventBridge event; a key change is the rotator's only if the ledger holds its intent."""
     deps = get_deps()
@@ -35,7 +49,7 @@ def audit(event: dict[str, Any]) -> dict[str, Any]:
         return service.audit_event(
             event, managed_users=_managed_users(), intent_lookup=deps.ledger.find_intent,
             profiles={u.name: u.profile for u in config.users if u.profile is not None},
-            suppressions=config.suppressions, exposure_lookup=exposure_lookup,
+            suppressions=config.suppressions, exposure_lookup=exposure_lookup, role_path_lookup=role_path_lookup,
         )
     finally:
         metrics.flush_metrics()

@@ -29,6 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 #: IAM path of every role graduation creates: the audit rates a change to a role under it HIGH, and the
 #: rotator's IAM grants on roles are scoped to it.
 GRADUATED_ROLE_PATH = "/ci-key-rotator/graduated/"
+
+
+def role_intent_subject(role_name: str) -> str:
+    """The ledger intent key under which the workflow announces an IAM call on a role it manages
+    (``ledger.record_intent(role_intent_subject(name), rid, "UpdateAssumeRolePolicy", None)``): the audit finds
+    the call announced and stays quiet. IAM user names cannot contain "/", so it never meets a user's intents."""
+    return f"role/{role_name}"
+
+
 #: The CI variable the OIDC verification templates read the role to assume from.
 ROLE_ARN_VARIABLE = "AWS_ROLE_ARN"
 _UUID_BRACED = r"^\{[0-9a-fA-F-]{36}\}$"

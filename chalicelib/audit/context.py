@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from chalicelib.audit.models import Record
 from chalicelib.audit.profile import ManagedUserProfile
 from chalicelib.audit.suppression import Suppression
-from chalicelib.audit.telemetry import logger
+from chalicelib.audit.telemetry import count, logger
+from chalicelib.federation import role_intent_subject
 
 #: (user name, action e.g. "CreateAccessKey", access key id or None, event time) -> did the rotation
 #: workflow announce this call? ``chalicelib.ledger.Ledger.find_intent`` has exactly this shape.
@@ -17,6 +18,9 @@ IntentLookup = Callable[[str, str, str | None, datetime], bool]
 #: user name -> when the rotator last handled an exposure of one of that user's keys (None: never).
 #: ``chalicelib.audit_handlers.exposure_lookup`` reads it from the ledger's exposure rotations.
 ExposureLookup = Callable[[str], datetime | None]
+#: role name -> its IAM path ("/" included), or None when no such role exists. Only role-change events that
+#: do not carry the path (all but CreateRole) ask it; ``chalicelib.audit_handlers.role_path_lookup`` asks IAM.
+RolePathLookup = Callable[[str], str | None]
 
 #: How long after an exposure a managed user's unexpected calls stay CRITICAL: sessions minted from the
 #: leaked key live up to 36 hours (GetSessionToken's maximum); a week covers a slow attacker and the triage.
@@ -49,6 +53,7 @@ class AuditContext:
     exposure_lookup: ExposureLookup | None = field(default=None, compare=False)
     #: The allow-list (``chalicelib.audit.suppression``), applied by the pipeline after classification.
     suppressions: tuple[Suppression, ...] = field(default=(), compare=False)
+    role_path_lookup: RolePathLookup | None = field(default=None, compare=False)
     rotator_names: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
@@ -57,6 +62,7 @@ class AuditContext:
         names = frozenset(n.strip() for n in (self.rotator_role_name or "").split(",") if n.strip())
         object.__setattr__(self, "rotator_names", names)
         object.__setattr__(self, "_exposures", {})
+        object.__setattr__(self, "_role_paths", {})
 
     def is_rotator(self, record: Record) -> bool:
         """Was this call made by the rotator: its role (session issuer), or an IAM user of that name?"""
@@ -66,6 +72,14 @@ class AuditContext:
         if identity.type != "IAMUser" or not identity.arn:
             return False
         return any(arn_names(identity.arn, "user", name) for name in self.rotator_names)
+
+    def announced_role_change(self, record: Record) -> bool:
+        """A call on a role made by the rotator's identity AND announced by the workflow beforehand (graduation
+        records its role changes under ``federation.role_intent_subject``): the rotator's own, expected change."""
+        role = record.params.get("roleName")
+        if not isinstance(role, str) or not role or not self.is_rotator(record):
+            return False
+        return self.intended(role_intent_subject(role), record.name, None, record.event_time)
 
     def is_rotator_role_arn(self, arn: str) -> bool:
         return bool(arn) and any(arn_names(arn, "role", name) for name in self.rotator_names)
@@ -115,6 +129,22 @@ class AuditContext:
         if exposed > at or at - exposed > EXPOSURE_HORIZON:
             return None
         return exposed
+
+    def role_path(self, role: str) -> str | None:
+        """The IAM path of ``role``, asked once per role per context; None when unknown (no lookup, no such
+        role, or a failing lookup, which is logged and counted; policy and trust changes still get the generic
+        iam-policy finding)."""
+        if self.role_path_lookup is None or not role:
+            return None
+        cache: dict[str, str | None] = self._role_paths  # type: ignore[attr-defined]  # set in __post_init__ of the frozen dataclass
+        if role not in cache:
+            try:
+                cache[role] = self.role_path_lookup(role)
+            except Exception as exc:  # noqa: BLE001 - a lookup must not lose the other findings
+                logger.warning("role path lookup failed", extra={"role": role, "error": type(exc).__name__})
+                count("RolePathLookupFailures")  # an alarm can watch it: graduated-role changes go unrated meanwhile
+                return None
+        return cache[role]
 
     def owns(self, resource_name: str) -> bool:
         """Is this one of the product's own resources (Lambdas, rules, state machine, table...)?"""

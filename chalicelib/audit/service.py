@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.audit.allow_list_log import DynamoAllowListLog, digest
-from chalicelib.audit.context import AuditContext, ExposureLookup, IntentLookup
+from chalicelib.audit.context import AuditContext, ExposureLookup, IntentLookup, RolePathLookup
 from chalicelib.audit.credential_report import KeyPolicy, run_credential_report
 from chalicelib.audit.dedup import Deduplicator, DynamoDeduplicator
 from chalicelib.audit.notifiers.base import Notifier
@@ -23,7 +23,7 @@ from chalicelib.audit.telemetry import logger
 def build_context(
     managed_users: Iterable[str], intent_lookup: IntentLookup | None, settings: AuditSettings | None = None,
     *, profiles: Mapping[str, ManagedUserProfile] | None = None, suppressions: Sequence[Suppression] = (),
-    exposure_lookup: ExposureLookup | None = None,
+    exposure_lookup: ExposureLookup | None = None, role_path_lookup: RolePathLookup | None = None,
 ) -> AuditContext:
     settings = settings or get_audit_settings()
     return AuditContext(
@@ -34,6 +34,7 @@ def build_context(
         profiles=dict(profiles or {}),
         exposure_lookup=exposure_lookup,
         suppressions=tuple(suppressions),
+        role_path_lookup=role_path_lookup,
     )
 
 
@@ -56,13 +57,14 @@ def audit_event(
     event: Any, *, managed_users: Iterable[str], intent_lookup: IntentLookup | None,
     settings: AuditSettings | None = None, profiles: Mapping[str, ManagedUserProfile] | None = None,
     suppressions: Sequence[Suppression] = (), exposure_lookup: ExposureLookup | None = None,
+    role_path_lookup: RolePathLookup | None = None,
 ) -> dict[str, Any]:
     """The EventBridge audit Lambda's body."""
     settings = settings or get_audit_settings()
     return handle_event(
         event,
         build_context(managed_users, intent_lookup, settings, profiles=profiles, suppressions=suppressions,
-                      exposure_lookup=exposure_lookup),
+                      exposure_lookup=exposure_lookup, role_path_lookup=role_path_lookup),
         build_notifiers(settings),
         build_dedup(settings),
         min_severity=settings.audit_min_severity,

@@ -46,7 +46,8 @@ CIS_MONITORING: tuple[CisControl, ...] = (
             "AttachRolePolicy", "DetachRolePolicy", "AttachUserPolicy", "DetachUserPolicy", "AttachGroupPolicy",
             "DetachGroupPolicy",
         ),
-        ("iam-policy.change", "exposure.quarantine-policy-attached", "self-protection.rotator-identity-changed"),
+        ("iam-policy.change", "exposure.quarantine-policy-attached", "self-protection.rotator-identity-changed",
+         "self-protection.graduated-role-changed"),
     ),
     CisControl(
         "4.5", "3.5", "5.5", "CloudWatch.5", "CloudTrail configuration changes", "cloudtrail.amazonaws.com",

@@ -30,6 +30,7 @@ from .conftest import (
     root,
 )
 from .depth_cases import ROWS as DEPTH_ROWS
+from .test_oidc_trust import ROWS as OIDC_ROWS
 
 
 @dataclass
@@ -344,6 +345,7 @@ CASES = [
 ]
 
 CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in DEPTH_ROWS]
+CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in OIDC_ROWS]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

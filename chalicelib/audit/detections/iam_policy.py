@@ -22,6 +22,8 @@ EXTRA_POLICY_EVENTS = names(
 
 
 def _change(record: Record, ctx: AuditContext) -> MatchResult:
+    if ctx.announced_role_change(record):
+        return False  # graduation's own, announced change to a role it manages (the rotator's identity + intent)
     grant = policy_grants.merge(
         policy_grants.assess(record.params.get("policyDocument"), record.account,
                              resource_policy=record.name == "UpdateAssumeRolePolicy"),
