@@ -100,16 +100,33 @@ def verify(env: Mapping[str, str]) -> tuple[bool, str]:
 
 def run_template(provider: str, variables: Mapping[str, str], base_env: Mapping[str, str],
                  inputs: Mapping[str, str], timeout: float,
-                 template_dir: Path = verify_templates.TEMPLATE_DIR) -> tuple[bool, bool, str]:
+                 template_dir: Path = verify_templates.TEMPLATE_DIR, *, variant: str = "keys",
+                 grant: Any = None) -> tuple[bool, bool, str]:
     """Run the verification job of ``provider``'s shipped template as that CI would: (passed, timed_out,
     output). ``variables``: the CI variables the job would see; ``base_env``: the runner's own environment
-    (PATH, the AWS endpoint and region, no credential sources)."""
+    (PATH, the AWS endpoint and region, no credential sources); ``variant``: the keys or the OIDC file;
+    ``grant``: the project's ID tokens (local.oidc.Grant; None: the CI issues none), handed to the steps whose
+    file asks for one, the way that CI does, and masked in the output."""
     try:
-        job = verify_templates.load(provider, variables, inputs, template_dir)
+        output, passed, timed_out = _run_steps(provider, variables, base_env, inputs, timeout, template_dir,
+                                               variant, grant)
+    finally:
+        if grant is not None:
+            grant.close()  # GitHub's request token dies with the job
+    for handed in getattr(grant, "handed", ()):
+        output = output.replace(handed, "***")
+    return passed, timed_out, output
+
+
+def _run_steps(provider: str, variables: Mapping[str, str], base_env: Mapping[str, str],
+               inputs: Mapping[str, str], timeout: float, template_dir: Path, variant: str,
+               grant: Any) -> tuple[str, bool, bool]:
+    try:
+        job = verify_templates.load(provider, variables, inputs, template_dir, variant)
     except verify_templates.TemplateError as exc:
-        return False, False, f"verify: template error: {exc}\n"
+        return f"verify: template error: {exc}\n", False, False
     if not job.steps:
-        return False, False, "verify: template error: the verification job has no step\n"
+        return "verify: template error: the verification job has no step\n", False, False
     env = {
         **base_env,
         "CI": "true",
@@ -123,23 +140,26 @@ def run_template(provider: str, variables: Mapping[str, str], base_env: Mapping[
     output: list[str] = []
     passed = True
     for step in job.steps:
+        tokens: dict[str, str] = {}
+        for variable, audience in step.id_tokens if grant is not None else ():
+            tokens.update(grant.handover(variable, audience))
         try:
             # The shell GitHub and CircleCI document for run steps: bash, errexit, pipefail, no profile.
             proc = subprocess.run(  # fixed argv; the script is the repository's own template
                 [_BASH, "--noprofile", "--norc", "-eo", "pipefail", "-c", step.script],
-                env={**env, **step.env}, cwd=_REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env={**env, **step.env, **tokens}, cwd=_REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, timeout=max(deadline - time.monotonic(), 0.001), check=False,
             )
         except subprocess.TimeoutExpired:
             output.append(f"verify: build exceeded {timeout:g}s\n")
-            return False, True, "".join(output)
+            return "".join(output), False, True
         output.append(proc.stdout)
         if proc.returncode != 0:
             passed = False
             output.append(f"verify: step {step.name!r} exited {proc.returncode}\n")
             if not step.keep_going:
                 break
-    return passed, False, "".join(output)
+    return "".join(output), passed, False
 
 
 def main() -> int:

@@ -64,6 +64,10 @@ def install() -> None:
     from local import sts_sessions
 
     sts_sessions.install()
+    # AssumeRoleWithWebIdentity checks the ID token against its issuer's keys and the role's trust conditions.
+    from local import sts_web_identity
+
+    sts_web_identity.install()
     # CloudTrail's event history answers from what local/cloudtrail.py recorded (nothing until audit is on).
     from local import cloudtrail
 
@@ -121,9 +125,15 @@ def _patch_lambda_invoke() -> None:
 
 
 def _patch_wait_state() -> None:
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
     def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
+        if isinstance(self, Timestamp):
+            # An absolute time (the scheduler's start slot): executions waiting at once share one clock,
+            # so each sleeps until it, instead of adding its wait to the clock (sim_clock.sleep_until).
+            sim_clock.sleep_until(sim_clock.now() + wait_seconds, stopped=lambda: not env.is_running())
+            return
         scaled = wait_seconds * _state["time_scale"]
         if scaled > 0:
             env.program_state_event.wait(scaled)
@@ -131,6 +141,52 @@ def _patch_wait_state() -> None:
         sim_clock.advance(wait_seconds - scaled)
 
     WaitFunction._wait_interval = _wait_interval
+    _patch_timestamp_in_utc(Timestamp)
+    _count_running_executions()
+
+
+def _patch_timestamp_in_utc(timestamp_class: Any) -> None:
+    """A Wait's Timestamp is UTC ("...Z"); moto subtracts the machine's local naive time from it, which
+    is hours off wherever the machine's time zone is not UTC."""
+    from datetime import UTC, datetime
+
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEventException
+
+    def _get_wait_seconds(self: Any, env: Any) -> float:
+        self.string.eval(env=env)
+        text = env.stack.pop()
+        at = self._from_timestamp_string(timestamp=text)
+        if at is None:
+            raise FailureEventException(self._create_failure_event(env, text))
+        return float((at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds())
+
+    timestamp_class._get_wait_seconds = _get_wait_seconds
+
+
+def _count_running_executions() -> None:
+    """sim_clock jumps to the next start slot only when every running execution is asleep in one: count
+    them from the moment StartExecution hands one to its thread until its program ends."""
+    import threading
+
+    from moto.stepfunctions.parser.backend import execution_worker
+
+    worker = execution_worker.ExecutionWorker
+    logic = worker._execution_logic
+
+    def start(self: Any) -> None:
+        sim_clock.execution_started()
+
+        def run() -> None:
+            try:
+                logic(self)
+            finally:
+                sim_clock.execution_ended()
+
+        thread = threading.Thread(target=run, daemon=True)
+        execution_worker.TMP_THREADS.append(thread)
+        thread.start()
+
+    worker.start = start
 
 
 def _patch_retry_sleep() -> None:

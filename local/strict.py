@@ -105,6 +105,13 @@ class Strictness:
     #: conditioned Deny names). https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime
     token_issue_time_condition: bool = True
 
+    # -- OIDC federation (local/sts_web_identity.py) --
+    #: AssumeRoleWithWebIdentity verifies the ID token (the IAM OIDC provider of its issuer, the signature
+    #: against the issuer's JWKS, the audience among the provider's client ids, expiry) and the role's trust
+    #: policy with its conditions on the token's claims (moto checked none of it and admitted any token).
+    #: https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html
+    web_identity_tokens_validated: bool = True
+
 
 _current: list[Strictness] = [Strictness()]
 

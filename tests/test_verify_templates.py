@@ -23,7 +23,7 @@ from local.world import World, split
 from tests.conftest import new_user_name
 from tests.emulator_fixtures import moto_auth, moto_with_ci_user
 
-PROVIDERS = sorted(FILES)
+PROVIDERS = verify_templates.providers()  # readers registered by emulator modules included
 AWS_BIN = Path(build_job.__file__).resolve().parent / "bin"
 
 
@@ -243,3 +243,78 @@ def test_template_assumes_the_deploy_role_when_one_is_named(aws: SimpleNamespace
     with moto_auth(False):
         passed, _, log = build_job.run_template(provider, variables, _base_env(aws), {"nonce": "n"}, 60)
     assert not passed and "PIPELINE_NAME" in log
+
+
+# -- the OIDC variant (templates/verify/<provider>/oidc/, docs/oidc.md) -------------------------------------
+
+OIDC_PROVIDERS = ["bitbucket", "circleci", "github", "gitlab"]
+
+
+def test_every_ci_with_an_issuer_has_an_oidc_file_and_travis_has_none() -> None:
+    from local.emulators.base import emulators
+
+    with_issuer = sorted(p for p, cls in emulators().items() if cls.oidc_profile is not None)
+    assert with_issuer == OIDC_PROVIDERS
+    for provider in PROVIDERS:
+        assert (TEMPLATE_DIR / verify_templates.file_for(provider, "oidc")).exists() == (provider in with_issuer)
+    with pytest.raises(verify_templates.TemplateError, match=r"cannot read travis/oidc/\.travis\.yml"):
+        verify_templates.load("travis", {}, {"nonce": "n"}, variant="oidc")
+    with pytest.raises(verify_templates.TemplateError, match="no verification variant"):
+        verify_templates.file_for("github", "saml")
+
+
+@pytest.mark.parametrize("provider", OIDC_PROVIDERS)
+def test_each_oidc_file_authenticates_only_through_the_id_token(provider: str) -> None:
+    job = verify_templates.load(provider, {}, {"nonce": "n-1"}, variant="oidc")
+    script = "\n".join(step.script for step in job.steps)
+    for step in job.steps:
+        checked = subprocess.run(["bash", "-n", "-c", step.script], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stderr
+    assert "aws sts assume-role-with-web-identity" in script
+    assert 'echo "::notice title=rotate-verify::oidc role $caller"' in script
+    assert ': "${AWS_ROLE_ARN:?verify: FAILED AWS_ROLE_ARN must be set' in script
+    # A key pair left in the CI variables is dropped before anything talks to AWS: no fallback to keys.
+    assert script.index("unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN") < script.index("aws sts")
+    assert "${AWS_ACCESS_KEY_ID" not in script and "secrets.AWS_ACCESS_KEY_ID" not in script
+    for line in script.splitlines():
+        # The one exception: the refused exchange's output, reduced to the error code by sed.
+        if ("echo" in line or "printf" in line) and "sed -n 's/.*An error occurred (" not in line:
+            assert not re.search(r"\$\{?(creds|id_token|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)\b", line), line
+    # Each CI hands the token over its own way (local/oidc.py mints it).
+    handed = {variable for step in job.steps for variable, _ in step.id_tokens}
+    assert handed == {"github": {"ACTIONS_ID_TOKEN_REQUEST_URL"}, "gitlab": {"AWS_ID_TOKEN"},
+                      "circleci": {"CIRCLE_OIDC_TOKEN", "CIRCLE_OIDC_TOKEN_V2"},
+                      "bitbucket": {"BITBUCKET_STEP_OIDC_TOKEN"}}[provider]
+
+
+def test_the_oidc_files_ask_for_the_token_as_each_ci_documents() -> None:
+    github = parse((TEMPLATE_DIR / verify_templates.file_for("github", "oidc")).read_text())[0]
+    assert github["jobs"][JOB]["permissions"] == {"contents": "read", "id-token": "write"}
+    assert github["jobs"][JOB]["env"]["AWS_ROLE_ARN"] == "${{ secrets.AWS_ROLE_ARN }}"
+    assert github["run-name"] == "verify-${{ inputs.nonce }}"  # found by the rotator like the key file's runs
+    gitlab = parse((TEMPLATE_DIR / verify_templates.file_for("gitlab", "oidc")).read_text())[1]
+    assert gitlab[JOB]["id_tokens"] == {"AWS_ID_TOKEN": {"aud": "https://gitlab.com"}}
+    bitbucket = parse((TEMPLATE_DIR / verify_templates.file_for("bitbucket", "oidc")).read_text())[0]
+    (name, items), = bitbucket["pipelines"]["custom"].items()
+    assert name == "verify-aws-key" and items[1]["step"]["oidc"] is True
+    circleci = parse((TEMPLATE_DIR / verify_templates.file_for("circleci", "oidc")).read_text())[0]
+    assert circleci["workflows"][JOB]["when"] == "<< pipeline.parameters.nonce >>"
+
+
+def test_shim_needs_the_web_identity_arguments(aws: SimpleNamespace) -> None:
+    done = _shim(aws, "sts", "assume-role-with-web-identity", "--role-arn", "arn:aws:iam::123456789012:role/r")
+    assert done.returncode == 252 and "--role-session-name, --web-identity-token" in done.stderr
+
+
+@pytest.mark.parametrize("provider", OIDC_PROVIDERS)
+def test_the_emulators_oidc_build_never_falls_back_to_the_key(clean_world: World, provider: str) -> None:
+    name = new_user_name(f"to{provider[:3]}")
+    project = f"{provider}:acme/{name}" if provider != "github" else f"acme/{name}"
+    clean_world.add_user(name, [project])  # the project holds a working key
+    emulator = clean_world.emulator(split(project)[0])
+    emulator.set_verify_variant(split(project)[1], "oidc")
+    try:
+        assert not clean_world.run_build(project)  # no AWS_ROLE_ARN: the OIDC file fails, whatever key is held
+    finally:
+        emulator.set_verify_variant(split(project)[1], "keys")
+    assert clean_world.run_build(project)

@@ -1,6 +1,7 @@
 """A stand-in for the AWS CLI v2 in local verification builds: only the subcommands the templates use.
 
-``aws sts get-caller-identity``, ``aws sts assume-role``, ``aws s3api list-objects-v2`` and ``aws s3 ls``,
+``aws sts get-caller-identity``, ``aws sts assume-role``, ``aws sts assume-role-with-web-identity`` (unsigned,
+as AWS serves it: the ID token is the credential), ``aws s3api list-objects-v2`` and ``aws s3 ls``,
 with ``--query`` (JMESPath, as the CLI) and ``--output json|text``. Credentials come from the environment
 only (the build's environment has no config files and no instance metadata), as the real CLI's first
 provider. Exit codes and the error line are the CLI's: 252 for a command it does not know, 253 without
@@ -16,7 +17,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import botocore.session
 import jmespath
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from local import build_job
@@ -63,6 +67,25 @@ def _assume_role(options: dict[str, str]) -> _Call:
     return "sts", "assume_role", kwargs
 
 
+def _assume_role_with_web_identity(options: dict[str, str]) -> _Call:
+    role_arn, session_name, token = _required(options, "role-arn", "role-session-name", "web-identity-token")
+    kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name, "WebIdentityToken": token}
+    if "duration-seconds" in options:
+        kwargs["DurationSeconds"] = int(options.pop("duration-seconds"))
+    return "sts", "assume_role_with_web_identity", kwargs
+
+
+#: Operations AWS serves without a signature: the CLI sends them unsigned, whatever credentials exist.
+_UNSIGNED = frozenset({"AssumeRoleWithWebIdentity"})
+
+
+def _unsigned_client(env: Mapping[str, str], service: str) -> Any:
+    session = botocore.session.Session()
+    return session.create_client(service, region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                                 endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+                                 config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}))
+
+
 def _list_objects_v2(options: dict[str, str]) -> _Call:
     (bucket,) = _required(options, "bucket")
     kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -76,6 +99,7 @@ def _list_objects_v2(options: dict[str, str]) -> _Call:
 _COMMANDS: Mapping[tuple[str, str], tuple[str, Callable[[dict[str, str]], _Call]]] = {
     ("sts", "get-caller-identity"): ("GetCallerIdentity", _get_caller_identity),
     ("sts", "assume-role"): ("AssumeRole", _assume_role),
+    ("sts", "assume-role-with-web-identity"): ("AssumeRoleWithWebIdentity", _assume_role_with_web_identity),
     ("s3api", "list-objects-v2"): ("ListObjectsV2", _list_objects_v2),
 }
 
@@ -106,7 +130,8 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         service, method, kwargs = handler(options)
         if options:
             raise ValueError(f"Unknown options: {', '.join('--' + k for k in options)}")
-        result = getattr(build_job.client_factory(env)(service), method)(**kwargs)
+        client = _unsigned_client(env, service) if operation in _UNSIGNED else build_job.client_factory(env)(service)
+        result = getattr(client, method)(**kwargs)
     except ValueError as exc:
         print(f"aws: error: {exc}", file=sys.stderr)
         return _USAGE_ERROR

@@ -19,8 +19,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = REPO_ROOT / "templates" / "verify"
 #: Where each provider's file lives under a template directory (the path it is copied to in a repository
-#: is in each file's header).
-FILES: Mapping[str, str] = {
+#: is in each file's header). A provider added later registers its reader and file with ``@reader`` from its
+#: emulator module instead of editing this table (``providers()`` finds them).
+FILES: dict[str, str] = {
     "github": "github/rotate-verify.yml",
     "gitlab": "gitlab/.gitlab-ci.yml",
     "circleci": "circleci/config.yml",
@@ -29,6 +30,19 @@ FILES: Mapping[str, str] = {
 }
 #: The verification job's name in every template (Bitbucket: the custom pipeline's step).
 JOB = "rotation-verify"
+#: Which verification file a build runs: the key pair the rotator pushes, or OIDC federation only (the file of
+#: the same name under ``<provider>/oidc/``; docs/oidc.md). Travis CI has no OIDC variant.
+VARIANTS = ("keys", "oidc")
+
+
+def file_for(provider: str, variant: str = "keys") -> str:
+    """The path of ``provider``'s ``variant`` file under a template directory."""
+    if variant not in VARIANTS:
+        raise TemplateError(f"no verification variant {variant!r}; one of {', '.join(VARIANTS)}")
+    if variant == "keys":
+        return FILES[provider]
+    folder, _, name = FILES[provider].rpartition("/")
+    return f"{folder}/oidc/{name}"
 NONCE_INPUT = "nonce"
 
 
@@ -44,6 +58,10 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     #: Travis runs every ``script`` command even after one failed (the build still fails); others stop.
     keep_going: bool = False
+    #: The OIDC ID tokens the CI hands this step, as (how, audience): the variable that carries it
+    #: (``ACTIONS_ID_TOKEN_REQUEST_URL``: GitHub's request endpoint instead of a token) and the audience the
+    #: file asks for (None: the provider's default). Handed over by local/oidc.py's Grant.
+    id_tokens: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,22 +79,24 @@ _Loader.add_constructor("!reference", lambda loader, node: loader.construct_sequ
 
 
 def load(provider: str, variables: Mapping[str, str], inputs: Mapping[str, str],
-         template_dir: Path = TEMPLATE_DIR) -> Job:
+         template_dir: Path = TEMPLATE_DIR, variant: str = "keys") -> Job:
     """The verification job of ``provider``'s template, interpolated with ``inputs`` (the nonce) and, for
     GitHub, ``variables`` (its secrets, which reach a job only through expressions)."""
+    if provider not in _READERS:
+        providers()  # a reader registered by an emulator module not imported yet
     try:
         reader = _READERS[provider]
     except KeyError:
         raise TemplateError(f"no verification template for provider {provider!r}") from None
-    path = template_dir / FILES[provider]
+    relative = file_for(provider, variant)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = (template_dir / relative).read_text(encoding="utf-8")
     except OSError as exc:
-        raise TemplateError(f"cannot read {FILES[provider]}: {type(exc).__name__}") from None
+        raise TemplateError(f"cannot read {relative}: {type(exc).__name__}") from None
     try:
         return reader(text, variables, inputs)
     except yaml.YAMLError as exc:
-        raise TemplateError(f"{FILES[provider]} is not valid YAML: {exc}") from None
+        raise TemplateError(f"{relative} is not valid YAML: {exc}") from None
 
 
 def parse(text: str) -> list[Any]:
@@ -122,6 +142,12 @@ def _github(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]) 
 
     job = _mapping(_mapping(doc.get("jobs"), "jobs").get(JOB), f"jobs.{JOB}")
     base = {k: evaluate(v) for k, v in {**(doc.get("env") or {}), **(job.get("env") or {})}.items()}
+    # A job's permissions replace the workflow's; only id-token: write (or write-all) lets it request an ID
+    # token: https://docs.github.com/en/actions/reference/security/oidc
+    permissions = job.get("permissions", doc.get("permissions"))
+    requests_token = permissions == "write-all" or (
+        isinstance(permissions, dict) and permissions.get("id-token") == "write")
+    id_tokens = (("ACTIONS_ID_TOKEN_REQUEST_URL", None),) if requests_token else ()
     steps = []
     for index, step in enumerate(job.get("steps") or []):
         step = _mapping(step, f"jobs.{JOB}.steps[{index}]")
@@ -129,7 +155,8 @@ def _github(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]) 
             # Actions (uses:) cannot run here; a template that needs one must say how to verify without it.
             raise TemplateError(f"jobs.{JOB}.steps[{index}] is not a run step")
         env = {**base, **{k: evaluate(v) for k, v in (step.get("env") or {}).items()}}
-        steps.append(Step(str(step.get("name") or f"step {index + 1}"), evaluate(step["run"]), env))
+        steps.append(Step(str(step.get("name") or f"step {index + 1}"), evaluate(step["run"]), env,
+                          id_tokens=id_tokens))
     return Job(tuple(steps), exports_variables=False)
 
 
@@ -176,8 +203,21 @@ def _gitlab(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]) 
         env = {**variables_block, **{k: str(v) for k, v in (job.get("variables") or {}).items()}}
         lines = [*_script_lines(job.get("before_script", []), f"{name}.before_script"),
                  *_script_lines(job.get("script"), f"{name}.script")]
-        steps += [Step(f"{name} {i + 1}", line, env) for i, line in enumerate(lines)]
+        tokens = _gitlab_id_tokens(job.get("id_tokens"), name)
+        steps += [Step(f"{name} {i + 1}", line, env, id_tokens=tokens) for i, line in enumerate(lines)]
     return Job(tuple(steps), exports_variables=True)
+
+
+def _gitlab_id_tokens(value: Any, job: str) -> tuple[tuple[str, str | None], ...]:
+    """``id_tokens: {NAME: {aud: ...}}``: each NAME holds a JWT with that ``aud``.
+    https://docs.gitlab.com/ci/yaml/#id_tokens"""
+    tokens = []
+    for name, spec in _mapping(value or {}, f"{job}.id_tokens").items():
+        audience = _mapping(spec, f"{job}.id_tokens.{name}").get("aud")
+        if not isinstance(audience, str) or not audience:
+            raise TemplateError(f"{job}.id_tokens.{name}.aud must be a non-empty string")
+        tokens.append((str(name), audience))
+    return tuple(tokens)
 
 
 _GL_KEYWORDS = frozenset({"default", "include", "stages", "variables", "workflow", "spec", "image", "services",
@@ -254,7 +294,9 @@ def _circleci(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]
         run = _mapping(run, f"jobs.{JOB}.steps[{index}].run")
         command = _CIRCLE_PARAMETER.sub(interpolate, str(run.get("command", "")))
         step_env = {**env, **{k: str(v) for k, v in (run.get("environment") or {}).items()}}
-        steps.append(Step(str(run.get("name") or f"step {index + 1}"), command, step_env))
+        # CircleCI puts both ID tokens in every job's environment: https://circleci.com/docs/openid-connect-tokens/
+        steps.append(Step(str(run.get("name") or f"step {index + 1}"), command, step_env,
+                          id_tokens=(("CIRCLE_OIDC_TOKEN", None), ("CIRCLE_OIDC_TOKEN_V2", None))))
     return Job(tuple(steps), exports_variables=True)
 
 
@@ -285,13 +327,36 @@ def _bitbucket(text: str, variables: Mapping[str, str], inputs: Mapping[str, str
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and "step" in item:
             step = _mapping(item["step"], "step")
+            # ``oidc: true`` gives the step BITBUCKET_STEP_OIDC_TOKEN, a token of its own (docs/oidc.md).
+            tokens = (("BITBUCKET_STEP_OIDC_TOKEN", None),) if step.get("oidc") is True else ()
             for i, line in enumerate(_script_lines(step.get("script"), "step.script")):
-                steps.append(Step(f"{step.get('name', 'step')} {i + 1}", line))
+                steps.append(Step(f"{step.get('name', 'step')} {i + 1}", line, id_tokens=tokens))
     if not steps:
         raise TemplateError("the custom pipeline has no step with a script")
     return Job(tuple(steps), exports_variables=True)
 
 
-_READERS: Mapping[str, Callable[[str, Mapping[str, str], Mapping[str, str]], Job]] = {
+Reader = Callable[[str, Mapping[str, str], Mapping[str, str]], Job]
+
+_READERS: dict[str, Reader] = {
     "github": _github, "gitlab": _gitlab, "circleci": _circleci, "travis": _travis, "bitbucket": _bitbucket,
 }
+
+
+def reader(provider: str, file: str) -> Callable[[Reader], Reader]:
+    """Decorator: ``fn(text, variables, inputs) -> Job`` reads ``provider``'s template at ``file`` (relative to
+    the template directory). Lets a provider keep its reader next to its emulator, with no edit here."""
+    def register(fn: Reader) -> Reader:
+        _READERS[provider] = fn
+        FILES[provider] = file
+        return fn
+    return register
+
+
+def providers() -> list[str]:
+    """Every provider with a verification template, importing the emulator modules (where later readers live)
+    on first use."""
+    from local.emulators.base import emulators  # here: the emulators import this module
+
+    emulators()
+    return sorted(FILES)

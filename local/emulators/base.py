@@ -17,8 +17,17 @@ class CIEmulator(Protocol):
     """Constructed as ``Emulator(token=..., aws_endpoint_url=..., webhook_url=..., webhook_secret=...)``."""
 
     provider: ClassVar[str]
-    #: Lose every webhook (builds still complete): only the poller can confirm.
+    #: Webhook delivery faults, each switched on per test and off by ``reset_faults()`` (the delivery
+    #: guarantees each provider documents: local/emulators/_server.py, "Webhook delivery faults").
+    #: Never: lose every webhook (builds still complete): only the poller can confirm.
     drop_webhooks: bool
+    #: Late: every delivery is sent this many seconds after the build ended (0: at once).
+    webhook_delay: float
+    #: Twice: every delivery is sent again with the same delivery id and bytes.
+    duplicate_webhooks: bool
+    #: Out of order: each delivery is held until the next one was sent (or ``reorder_window`` passed).
+    reorder_webhooks: bool
+    reorder_window: float
 
     def start(self) -> Self: ...
 
@@ -65,7 +74,31 @@ class CIEmulator(Protocol):
 
     def deliveries(self) -> list[dict[str, Any]]: ...
 
+    def wait_for_webhooks(self, timeout: float) -> bool:
+        """Wait until no late or held delivery is still to be sent; False on timeout."""
+        ...
+
     def redeliver(self, delivery_id: str) -> int | None: ...
+
+    # -- OIDC (local/oidc.py, docs/oidc.md): None for a CI that issues no ID tokens (Travis CI), whose
+    # projects then refuse the methods below with local.emulators._server.OidcUnsupported.
+    oidc_profile: ClassVar[Any]
+
+    def oidc_issuer(self, project: str) -> str:
+        """The issuer URL (the provider's real https one) that ``project``'s ID tokens carry."""
+        ...
+
+    def oidc_settings(self, project: str) -> dict[str, str]:
+        """The ``oidc:`` block a target on ``project`` needs for chalicelib.federation (may be empty)."""
+        ...
+
+    def mint_id_token(self, project: str, audience: str | None = None, **claim_overrides: Any) -> str:
+        """An ID token of ``project`` (``audience`` None: the provider's default), claims overridable."""
+        ...
+
+    def set_verify_variant(self, project: str, variant: str) -> None:
+        """``keys`` (default) or ``oidc``: which shipped verification file ``project``'s builds run."""
+        ...
 
 
 #: Class decorator: ``cls`` is the local server of ``cls.provider`` (the shared registry, __init__.py).
