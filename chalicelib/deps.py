@@ -28,11 +28,13 @@ class Deps:
         return get_config()
 
     def target(self, config: TargetConfig) -> CITarget:
+        credential = config.credential()
         try:
-            token = config.token.resolve()
+            token = credential.ref.resolve()
         except Exception as exc:  # noqa: BLE001 - powertools raises several types; none may carry the value
+            what = "API token" if credential.field == "token" else credential.field
             raise TargetPushFailed(
-                f"cannot read the API token of target {config.id!r} from {config.token} ({type(exc).__name__})"
+                f"cannot read the {what} of target {config.id!r} from {credential.ref} ({type(exc).__name__})"
             ) from None
         return provider(config.provider)(config, token)
 

@@ -46,7 +46,8 @@ def references(config: RotationConfig) -> list[tuple[str, SecretRef]]:
         found.append((f"webhooks.{provider}.secret", hook.secret))
     for i, user in enumerate(config.users):
         for j, target in enumerate(user.targets):
-            found.append((f"users[{i}].targets[{j}].token", target.token))
+            credential = target.credential()
+            found.append((f"users[{i}].targets[{j}].{credential.field}", credential.ref))
     return found
 
 

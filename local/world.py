@@ -29,6 +29,9 @@ def webhook_ref(provider: str) -> str:
     return f"ci-key-rotator/local/{provider}-webhook-secret"
 
 
+#: Where the local GitHub App's private key (PEM) is stored, next to the tokens.
+GITHUB_APP_KEY_REF = "ci-key-rotator/local/github-app-private-key"
+LOCAL_GITHUB_APP_ID = 424242
 GITHUB_TOKEN_REF = token_ref("github")
 GITHUB_WEBHOOK_REF = webhook_ref("github")
 CI_USER_POLICY = {
@@ -70,6 +73,10 @@ class World:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._emulators: dict[str, CIEmulator] = {}
         self._tokens: dict[str, str] = {}
+        #: GitHub repositories whose target authenticates as the GitHub App (use_github_app).
+        self._app_projects: set[str] = set()
+        self._app: tuple[int, str] | None = None
+        self._app_installed: set[str] = set()
         return self
 
     def stop(self) -> None:
@@ -127,13 +134,40 @@ class World:
     def target_config(self, project: str) -> dict[str, Any]:
         provider, name = split(project)
         config = self.emulator(provider).target_config(name, f"secretsmanager:{token_ref(provider)}")
+        if project in self._app_projects and self._app is not None:
+            config.pop("token")
+            config["app"] = {"app_id": self._app[0], "private_key": f"secretsmanager:{GITHUB_APP_KEY_REF}"}
         return {"id": target_id(project), **config}
 
     def target(self, project: str) -> CITarget:
         """The rotator's own target for ``project``, as an operator would use it by hand."""
         provider, _ = split(project)
         cls = provider_class(provider)
-        return cls(cls.config_model.model_validate(self.target_config(project)), self._tokens[provider])
+        secret = self._app[1] if project in self._app_projects and self._app is not None else self._tokens[provider]
+        return cls(cls.config_model.model_validate(self.target_config(project)), secret)
+
+    def use_github_app(self, repository: str) -> None:
+        """From now on the target of GitHub ``repository`` authenticates as the local GitHub App (registered on
+        first use, its private key in Secrets Manager, installed on the repository's owner) instead of with the
+        token. Call before ``add_user``."""
+        github = self.github
+        if self._app is None:
+            app_id = LOCAL_GITHUB_APP_ID
+            pem = github.apps.add_app(app_id)
+            self.runtime.client("secretsmanager").create_secret(Name=GITHUB_APP_KEY_REF, SecretString=pem)
+            self._app = (app_id, pem)
+        owner = repository.split("/")[0].lower()
+        if owner not in self._app_installed:
+            github.apps.install(self._app[0], owner)
+            self._app_installed.add(owner)
+        self._app_projects.add(repository)
+
+    def credential_literals(self) -> set[str]:
+        """CI credentials only the emulators know, for the leak scan (tests/leak_scan.py reads the stored ones
+        from Secrets Manager): every GitHub App installation token issued."""
+        if self._app is None:
+            return set()
+        return set(self.github.apps.issued_tokens())
 
     def write_config(self) -> Path:
         config = {

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 
 from local.emulators.base import emulators
 from local.runtime import LocalRuntime
-from local.world import token_ref, webhook_ref
+from local.world import GITHUB_APP_KEY_REF, token_ref, webhook_ref
 
 SECRET_SHAPED = re.compile(r"[A-Za-z0-9/+=]{40}")
 
@@ -38,8 +39,11 @@ def corpus(runtime: LocalRuntime) -> dict[str, str]:
     return texts
 
 
-def known_secrets(runtime: LocalRuntime, received_hashes: set[str]) -> tuple[set[str], set[str]]:
-    """(sha256 of every secret access key that exists or reached a CI, literal CI credentials)."""
+def known_secrets(runtime: LocalRuntime, received_hashes: set[str],
+                  extra_literals: Iterable[str] = ()) -> tuple[set[str], set[str]]:
+    """(sha256 of every secret access key that exists or reached a CI, literal CI credentials). A private key
+    counts whole and line by line: a JSON dump escapes its newlines, and a leak may be a fragment.
+    ``extra_literals``: credentials only the emulators know (World.credential_literals: installation tokens)."""
     from moto.iam.models import iam_backends
 
     hashes = set(received_hashes)
@@ -49,12 +53,15 @@ def known_secrets(runtime: LocalRuntime, received_hashes: set[str]) -> tuple[set
                 for key in user.access_keys:
                     hashes.add(hashlib.sha256(key.secret_access_key.encode()).hexdigest())
     sm = runtime.client("secretsmanager")
-    literals = set()
-    for name in [ref(p) for p in emulators() for ref in (token_ref, webhook_ref)]:
+    literals = set(extra_literals)
+    for name in [ref(p) for p in emulators() for ref in (token_ref, webhook_ref)] + [GITHUB_APP_KEY_REF]:
         try:
-            literals.add(sm.get_secret_value(SecretId=name)["SecretString"])
+            value = sm.get_secret_value(SecretId=name)["SecretString"]
         except sm.exceptions.ResourceNotFoundException:
             continue
+        literals.add(value)
+        if "PRIVATE KEY-----" in value:
+            literals.update(line for line in value.splitlines() if len(line) >= 40)
     return hashes, {value for value in literals if not value.startswith("-----BEGIN PUBLIC KEY")}
 
 
