@@ -411,3 +411,37 @@ def wait_delivered(ci: BitbucketEmulator, match: Callable[[dict[str, Any]], bool
             assert len(found) == count, found
             return found
         time.sleep(0.05)
+
+
+# -- delete (OIDC graduation) ---------------------------------------------------------------------------
+
+
+def test_delete_finds_each_uuid_on_any_page_and_removes_only_those(
+    clean_world: World, bitbucket: BitbucketEmulator
+) -> None:
+    project, repo = add_project(clean_world, initial_key=False)
+    for i in range(5):
+        bitbucket.set_variable(repo, f"OTHER_{i}", "x")
+    make_target(clean_world, project).push(FAKE)  # ours are the 6th and 7th: on the last pages
+    bitbucket.max_pagelen = 2
+    ours = {v["key"]: v["uuid"] for v in bitbucket.variables(repo)}
+
+    target = make_target(clean_world, project)
+    target.delete_variables(["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"])
+    target.delete_variables(["AWS_ACCESS_KEY_ID"])  # not listed any more: done
+
+    left = {v["key"]: v["uuid"] for v in bitbucket.variables(repo)}
+    assert left == {k: u for k, u in ours.items() if k.startswith("OTHER_")}
+
+
+def test_workspace_and_deployment_deletes_use_their_own_store(clean_world: World, bitbucket: BitbucketEmulator) -> None:
+    project, repo = add_project(clean_world, initial_key=False, workspace="")
+    production = bitbucket.environment_uuid(repo, "Production")
+    make_target(clean_world, project).push(FAKE)
+    for fields in ({"scope": "workspace"}, {"scope": "deployment", "environment_uuid": production}):
+        scoped = make_target(clean_world, project, **fields)
+        scoped.push(FAKE)
+        scoped.delete_variables(["AWS_ACCESS_KEY_ID"])
+    assert [v["key"] for v in bitbucket.variables(repo, "workspace")] == ["AWS_SECRET_ACCESS_KEY"]
+    assert [v["key"] for v in bitbucket.variables(repo, "deployment", production)] == ["AWS_SECRET_ACCESS_KEY"]
+    assert {v["key"] for v in bitbucket.variables(repo)} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

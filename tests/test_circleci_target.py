@@ -388,3 +388,31 @@ def test_no_secret_in_logs_output_job_log_or_errors(
         assert aws.new.secret_access_key not in text
         assert TOKEN not in text and HOOK_SECRET not in text
     assert pipeline["workflows"][0]["status"] == "success"
+
+
+# -- delete (OIDC graduation) ---------------------------------------------------------------------------
+
+
+def test_context_delete_leaves_the_project_variables(circleci: CircleCIEmulator, aws: SimpleNamespace) -> None:
+    context_id = circleci.add_context("aws-deploy", used_by=[PROJECT])
+    target(circleci).push(aws.old)
+    cc_target = target(circleci, scope="context", context_id=context_id)
+    cc_target.push(aws.new)
+
+    cc_target.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    cc_target.delete_variables(["AWS_ACCESS_KEY_ID"])  # already absent: done
+
+    assert api(circleci, "GET", f"/context/{context_id}/environment-variable").json["items"] == []
+    assert circleci.held_value(PROJECT, "AWS_ACCESS_KEY_ID") == aws.old.access_key_id  # the project's own
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"project_slug": "gh/acme/missing"}, {"scope": "context", "context_id": str(uuid.uuid4())}],
+)
+def test_a_404_for_an_unknown_project_or_context_is_refused_not_taken_as_done(
+    circleci: CircleCIEmulator, fields: dict[str, Any]
+) -> None:
+    with pytest.raises(TargetPushFailed, match="404") as failure:
+        target(circleci, **fields).delete_variables(["AWS_ACCESS_KEY_ID"])
+    assert not failure.value.changed

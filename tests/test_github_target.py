@@ -439,3 +439,43 @@ def test_a_reset_time_on_a_503_is_not_a_wait_when_the_limit_is_not_spent() -> No
     headers = {"ratelimit-resettime": "60", "ratelimit-remaining": "1999"}
     assert server_wait(headers, now=1000.0, status=503) is None
     assert server_wait(headers, now=1000.0, status=429) == 60.0
+
+
+# -- delete (OIDC graduation) ---------------------------------------------------------------------------
+
+
+def repo_target(gh: GitHubEmulator, repository: str) -> GitHubTarget:
+    config = GitHubTargetConfig(provider="github", id="gh-other", token="secretsmanager:ci/github-token",
+                                api_url=gh.url, repository=repository)
+    return GitHubTarget(config, TOKEN, sleep=lambda _: None, timeout=5)
+
+
+def test_organization_delete_removes_the_org_secret_and_leaves_repository_secrets(
+    github: GitHubEmulator, aws: SimpleNamespace
+) -> None:
+    org = target(github, scope="organization", selected_repositories=["acme/other"])
+    org.push(aws.old)
+    repo_target(github, "acme/unlisted").push(aws.new)  # a repository secret of the same name
+
+    org.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    org.delete_variables(["AWS_ACCESS_KEY_ID"])  # already absent: done
+
+    for repo in (REPO, "acme/other"):
+        assert github.secret_value(repo, "AWS_ACCESS_KEY_ID") is None
+    assert github.secret_value("acme/unlisted", "AWS_ACCESS_KEY_ID") == aws.new.access_key_id
+
+
+def test_environment_delete_leaves_the_repository_secret(github: GitHubEmulator, aws: SimpleNamespace) -> None:
+    target(github).push(aws.old)
+    env = target(github, scope="environment", environment=ENV)
+    env.push(aws.new)
+    env.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    assert github.secret_value(REPO, "AWS_ACCESS_KEY_ID", environment=ENV) == aws.old.access_key_id  # repo's
+    assert github.secret_value(REPO, "AWS_ACCESS_KEY_ID") == aws.old.access_key_id
+
+
+def test_a_404_from_a_repository_the_token_cannot_see_is_refused_not_taken_as_done(github: GitHubEmulator) -> None:
+    """GitHub answers 404 for a missing secret and for a repository it hides alike: only the first is done."""
+    with pytest.raises(TargetPushFailed, match="404") as failure:
+        repo_target(github, "acme/hidden").delete_variables(["AWS_ACCESS_KEY_ID"])
+    assert not failure.value.changed

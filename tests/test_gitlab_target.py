@@ -499,3 +499,41 @@ def test_no_secret_in_logs_output_job_log_or_errors(
         assert TOKEN not in text and SIGNING not in text
     assert pipeline["status"] == "success"
     assert aws.new.access_key_id not in pipeline["log"]  # masked, as GitLab masks masked variables
+
+
+# -- delete (OIDC graduation) ---------------------------------------------------------------------------
+
+
+def test_delete_removes_only_the_variable_of_our_environment_scope(
+    gitlab: GitLabEmulator, aws: SimpleNamespace
+) -> None:
+    target(gitlab, project="acme/prod").push(aws.old)  # scope *
+    scoped = target(gitlab, project="acme/prod", environment_scope="production")
+    scoped.push(aws.new)  # same keys, scope production
+
+    scoped.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    scoped.delete_variables(["AWS_ACCESS_KEY_ID"])  # again: already absent in our scope, the * one stays
+
+    assert gitlab.variable_flags("acme/prod", "AWS_ACCESS_KEY_ID", "production") is None
+    assert gitlab.variable_flags("acme/prod", "AWS_ACCESS_KEY_ID", "*") is not None
+    assert gitlab.held_value("acme/prod", "AWS_ACCESS_KEY_ID") == aws.old.access_key_id  # the job falls back to *
+
+
+def test_group_delete_is_by_key_and_scope_and_leaves_other_scopes(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
+    target(gitlab, scope="group", group="acme").push(aws.old)  # scope *
+    production = target(gitlab, scope="group", group="acme", environment_scope="production")
+
+    production.delete_variables(["AWS_ACCESS_KEY_ID"])  # nothing in production yet: the * variable is not ours
+    assert gitlab.variable_flags("acme", "AWS_ACCESS_KEY_ID", "*") is not None
+
+    production.push(aws.new)
+    production.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    assert gitlab.variable_flags("acme", "AWS_ACCESS_KEY_ID", "production") is None
+    assert gitlab.variable_flags("acme", "AWS_SECRET_ACCESS_KEY", "*") is not None
+
+
+def test_deleting_from_a_project_the_token_cannot_see_is_refused_not_taken_as_done(gitlab: GitLabEmulator) -> None:
+    """GitLab answers 404 for a missing variable and for a missing project alike: only the first is done."""
+    with pytest.raises(TargetPushFailed, match="404") as failure:
+        target(gitlab, project="acme/missing").delete_variables(["AWS_ACCESS_KEY_ID"])
+    assert not failure.value.changed

@@ -398,3 +398,20 @@ def _payload(body: bytes) -> str:
     from urllib.parse import parse_qs
 
     return parse_qs(body.decode())["payload"][0]
+
+
+# -- delete (OIDC graduation) ---------------------------------------------------------------------------
+
+
+def test_delete_removes_only_the_variables_of_our_branch_scope(clean_world: World, travis: TravisEmulator) -> None:
+    project, slug = add_project(clean_world)  # both variables on every branch
+    release = make_target(clean_world, project, variable_branch="release")
+    release.push(FAKE)
+
+    release.delete_variables(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    release.delete_variables(["AWS_ACCESS_KEY_ID"])  # nothing left on that branch: done
+
+    assert {(v["name"], v["branch"]) for v in travis.env_vars(slug)} == {
+        ("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)}
+    make_target(clean_world, project).delete_variables(["AWS_ACCESS_KEY_ID"])
+    assert [v["name"] for v in travis.env_vars(slug)] == ["AWS_SECRET_ACCESS_KEY"]

@@ -22,6 +22,7 @@ from chalicelib.federation import OidcSettings
 from chalicelib.secret_ref import SecretRef
 
 if TYPE_CHECKING:  # urllib3 is loaded when a target is built, not when a config is validated (cold start)
+    from chalicelib.pacing import RateBudget
     from chalicelib.targets.http import HttpClient
 
 
@@ -42,6 +43,9 @@ class RunStatus:
     #: ``key_id_digest`` of the access key the build authenticated with, when the provider can report it
     #: (CI masks the id itself as a secret variable); None when it cannot tell.
     used_key_sha256: str | None = None
+    #: The assumed-role session ARN a build reported authenticating with through OIDC (graduation's proof),
+    #: when the provider can report it; None otherwise.
+    used_role: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -114,6 +118,14 @@ def https_or_loopback(url: str) -> str:
     raise ValueError("must be an https:// URL (http:// only on 127.0.0.1/localhost): the token is sent there")
 
 
+@dataclass(frozen=True)
+class StoredCredential:
+    """Which config field names the secret a target authenticates with, and where that secret is stored."""
+
+    field: str
+    ref: SecretRef
+
+
 class TargetConfig(BaseModel):
     """Fields every target has; a provider's config model subclasses this with ``provider: Literal[...]``."""
 
@@ -122,18 +134,36 @@ class TargetConfig(BaseModel):
     #: Each provider's model narrows it to its own name (``Literal["github"]``): the union's discriminator.
     provider: str
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    #: Where the CI API token lives (never the token itself).
-    token: SecretRef
+    #: Where the CI API token lives (never the token itself). Required (no default) unless a provider's model
+    #: offers another credential and says so with ``token_optional`` (GitHub's ``app``).
+    token: SecretRef | None
     secret_names: SecretNames = SecretNames()
     #: Base URL of the provider's API: a self-hosted instance or the local emulator.
     api_url: str
     #: What graduating this target to OIDC federation needs beyond its key config (chalicelib/federation.py).
     oidc: OidcSettings | None = None
 
+    #: True in a provider model that validates its own alternative to ``token`` (and overrides ``credential``).
+    token_optional: ClassVar[bool] = False
+
     @field_validator("api_url")
     @classmethod
     def _safe_api_url(cls, value: str) -> str:
         return https_or_loopback(value)
+
+    @model_validator(mode="after")
+    def _token_given(self) -> TargetConfig:
+        if self.token is None and not self.token_optional:
+            raise ValueError("token must name where the CI API token is stored ('secretsmanager:<name>' or "
+                             "'ssm:<parameter name>')")
+        return self
+
+    def credential(self) -> StoredCredential:
+        """The stored secret this target authenticates with (chalicelib.deps resolves it and hands the value
+        to the provider's constructor)."""
+        if self.token is None:  # _token_given refuses this for providers without an alternative
+            raise ConfigError(f"target {self.id!r} has no token")
+        return StoredCredential("token", self.token)
 
     def variable_store(self) -> tuple[str, ...]:
         """Where this target's variables live, as far as another target could write the same ones: two
@@ -182,8 +212,8 @@ class CITarget(abc.ABC):
 
     A template: the push loop with its rollback rule, the webhook preamble, the config type check and the
     API client's retry policy are here, once. A provider supplies its API mapping: ``_api_headers``,
-    ``_write_variable`` (and ``_prepare_push`` when it lists before writing), ``trigger_verification``,
-    ``run_status``, ``_verify_signature`` and ``_parse_event``.
+    ``_write_variable`` and ``_delete_variable`` (and ``_prepare_push`` when it lists before writing),
+    ``trigger_verification``, ``run_status``, ``_verify_signature`` and ``_parse_event``.
     """
 
     provider: ClassVar[str]
@@ -191,10 +221,20 @@ class CITarget(abc.ABC):
     summary: ClassVar[ProviderSummary]
     #: What the webhook config holds for this provider, in "no webhook <it> configured" errors.
     webhook_secret_kind: ClassVar[str] = "secret"
+    #: False where the provider offers no signature over the body, only a shared credential on each delivery
+    #: (Azure DevOps service hooks: Basic auth): a delivery then proves who sent it, not what the body says,
+    #: which is why every verdict is confirmed through ``run_status`` before it counts (chalicelib/webhooks.py).
+    webhook_signs_body: ClassVar[bool] = True
     #: Headers that carry the delivery id, first present wins; empty when the id comes from the body.
     delivery_headers: ClassVar[tuple[str, ...]] = ()
+    #: Its ``run_status`` reports what a passed build authenticated with (``used_key_sha256``/``used_role``):
+    #: graduation then requires the OIDC report, not only a passed build without the key variables.
+    reports_identity: ClassVar[bool] = False
     #: Longest Retry-After the client waits in-line; longer waits are parked (None: the client's default).
     rate_limit_wait_seconds: ClassVar[float | None] = None
+    #: The provider's documented per-token limits and what one rotation spends against them; the scheduler
+    #: spreads a fleet sharing a token with it (chalicelib/pacing.py). None: no documented limit, no pacing.
+    rate_budget: ClassVar[RateBudget | None] = None
 
     def __init__(self, config: TargetConfig, token: str, *, sleep: Callable[[float], None] = time.sleep,
                  max_wait_seconds: float = 20.0, timeout: float = 10.0) -> None:
@@ -260,10 +300,12 @@ class CITarget(abc.ABC):
             exc.changed = removed
             raise
 
+    @abc.abstractmethod
     def _delete_variable(self, name: str, prepared: Any) -> None:
-        """Delete one variable, treating "not found" as done; TargetPushFailed if the provider refuses."""
-        raise TargetPushFailed(f"{self.provider} target {self.config.id!r}: deleting variables is not "
-                               "implemented", changed=False)
+        """Delete one variable, treating "not found" as done; TargetPushFailed if the provider refuses.
+
+        "Not found" must mean the variable, not a project or store the token cannot see (several APIs answer
+        404 for both): a delete that cannot tell is a refusal."""
 
     def _prepare_push(self) -> Any:
         """Read what both writes need (existing variables, org fields) before the first; passed to each."""

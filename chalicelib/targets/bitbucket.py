@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.pacing import REQUESTS, Limit, RateBudget
 from chalicelib.targets.base import (
     CITarget,
     HttpOptions,
@@ -180,6 +181,12 @@ class BitbucketTarget(CITarget):
 
     delivery_headers = ("X-Request-UUID",)
     rate_limit_wait_seconds = RATE_LIMIT_WAIT_SECONDS
+    #: 1,000 API requests per hour per user, in a rolling hour
+    #: (https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/); one target's rotation lists the
+    #: variables, writes two, starts the pipeline and reads its status, with room for a re-list and polls.
+    rate_budget = RateBudget(limits=(Limit(REQUESTS, 1000, 3600,
+                                           "https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/"),),
+                             per_target={REQUESTS: 10})
 
     def __init__(self, config: TargetConfig, token: str, **options: Unpack[HttpOptions]) -> None:
         super().__init__(config, token, **options)
@@ -268,6 +275,22 @@ class BitbucketTarget(CITarget):
         except HttpError as exc:
             raise self._push_failed(f"update variable {key}", exc) from None
         log.info("%s: variable %s updated", self._where(), key)
+
+    def _delete_variable(self, name: str, prepared: dict[str, str]) -> None:
+        # Variables are deleted by uuid (204), which only the listing in ``prepared`` knows: a key it does not
+        # list is not in this store.
+        # https://developer.atlassian.com/cloud/bitbucket/rest/api-group-pipelines/#api-repositories-workspace-repo-slug-pipelines-config-variables-variable-uuid-delete
+        uuid = prepared.get(name)
+        if uuid is None:
+            log.info("%s: variable %s already absent", self._where(), name)
+            return
+        try:
+            # 404: another writer removed it since the listing, which is what was wanted.
+            self._http.request("DELETE", f"{self._variables_path()}/{quote(uuid, safe='')}", expect=(204, 404))
+        except HttpError as exc:
+            raise self._push_failed(f"delete variable {name}", exc) from None
+        del prepared[name]
+        log.info("%s: variable %s deleted", self._where(), name)
 
     def _where(self) -> str:
         cfg = self.config

@@ -206,6 +206,24 @@ class CircleCITarget(CITarget):
             raise TargetPushFailed(f"{self._where()}: set variable {name} refused: {exc}") from None
         log.info("%s: variable %s set", self._where(), name)
 
+    def _delete_variable(self, name: str, prepared: None) -> None:
+        # 200 with a message when deleted (https://circleci.com/docs/api/v2/index.html#operation/deleteEnvVar,
+        # #operation/deleteEnvironmentVariableFromContext); 404 when there is no such variable.
+        cfg = self.config
+        if cfg.scope == "context":
+            collection = f"/context/{cfg.context_id}/environment-variable"
+        else:
+            collection = f"/project/{self._slug_path()}/envvar"
+        try:
+            response = self._http.request("DELETE", f"{collection}/{quote(name, safe='')}", expect=(200, 404))
+            if response.status == 404:
+                # A project or context that is not there (or not ours to see) answers 404 too: the variable
+                # only counts as absent if the collection it would be in can be read.
+                self._http.request("GET", collection, expect=(200,))
+        except HttpError as exc:
+            raise TargetPushFailed(f"{self._where()}: delete variable {name} refused: {exc}") from None
+        log.info("%s: variable %s %s", self._where(), name, "already absent" if response.status == 404 else "deleted")
+
     def _where(self) -> str:
         cfg = self.config
         place = f"context {cfg.context_id}" if cfg.scope == "context" else f"project {cfg.project_slug}"

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Unpack
 from urllib.parse import quote
@@ -25,6 +25,8 @@ from nacl import encoding, public
 from pydantic import Field, field_validator, model_validator
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.pacing import POINTS, REQUESTS, WRITES, Limit, RateBudget
+from chalicelib.secret_ref import SecretRef
 from chalicelib.targets.base import (
     CITarget,
     HttpOptions,
@@ -32,11 +34,18 @@ from chalicelib.targets.base import (
     RunRef,
     RunState,
     RunStatus,
+    StoredCredential,
     TargetConfig,
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpError, Response, send_once
+from chalicelib.targets.github_app import (
+    GitHubAppAuth,
+    InstallationClient,
+    InstallationTokens,
+    load_private_key,
+)
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,10 @@ class GitHubTargetConfig(TargetConfig):
     """Where the key pair lives in GitHub, and which workflow proves it works."""
 
     provider: Literal["github"]
+    #: A token, or ``app``: exactly one of the two (the check is ``_one_credential``).
+    token: SecretRef | None = None
+    #: Authenticate as a GitHub App installation (short-lived tokens) instead of with a long-lived token.
+    app: GitHubAppAuth | None = None
     api_url: str = "https://api.github.com"
     #: owner/repo; the verification workflow always runs here.
     repository: str
@@ -81,6 +94,20 @@ class GitHubTargetConfig(TargetConfig):
         if bad:
             raise ValueError(f"must be owner/repo names; not: {bad}")
         return value
+
+    token_optional = True
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GitHubTargetConfig:
+        if (self.token is None) == (self.app is None):
+            raise ValueError("give exactly one of token (where a token is stored) and app (a GitHub App: "
+                             "app_id, private_key, optional installation_id)")
+        return self
+
+    def credential(self) -> StoredCredential:
+        if self.app is not None:
+            return StoredCredential("app.private_key", self.app.private_key)
+        return super().credential()
 
     @model_validator(mode="after")
     def _scope_fields(self) -> GitHubTargetConfig:
@@ -119,6 +146,8 @@ def encrypt(public_key_b64: str, value: str) -> str:
 #: The annotation a verification job writes with ``::notice title=rotate-verify::access key sha256 <16 hex>``.
 KEY_NOTICE_TITLE = "rotate-verify"
 _KEY_NOTICE = re.compile(r"access key sha256 ([0-9a-f]{16})")
+#: The OIDC templates' notice: the session's ARN, ``arn:aws:sts::<account>:assumed-role/<role>/<session>``.
+_ROLE_NOTICE = re.compile(r"oidc role (arn:[\w-]+:sts::\d{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)")
 
 
 def map_run(status: str | None, conclusion: str | None, url: str | None = None) -> RunStatus:
@@ -133,10 +162,34 @@ def signature(secret: str, raw_body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
 
 
+#: GitHub's REST limits per token (https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api):
+#: primary 5,000 requests per hour for a token or an App installation (Enterprise Cloud: 15,000; replace
+#: ``GitHubTarget.rate_budget`` with ``github_rate_budget(15_000)`` there); secondary: 80 content-creating
+#: requests per minute and 500 per hour, 900 points per minute (GET 1 point, POST/PATCH/PUT/DELETE 5).
+#: One target's rotation: public key, two secret PUTs, the dispatch, run status, jobs and annotations, with
+#: room for a status poll or two (tests/test_pacing.py measures it against the emulator).
+GITHUB_ROTATION_REQUESTS, GITHUB_ROTATION_WRITES = 10, 3
+GITHUB_LIMITS_DOC = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+
+
+def github_rate_budget(primary_per_hour: int = 5000) -> RateBudget:
+    reads = GITHUB_ROTATION_REQUESTS - GITHUB_ROTATION_WRITES
+    return RateBudget(
+        limits=(Limit(REQUESTS, primary_per_hour, 3600, GITHUB_LIMITS_DOC), Limit(WRITES, 80, 60, GITHUB_LIMITS_DOC),
+                Limit(WRITES, 500, 3600, GITHUB_LIMITS_DOC), Limit(POINTS, 900, 60, GITHUB_LIMITS_DOC)),
+        per_target={REQUESTS: GITHUB_ROTATION_REQUESTS, WRITES: GITHUB_ROTATION_WRITES,
+                    POINTS: reads + 5 * GITHUB_ROTATION_WRITES},
+    )
+
+
+GITHUB_RATE_BUDGET = github_rate_budget()
+
+
 @register
 class GitHubTarget(CITarget):
     provider = "github"
     config_model = GitHubTargetConfig
+    reports_identity = True
     summary = ProviderSummary(
         secret_store="libsodium sealed box (PyNaCl) with the scope's public key; 201/204",
         verification="`workflow_dispatch` with `return_run_details`, else found by the `nonce` input in `run-name`",
@@ -145,19 +198,69 @@ class GitHubTarget(CITarget):
     config: GitHubTargetConfig
 
     delivery_headers = ("X-GitHub-Delivery",)
+    rate_budget = GITHUB_RATE_BUDGET
 
     def __init__(self, config: TargetConfig, token: str, *, find_run_attempts: int = 6,
-                 **options: Unpack[HttpOptions]) -> None:
+                 clock: Callable[[], float] = time.time, **options: Unpack[HttpOptions]) -> None:
+        """``token``: the resolved secret ``config.credential()`` names: the API token, or with ``app`` the
+        App's private key (PEM). ``clock``: epoch seconds, for the App's JWT and token expiry."""
+        self._app_tokens: InstallationTokens | None = None
         super().__init__(config, token, **options)
         self._find_run_attempts = find_run_attempts
         self._repo_ids: dict[str, int] = {}
+        cfg = self.config
+        if cfg.app is not None:
+            where = f"github target {cfg.id!r}: the GitHub App private key at {cfg.app.private_key}"
+            key = load_private_key(token, where)
+            self._token = ""  # the PEM is not a bearer token; only the key object is kept
+            exchange = HttpClient(cfg.api_url, self._version_headers(), timeout=options.get("timeout", 10.0),
+                                  max_wait_seconds=options.get("max_wait_seconds", 20.0), sleep=self._sleep)
+            owner = ("orgs", cfg.org_name) if cfg.scope == "organization" else ("repos", cfg.repository)
+            self._app_tokens = InstallationTokens(cfg.app, key, exchange, owner=owner,
+                                                  repositories=self._app_repositories(),
+                                                  permissions=self._app_permissions(), clock=clock)
+
+    def _version_headers(self) -> dict[str, str]:
+        return {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": self.config.api_version}
 
     def _api_headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self._token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": self.config.api_version,
-        }
+        if self.config.app is not None:  # the installation token is added per request (InstallationClient)
+            return self._version_headers()
+        return {"Authorization": f"Bearer {self._token}", **self._version_headers()}
+
+    def _client(self, *, timeout: float, max_wait_seconds: float) -> HttpClient:
+        if self.config.app is None:
+            return super()._client(timeout=timeout, max_wait_seconds=max_wait_seconds)
+        return InstallationClient(self.config.api_url, self._api_headers(), self._installation_tokens,
+                                  timeout=timeout, max_wait_seconds=max_wait_seconds, sleep=self._sleep)
+
+    def _installation_tokens(self) -> InstallationTokens:
+        if self._app_tokens is None:  # set in __init__ whenever config.app is; explicit for python -O
+            raise TargetPushFailed(f"{self._where()}: no GitHub App configured", changed=False)
+        return self._app_tokens
+
+    def _app_repositories(self) -> list[str]:
+        """The repositories the installation token is narrowed to (names within the installation's account):
+        the verification repository and, for an organization secret, the repositories that may read it."""
+        cfg = self.config
+        names = [cfg.repository]
+        if cfg.scope == "organization" and cfg.visibility == "selected":
+            names += cfg.selected_repositories
+        return sorted({name.split("/")[1] for name in names})
+
+    def _app_permissions(self) -> dict[str, str]:
+        """What the calls of this target need, per GitHub's "Permissions required for GitHub Apps":
+        secrets (or organization secrets; environment secrets also need environments) to write, actions to
+        dispatch and read runs, checks to read the key report, metadata to resolve repository ids."""
+        scope = self.config.scope
+        permissions = {"actions": "write", "checks": "read", "metadata": "read"}
+        if scope == "organization":
+            permissions["organization_secrets"] = "write"
+        else:
+            permissions["secrets"] = "write"
+        if scope == "environment":
+            permissions["environments"] = "write"
+        return permissions
 
     # -- push ---------------------------------------------------------------------------------------
 
@@ -190,6 +293,21 @@ class GitHubTarget(CITarget):
                 if exc.status == 422 and not fresh:
                     continue
                 raise self._push_failed(f"PUT secret {name}", exc) from None
+
+    def _delete_variable(self, name: str, prepared: dict[str, Any]) -> None:
+        # 204 when deleted (https://docs.github.com/rest/actions/secrets#delete-a-repository-secret and its
+        # environment/organization siblings); 404 when the secret is not there.
+        try:
+            response = self._http.request("DELETE", f"{self._secrets_path()}/{name}", expect=(204, 404))
+        except HttpError as exc:
+            raise self._push_failed(f"DELETE secret {name}", exc) from None
+        if response.status == 404:
+            # GitHub answers 404 for a repository or organization the token may not see as well: the secret
+            # only counts as absent if the store itself can be read.
+            self._public_key(fresh=True)
+            log.info("%s: secret %s already absent", self._where(), name)
+            return
+        log.info("%s: secret %s deleted", self._where(), name)
 
     def _public_key(self, fresh: bool) -> tuple[str, str]:
         path = f"{self._secrets_path()}/public-key"
@@ -317,13 +435,18 @@ class GitHubTarget(CITarget):
             raise VerificationFailed(f"github target {cfg.id!r}: cannot read run {run_id}: {exc}") from None
         status = map_run(run.get("status"), run.get("conclusion"), run.get("html_url"))
         if status.state is RunState.SUCCEEDED:
-            status = dataclasses.replace(status, used_key_sha256=self._used_key(run_id))
+            key, role = self._used_identity(run_id)
+            status = dataclasses.replace(status, used_key_sha256=key, used_role=role)
         return status
 
-    def _used_key(self, run_id: str) -> str | None:
-        """The key digest the run's job reported with ``::notice title=rotate-verify::access key sha256 …``
-        (a check-run annotation); None when the workflow reports none or GitHub will not say."""
+    def _used_identity(self, run_id: str) -> tuple[str | None, str | None]:
+        """What the run's job reported authenticating with, as ``::notice title=rotate-verify::…`` check-run
+        annotations: ``access key sha256 <digest>`` (the key templates) and ``oidc role <assumed-role ARN>``
+        (the OIDC templates, templates/verify/github/oidc/); None for what it did not report or GitHub will
+        not say."""
         repo = self.config.repository
+        key: str | None = None
+        role: str | None = None
         try:
             jobs = self._http.request("GET", f"/repos/{repo}/actions/runs/{run_id}/jobs", expect=(200,)).json or {}
             for job in jobs.get("jobs", []):
@@ -333,12 +456,16 @@ class GitHubTarget(CITarget):
                 notes = self._http.request("GET", f"/repos/{repo}/check-runs/{check_run}/annotations",
                                            expect=(200,)).json or []
                 for note in notes if isinstance(notes, list) else []:
-                    found = _KEY_NOTICE.fullmatch(str(note.get("message") or "").strip())
-                    if note.get("title") == KEY_NOTICE_TITLE and found:
-                        return found.group(1)
+                    if note.get("title") != KEY_NOTICE_TITLE:
+                        continue
+                    message = str(note.get("message") or "").strip()
+                    found = _KEY_NOTICE.fullmatch(message)
+                    key = key or (found.group(1) if found else None)
+                    assumed = _ROLE_NOTICE.fullmatch(message)
+                    role = role or (assumed.group(1) if assumed else None)
         except HttpError as exc:
             log.info("%s: no key report for run %s (%s)", self._where(), run_id, exc.status)
-        return None
+        return key, role
 
     # -- webhook ------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from urllib.parse import quote
 from pydantic import Field, field_validator, model_validator
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.pacing import REQUESTS, Limit, RateBudget
 from chalicelib.secret_ref import SecretRef
 from chalicelib.targets.base import (
     CITarget,
@@ -144,6 +145,10 @@ class GitLabTarget(CITarget):
     config: GitLabTargetConfig
 
     delivery_headers = ("Idempotency-Key", "X-Gitlab-Event-UUID", "webhook-id")
+    #: GitLab.com: 2,000 authenticated API requests per minute per user
+    #: (https://docs.gitlab.com/user/gitlab_com/rate_limits/); self-managed instances set their own.
+    rate_budget = RateBudget(limits=(Limit(REQUESTS, 2000, 60, "https://docs.gitlab.com/user/gitlab_com/rate_limits/"),),
+                             per_target={REQUESTS: 10})
 
     def __init__(self, config: TargetConfig, token: str, *, trigger_token: str | None = None,
                  **options: Unpack[HttpOptions]) -> None:
@@ -214,6 +219,28 @@ class GitLabTarget(CITarget):
         return self._request("PUT", f"{self._variables_path()}/{quote(name, safe='')}", f"update variable {name}",
                              json=self._fields(value),
                              params={"filter[environment_scope]": self.config.environment_scope}, expect=expect)
+
+    def _delete_variable(self, name: str, prepared: None) -> None:
+        """The variable with our key AND environment scope; another scope's variable of that key is another
+        variable (https://docs.gitlab.com/api/project_level_variables/#delete-a-variable, ``filter``).
+
+        A group is listed first, as for a write: GitLab before ``find_variable`` in group deletes
+        (lib/api/group_variables.rb) removed the first variable with the key, whatever its scope.
+        """
+        if self.config.scope == "group" and not self._group_variable_exists(name):
+            self._log_write(name, "already absent")
+            return
+        response = self._request("DELETE", f"{self._variables_path()}/{quote(name, safe='')}",
+                                 f"delete variable {name}",
+                                 params={"filter[environment_scope]": self.config.environment_scope},
+                                 expect=(204, 404))
+        if response.status == 404:
+            # A project the token cannot see answers 404 too: absent only if its variables can be listed.
+            self._request("GET", self._variables_path(), f"list variables for {name}",
+                          params={"per_page": 1}, expect=(200,))
+            self._log_write(name, "already absent")
+            return
+        self._log_write(name, "deleted")
 
     def _fields(self, value: str) -> dict[str, Any]:
         cfg = self.config

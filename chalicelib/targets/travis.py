@@ -185,6 +185,22 @@ class TravisTarget(CITarget):
             raise self._push_failed(f"update env var {name}", exc) from None
         log.info("%s: env var %s updated", self._where(), name)
 
+    def _delete_variable(self, name: str, prepared: dict[str, dict[str, Any]]) -> None:
+        # By id, from the listing of our branch scope: another branch's variable of that name is left alone.
+        # 204 when deleted (https://developer.travis-ci.com/resource/env_var#delete).
+        var = prepared.get(name)
+        if var is None:
+            log.info("%s: env var %s already absent", self._where(), name)
+            return
+        try:
+            # 404: removed since the listing, which is what was wanted.
+            self._http.request("DELETE", f"{self._repo_path}/env_var/{quote(str(var['id']), safe='')}",
+                               expect=(204, 404))
+        except HttpError as exc:
+            raise self._push_failed(f"delete env var {name}", exc) from None
+        del prepared[name]
+        log.info("%s: env var %s deleted", self._where(), name)
+
     def _where(self) -> str:
         return f"travis target {self.config.id!r} ({self.config.repository})"
 

@@ -6,7 +6,8 @@ old secret, or the CI refuses), the new key is kept so that no target holds a de
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -15,6 +16,9 @@ from chalicelib.deps import Deps
 from chalicelib.errors import EscrowError, RotatorError
 from chalicelib.observability import logger
 from chalicelib.workflow.state import RotationState
+
+if TYPE_CHECKING:
+    from chalicelib.targets.base import Credentials
 
 #: Target statuses after which the target may hold the new key.
 _MAY_HOLD_NEW = {"pushing", "pushed", "verifying", "verified", "verification-failed"}
@@ -45,25 +49,9 @@ def roll_back(deps: Deps, user: str, rid: str, new_key_id: str | None = None,
         deps.ledger.release_lock(user, rid)
         return summary
 
-    restored, not_restored = [], []
-    for tid, result in sorted(rotation.get("targets", {}).items()):
-        if result.get("status") not in _MAY_HOLD_NEW and result.get("restored") is not False:
-            continue
-        if result.get("restored"):
-            restored.append(tid)
-            continue
-        if old_secret is None or not old_key_id:
-            not_restored.append({"target_id": tid, "why": "no escrowed secret of the old key (adoption)"})
-            continue
-        try:
-            deps.target(deps.config.target(user, tid)).push(old_secret)
-        except RotatorError as exc:
-            not_restored.append({"target_id": tid, "why": f"{type(exc).__name__}: {exc}"})
-            deps.ledger.set_target(user, rid, tid, restored=False)
-            continue
-        deps.ledger.set_target(user, rid, tid, restored=True, status="restored")
-        deps.ledger.set_holding(user, tid, old_key_id, rid)
-        restored.append(tid)
+    restored, not_restored = restore_targets(
+        deps, user, rid, rotation.get("targets", {}), _MAY_HOLD_NEW, old_key_id, old_secret,
+        missing="no escrowed secret of the old key (adoption)")
 
     new_key_deleted = False
     if new_key_id and not not_restored:
@@ -85,3 +73,35 @@ def roll_back(deps: Deps, user: str, rid: str, new_key_id: str | None = None,
     logger.warning("rolled back", extra={"rotation_id": rid, **{k: v for k, v in summary.items()
                                                                 if k != "not_restored"}})
     return summary
+
+
+def restore_targets(deps: Deps, user: str, rid: str, targets: Mapping[str, Mapping[str, Any]],
+                    may_hold: Collection[str], key_id: str | None, secret: Credentials | None, *,
+                    missing: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Push ``secret`` (of ``key_id``) back to every target of run ``rid`` that may hold another key: its
+    status is in ``may_hold``, or an earlier restore of it failed. Shared by Rollback (the old key back) and
+    UndoRollback (the new key back), and safe to re-run: a target already restored is only counted.
+
+    Returns the targets restored and, for the rest, why not (``missing`` when there is no secret to push).
+    """
+    restored: list[str] = []
+    not_restored: list[dict[str, str]] = []
+    for tid, result in sorted(targets.items()):
+        if result.get("restored"):
+            restored.append(tid)
+            continue
+        if result.get("status") not in may_hold and result.get("restored") is not False:
+            continue
+        if secret is None or not key_id:
+            not_restored.append({"target_id": tid, "why": missing})
+            continue
+        try:
+            deps.target(deps.config.target(user, tid)).push(secret)
+        except RotatorError as exc:
+            not_restored.append({"target_id": tid, "why": f"{type(exc).__name__}: {exc}"})
+            deps.ledger.set_target(user, rid, tid, restored=False)
+            continue
+        deps.ledger.set_target(user, rid, tid, restored=True, status="restored")
+        deps.ledger.set_holding(user, tid, key_id, rid)
+        restored.append(tid)
+    return restored, not_restored

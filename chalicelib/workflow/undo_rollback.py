@@ -7,8 +7,8 @@ from typing import Any
 
 from chalicelib import keys
 from chalicelib.deps import Deps
-from chalicelib.errors import RotatorError
 from chalicelib.observability import logger
+from chalicelib.workflow.rollback import restore_targets
 from chalicelib.workflow.undo_state import MAY_HOLD_PUSHED, UndoState
 
 
@@ -17,26 +17,8 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     user, uid, new, old = state.user, state.undo_id, state.new_key_id, state.old_key_id
     results = (deps.ledger.rotation(user, uid) or {}).get("targets", {})
     new_secret = deps.escrow.current_for(user, new)
-    restored: list[str] = []
-    not_restored: list[dict[str, str]] = []
-    for tid, result in sorted(results.items()):
-        if result.get("restored"):
-            restored.append(tid)
-            continue
-        if result.get("status") not in MAY_HOLD_PUSHED:
-            continue
-        if new_secret is None:
-            not_restored.append({"target_id": tid, "why": f"the escrow holds no secret of {new}"})
-            continue
-        try:
-            deps.target(deps.config.target(user, tid)).push(new_secret)
-        except RotatorError as exc:
-            not_restored.append({"target_id": tid, "why": f"{type(exc).__name__}: {exc}"})
-            deps.ledger.set_target(user, uid, tid, restored=False)
-            continue
-        deps.ledger.set_target(user, uid, tid, restored=True, status="restored")
-        deps.ledger.set_holding(user, tid, new, uid)
-        restored.append(tid)
+    restored, not_restored = restore_targets(deps, user, uid, results, MAY_HOLD_PUSHED, new, new_secret,
+                                             missing=f"the escrow holds no secret of {new}")
     old_deactivated = False
     if not not_restored and keys.key_status(user, old) == "Active":
         # No target holds it any more: back to what the rotation left (Inactive, in its recovery window).
