@@ -122,6 +122,12 @@ def federation_for(target: Any) -> Federation | Blocked:
         return _circleci(target, settings)
     if provider == "bitbucket":
         return _bitbucket(target, settings)
+    if provider == "azure_devops":
+        # Its OIDC tokens belong to an AWS service connection (AWS Toolkit for Azure DevOps), not to the
+        # pipeline's own steps, so pushing a role ARN to a variable group cannot switch it over.
+        return Blocked("Azure Pipelines federates through an AWS service connection with OIDC (AWS Toolkit for "
+                       "Azure DevOps), which this tool does not create: switch it by hand "
+                       "(docs/ci-providers/azure_devops.md), then remove the target")
     return Blocked(f"{provider} issues no OIDC ID token to its builds: this target stays on access keys")
 
 

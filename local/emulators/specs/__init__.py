@@ -104,9 +104,11 @@ class ApiDescription:
 
     def __init__(self, provider: str, document: dict[str, Any]) -> None:
         self.provider = provider
-        self._paths = PROVIDERS[provider].paths
-        self._json_by_default = PROVIDERS[provider].json_by_default
-        document = {**document, "servers": [{"url": _HOST + PROVIDERS[provider].base_path}]}
+        # A provider not listed needs no matching rule: its API at the server's root, paths as described.
+        rules = PROVIDERS.get(provider, _Provider("", _same))
+        self._paths = rules.paths
+        self._json_by_default = rules.json_by_default
+        document = {**document, "servers": [{"url": _HOST + rules.base_path}]}
         spec = SchemaPath.from_dict(document)
         self._validators = (V30RequestParametersValidator(spec), V30RequestBodyValidator(spec))
 

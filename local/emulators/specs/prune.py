@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from local.emulators.specs import swagger2
+
 HERE = Path(__file__).resolve().parent
 
 #: (method, path template) per provider, as the full description names them.
@@ -24,10 +26,13 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("get", "/repos/{owner}/{repo}"),
         ("get", "/repos/{owner}/{repo}/actions/secrets/public-key"),
         ("put", "/repos/{owner}/{repo}/actions/secrets/{secret_name}"),
+        ("delete", "/repos/{owner}/{repo}/actions/secrets/{secret_name}"),
         ("get", "/repos/{owner}/{repo}/environments/{environment_name}/secrets/public-key"),
         ("put", "/repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"),
+        ("delete", "/repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"),
         ("get", "/orgs/{org}/actions/secrets/public-key"),
         ("put", "/orgs/{org}/actions/secrets/{secret_name}"),
+        ("delete", "/orgs/{org}/actions/secrets/{secret_name}"),
         ("post", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"),
         ("get", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs"),
         ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}"),
@@ -42,7 +47,9 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("post", "/project/{project-slug}/envvar"),
         ("get", "/project/{project-slug}/envvar"),
         ("get", "/project/{project-slug}/envvar/{name}"),
+        ("delete", "/project/{project-slug}/envvar/{name}"),
         ("put", "/context/{context-id}/environment-variable/{env-var-name}"),
+        ("delete", "/context/{context-id}/environment-variable/{env-var-name}"),
         ("get", "/context/{context-id}/environment-variable"),
         ("post", "/project/{provider}/{organization}/{project}/pipeline/run"),
         ("post", "/project/{project-slug}/pipeline"),
@@ -89,6 +96,34 @@ SOURCES: dict[str, dict[str, str]] = {
 }
 
 
+def operations(provider: str) -> tuple[tuple[str, str], ...]:
+    """``provider``'s operations: ``OPERATIONS``, or the ``operations`` of ``<provider>.operations.json``
+    beside its description (how a provider added later lists them without editing this file)."""
+    if provider in OPERATIONS:
+        return OPERATIONS[provider]
+    return tuple((str(m), str(t)) for m, t in _listed(provider)["operations"])
+
+
+def source(provider: str) -> dict[str, str]:
+    """Where ``provider``'s full description came from: ``SOURCES``, or ``source`` in its operations file."""
+    if provider in SOURCES:
+        return SOURCES[provider]
+    return {str(k): str(v) for k, v in _listed(provider)["source"].items()}
+
+
+def providers() -> list[str]:
+    """Every provider with a vendored description's operation list."""
+    return sorted({*OPERATIONS, *(p.name.removesuffix(".operations.json") for p in HERE.glob("*.operations.json"))})
+
+
+def _listed(provider: str) -> dict[str, Any]:
+    path = HERE / f"{provider}.operations.json"
+    if not path.exists():
+        raise KeyError(f"no operation list for {provider!r} (OPERATIONS or {path.name})")
+    listed: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return listed
+
+
 def _refs(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         ref = node.get("$ref")
@@ -132,7 +167,7 @@ def prune(full: dict[str, Any], operations: tuple[tuple[str, str], ...], provide
         pending.extend(ref for ref in _refs(target) if ref not in own)
     pruned: dict[str, Any] = {
         "openapi": full["openapi"],
-        "info": {**full["info"], "x-vendored": SOURCES[provider]},
+        "info": {**full["info"], "x-vendored": source(provider)},
         "servers": full.get("servers", []),
         "paths": paths,
         "components": {kind: dict(sorted(entries.items())) for kind, entries in sorted(components.items())},
@@ -146,14 +181,20 @@ def prune(full: dict[str, Any], operations: tuple[tuple[str, str], ...], provide
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("provider", choices=sorted(OPERATIONS))
-    parser.add_argument("full", type=Path, help="the full description (JSON or YAML)")
+    parser.add_argument("provider", choices=providers())
+    parser.add_argument("full", type=Path, nargs="+",
+                        help="the full description (JSON or YAML); several files of one API are merged, and a "
+                             "Swagger 2.0 file is converted to OpenAPI 3.0 first (swagger2.py)")
     args = parser.parse_args()
-    text = args.full.read_text(encoding="utf-8")
-    full = json.loads(text) if args.full.suffix == ".json" else yaml.safe_load(text)
+    documents = []
+    for path in args.full:
+        text = path.read_text(encoding="utf-8-sig")  # Microsoft's files start with a byte order mark
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        documents.append(swagger2.convert(document) if document.get("swagger") == "2.0" else document)
+    full = swagger2.merge(documents)
     overlay_file = HERE / f"{args.provider}.overlay.json"
     overlay = json.loads(overlay_file.read_text(encoding="utf-8")) if overlay_file.exists() else None
-    pruned = prune(full, OPERATIONS[args.provider], args.provider, overlay)
+    pruned = prune(full, operations(args.provider), args.provider, overlay)
     out = HERE / f"{args.provider}.json"
     out.write_text(json.dumps(pruned, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{out.relative_to(HERE.parents[2])}: {len(pruned['paths'])} paths, {out.stat().st_size} bytes")
