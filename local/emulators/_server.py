@@ -17,9 +17,11 @@ How to build a new emulator on it
 4. Keep projects in your own structures and implement ``_project_key(name)`` (KeyError when unknown): the
    shared ``fail_next_builds``/``hang_next_builds`` counters are keyed by it; consume one with
    ``_take_build_mode(key)`` when a build is triggered.
-5. A build: ``self._spawn(fn, name)`` a thread that reads the variables the build would see *when it
-   starts*, calls ``self._run_job(env, mask=...)`` (the verification job of the provider's file in
-   templates/verify/, run by bash in an environment built from scratch) and then
+5. A build: keep runs in a ``RunStore`` (local/emulators/_runs.py: ids, project, inputs, created time,
+   ``update``/``settle``/``wait``) created with ``self._lock``; ``self._spawn(fn, name)`` a thread that
+   reads the variables the build would see *when it starts*, calls ``self._build_outcome(mode, env,
+   mask=..., inputs=...)`` (None for a hanging build; else the verification job of the provider's file in
+   templates/verify/, run by bash in an environment built from scratch, or an injected failure) and then
    ``self._deliver(delivery_id, headers, body)`` the signed webhook
    (honours ``drop_webhooks`` and records it for ``deliveries()``/``redeliver()``). Override
    ``_redelivery_headers`` if a redelivery must be re-signed (timestamped schemes).
@@ -27,6 +29,37 @@ How to build a new emulator on it
    print or log a value, and implement the rest of the ``CIEmulator`` contract: ``add_project``,
    ``target_config``, ``held_value``, ``run_build``, ``webhook_key``. Extend ``reset_faults`` with
    ``super().reset_faults()``.
+7. If the CI issues OIDC ID tokens, set ``oidc_profile`` to its ``local.oidc.Profile`` (issuer, JWKS path, the
+   claims of a project) and pass ``project=`` to ``_run_job``/``_build_outcome``: ``set_verify_variant``,
+   ``mint_id_token`` and the token handover in builds then work (docs/oidc.md). None: the CI has no OIDC.
+
+Webhook delivery faults
+-----------------------
+Every delivery goes through ``_record_delivery`` + ``_send_delivery`` (or ``_deliver``, both at once), so the
+faults below apply to every emulator alike; each is an attribute a test sets and ``reset_faults()`` clears:
+
+- never (``drop_webhooks``): nothing is recorded or sent;
+- late (``webhook_delay`` seconds): sent from a timer, after the run already shows its end in the status API;
+- twice (``duplicate_webhooks``): sent, then sent again with ``_redelivery_headers`` (same delivery id and
+  bytes; re-signed where the signature carries a timestamp);
+- out of order (``reorder_webhooks``): each delivery waits for the next one and goes out after it, so a
+  provider that sends several per run (Bitbucket's ``INPROGRESS`` then ``SUCCESSFUL`` commit statuses) sends
+  the end first, and one that sends one per run sends a run's delivery after the next run's; with no
+  successor within ``reorder_window`` seconds it goes out alone, late.
+
+``wait_for_webhooks(timeout)`` waits for late and held deliveries. What the providers document:
+GitHub "does not guarantee delivery order" and a redelivery keeps ``X-GitHub-Delivery``
+(https://docs.github.com/webhooks/using-webhooks/best-practices-for-using-webhooks); GitLab sends a Pipeline
+Hook on every status change and a slow answer "can lead to retries and potentially cause duplicate events",
+with ``Idempotency-Key`` unchanged across retries (https://docs.gitlab.com/user/project/integrations/webhooks/,
+https://docs.gitlab.com/user/project/integrations/webhook_events/#pipeline-events); CircleCI retries a
+delivery not answered 2xx within 5 seconds, so duplicates occur (https://circleci.com/docs/webhooks/);
+Bitbucket resends a 5xx-answered request "up to two more times", same ``X-Request-UUID``, growing
+``X-Attempt-Number`` (https://support.atlassian.com/bitbucket-cloud/docs/troubleshoot-webhooks/); Travis runs
+webhooks "at the end of a build" and documents neither a delivery id nor retries
+(https://docs.travis-ci.com/user/notifications/). The emulators send only the final delivery where the
+service would also send earlier ones (GitHub's ``requested``/``in_progress`` ``workflow_run``, GitLab's
+``running`` Pipeline Hook), except Bitbucket, which sends both commit statuses.
 """
 
 from __future__ import annotations
@@ -49,7 +82,7 @@ from urllib.parse import parse_qs, unquote
 
 import urllib3
 
-from local import build_job
+from local import build_job, oidc
 from local.bin import verify_templates
 from local.emulators import specs
 
@@ -61,6 +94,10 @@ _WEBHOOK_POOL = urllib3.PoolManager()
 _MIN_MASKED_LENGTH = 4
 
 BuildMode = Literal["build", "fail", "hang"]
+
+
+class OidcUnsupported(Exception):
+    """The CI issues no OIDC ID tokens (Travis CI): a project of it cannot federate."""
 
 
 class ApiError(Exception):
@@ -167,6 +204,23 @@ class EmulatorServer:
         self.build_timeout = build_timeout
         #: Lose every webhook (builds still complete): only the poller can confirm.
         self.drop_webhooks = False
+        #: Seconds every delivery waits before it is sent (a backed-up queue): the poller may confirm first.
+        self.webhook_delay = 0.0
+        #: Send every delivery twice, same id and bytes (a retry after a lost answer; at-least-once delivery).
+        self.duplicate_webhooks = False
+        #: Hold each delivery until the next one has been sent (the run's "completed" before its "in progress",
+        #: or one run's delivery after the next run's); a held delivery with no successor goes out after
+        #: ``reorder_window`` seconds.
+        self.reorder_webhooks = False
+        self.reorder_window = 5.0
+        #: Reordering stream -> the delivery held until the stream's next one.
+        self._held_deliveries: dict[str, dict[str, Any]] = {}
+        #: id(held delivery) -> cancels its fallback release.
+        self._hold_timers: dict[int, Callable[[], None]] = {}
+        #: Deliveries scheduled (late or held) and not yet sent, for ``wait_for_webhooks``.
+        self._pending_posts = 0
+        self._posted = threading.Condition(threading.Lock())
+        self._post_sequence = 0
         self._revoked = False
         self._lock = threading.RLock()
         self._routes: list[Route] = []
@@ -176,8 +230,12 @@ class EmulatorServer:
         self._hang_next: dict[str, int] = {}
         self._hashes: list[str] = []
         self._deliveries: list[dict[str, Any]] = []
+        #: id(delivery record) -> its reordering stream (``_record_delivery``).
+        self._streams: dict[int, str] = {}
         self._requests = 0
         self._spec_refusals: list[str] = []
+        #: project key -> the verification file its builds run (set_verify_variant).
+        self._variants: dict[str, str] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -243,13 +301,18 @@ class EmulatorServer:
             self._after_faults.append(_Fault(method.upper(), re.compile(path_regex), deque(statuses), None))
 
     def reset_faults(self) -> None:
-        """Normal service again: no injected statuses, failing or hanging builds, lost webhooks, revocation."""
+        """Normal service again: no injected statuses, failing or hanging builds, lost, late, repeated or
+        reordered webhooks, or revocation (a delivery already held or scheduled is still sent)."""
         with self._lock:
             self._faults.clear()
             self._after_faults.clear()
             self._fail_next.clear()
             self._hang_next.clear()
         self.drop_webhooks = False
+        self.webhook_delay = 0.0
+        self.duplicate_webhooks = False
+        self.reorder_webhooks = False
+        self.reorder_window = 5.0
         self._revoked = False
 
     def fail_next_builds(self, project: str, n: int = 1) -> None:
@@ -274,6 +337,16 @@ class EmulatorServer:
                 self._fail_next[key] -= 1
                 return "fail"
             return "build"
+
+    def _build_outcome(self, mode: BuildMode, secret_env: Mapping[str, str], *, mask: Iterable[str] | None = None,
+                       inputs: Mapping[str, str] | None = None, project: str | None = None) -> BuildResult | None:
+        """What a build in ``mode`` ends with: None for a hang (it never ends), a failure without running the
+        job for an injected failure (a broken commit fails whatever the key), else the job's real result."""
+        if mode == "hang":
+            return None
+        if mode == "fail":
+            return BuildResult(False, False, "verify: job exited 1 (injected failure)\n")
+        return self._run_job(secret_env, mask=mask, inputs=inputs, project=project)
 
     def _token_ok(self, given: str) -> bool:
         return not self._revoked and bool(given) and hmac.compare_digest(given.encode(), self._token.encode())
@@ -408,11 +481,13 @@ class EmulatorServer:
         threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
     def _run_job(self, secret_env: Mapping[str, str], mask: Iterable[str] | None = None,
-                 inputs: Mapping[str, str] | None = None) -> BuildResult:
+                 inputs: Mapping[str, str] | None = None, project: str | None = None) -> BuildResult:
         """Run the verification job of the provider's shipped template (templates/verify/) in an environment
         built from scratch; ``secret_env``: the CI variables the job would see; ``inputs``: the trigger's
         inputs/parameters (the nonce); ``mask``: values hidden in the log (default: every value in
-        ``secret_env``)."""
+        ``secret_env``); ``project``: whose build it is (its verify variant and ID tokens; None: keys, none)."""
+        variant = self.verify_variant(project) if project is not None else "keys"
+        grant = oidc.grant(self.oidc_profile, self, project) if project and self.oidc_profile else None
         base_env = {
             "PATH": os.environ.get("PATH", os.defpath),
             "AWS_ENDPOINT_URL": self.aws_endpoint_url,
@@ -423,38 +498,192 @@ class EmulatorServer:
             "AWS_EC2_METADATA_DISABLED": "true",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        if self.in_process_builds:
+        if self.in_process_builds and variant == "keys":
             # The template's check without a shell and a Python start-up per build (fleet benchmarks).
             passed, output = build_job.verify({**base_env, **secret_env})
             return BuildResult(passed, False, _masked(output, secret_env.values() if mask is None else mask))
         # A run without a trigger (run_build) still carries a nonce, as every API-started verification does.
         passed, timed_out, output = build_job.run_template(
             self.provider, secret_env, base_env, inputs or {"nonce": "local-build"}, self.build_timeout,
-            self.verify_template_dir)
+            self.verify_template_dir, variant=variant, grant=grant)
         return BuildResult(passed, timed_out, _masked(output, secret_env.values() if mask is None else mask))
+
+    # -- OIDC: the CI as an identity provider (local/oidc.py, docs/oidc.md) ---------------------------------
+
+    #: How this CI issues OIDC ID tokens; None: it issues none (Travis CI), and the methods below refuse.
+    oidc_profile: ClassVar[oidc.Profile | None] = None
+
+    def _oidc_subject(self, project: str) -> oidc.Subject:
+        if self.oidc_profile is None:
+            raise OidcUnsupported(f"{self.provider} issues no OIDC ID tokens to its builds")
+        return self.oidc_profile.subject(self, project)
+
+    def oidc_issuer(self, project: str) -> str:
+        """The issuer URL (https, the provider's real one) the ID tokens of ``project``'s builds carry."""
+        return self._oidc_subject(project).issuer
+
+    def oidc_settings(self, project: str) -> dict[str, str]:
+        """The ``oidc:`` block a target on ``project`` needs for chalicelib.federation (ids the provider's
+        tokens name projects by); empty where the target's own settings suffice."""
+        return dict(self._oidc_subject(project).settings)
+
+    def mint_id_token(self, project: str, audience: str | None = None, **claim_overrides: Any) -> str:
+        """An ID token as ``project``'s build would get it (for tests: ``repository=...`` and ``sub=...``
+        make one of another repository); ``audience`` None: the provider's default."""
+        assert self.oidc_profile is not None  # _oidc_subject refused otherwise
+        subject = self._oidc_subject(project)
+        return oidc.Grant(self.oidc_profile, subject).mint(audience, **claim_overrides)
+
+    def set_verify_variant(self, project: str, variant: str) -> None:
+        """Which shipped verification file ``project``'s builds run: ``keys`` (default) or ``oidc``."""
+        if variant not in verify_templates.VARIANTS:
+            raise ValueError(f"variant must be one of {verify_templates.VARIANTS}, not {variant!r}")
+        if variant == "oidc":
+            self._oidc_subject(project)  # refuses a CI without OIDC
+        with self._lock:
+            self._variants[self._project_key(project)] = variant
+
+    def verify_variant(self, project: str) -> str:
+        with self._lock:
+            return self._variants.get(self._project_key(project), "keys")
 
     # -- webhooks -----------------------------------------------------------------------------------
 
     def _deliver(self, delivery_id: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
-        """Record and POST one webhook; None (nothing recorded) without a URL or when webhooks are dropped."""
-        if not self.webhook_url or self.drop_webhooks:
-            return None
-        record: dict[str, Any] = {"id": delivery_id, "headers": dict(headers), "body": body, "status": None}
-        with self._lock:
-            self._deliveries.append(record)
-        record["status"] = self._post_webhook(record["headers"], body)
+        """Record and send one webhook (``_record_delivery`` then ``_send_delivery``)."""
+        record = self._record_delivery(delivery_id, headers, body)
+        self._send_delivery(record)
         return record
 
-    def deliveries(self) -> list[dict[str, Any]]:
-        """Every webhook sent: ``id``, ``headers``, ``body`` (the exact bytes) and the receiver's ``status``."""
+    def _record_delivery(self, delivery_id: str, headers: Mapping[str, str], body: bytes, *,
+                         stream: str = "") -> dict[str, Any] | None:
+        """Record one webhook for ``deliveries()``; None (nothing recorded) without a URL or when webhooks are
+        dropped. An emulator that must show the delivery together with a state change calls this with its lock
+        held and ``_send_delivery`` after releasing it (the receiver calls back into this server).
+        ``stream``: deliveries that ``reorder_webhooks`` swaps among themselves (one run's, for a provider
+        that sends several per run; by default all of them)."""
+        if not self.webhook_url or self.drop_webhooks:
+            return None
+        record: dict[str, Any] = {"id": delivery_id, "headers": dict(headers), "body": body, "status": None,
+                                  "statuses": [], "sent": []}
         with self._lock:
-            return [dict(d, headers=dict(d["headers"])) for d in self._deliveries]
+            self._deliveries.append(record)
+            self._streams[id(record)] = stream
+        return record
+
+    def _send_delivery(self, record: dict[str, Any] | None) -> None:
+        """POST a recorded delivery, as the delivery faults say: held for the next one, late, or twice."""
+        if record is None:
+            return
+        with self._lock:
+            stream = self._streams.get(id(record), "")
+            held = self._held_deliveries.pop(stream, None)
+            if held is not None:
+                batch = [record, held]
+                # Its successor sends it now: the fallback release must not keep wait_for_webhooks waiting.
+                self._hold_timers.pop(id(held))()
+            elif self.reorder_webhooks:
+                self._held_deliveries[stream] = record
+                self._hold_timers[id(record)] = self._schedule(self.reorder_window, self._release_held, record)
+                return
+            else:
+                batch = [record]
+        with self._posted:
+            self._pending_posts += 1
+        try:
+            for item in batch:
+                if self.webhook_delay > 0:
+                    self._schedule(self.webhook_delay, self._post_delivery, item)
+                else:
+                    self._post_delivery(item)
+        finally:
+            with self._posted:
+                self._pending_posts -= 1
+                self._posted.notify_all()
+
+    def _schedule(self, delay: float, action: Callable[[dict[str, Any]], None],
+                  record: dict[str, Any]) -> Callable[[], None]:
+        """Run ``action(record)`` after ``delay`` seconds on a timer; returns a cancel function. Either the
+        timer or the cancel claims the pending count, whichever comes first."""
+        claimed = threading.Event()
+        with self._posted:
+            self._pending_posts += 1
+
+        def claim() -> bool:
+            with self._posted:
+                if claimed.is_set():
+                    return False
+                claimed.set()
+                return True
+
+        def finish() -> None:
+            with self._posted:
+                self._pending_posts -= 1
+                self._posted.notify_all()
+
+        def run() -> None:
+            if not claim():
+                return
+            try:
+                action(record)
+            finally:
+                finish()
+
+        timer = threading.Timer(delay, run)
+        timer.daemon = True
+        timer.start()
+
+        def cancel() -> None:
+            if claim():
+                timer.cancel()
+                finish()
+
+        return cancel
+
+    def _release_held(self, record: dict[str, Any]) -> None:
+        """No later delivery came within ``reorder_window``: the held one goes out on its own, late."""
+        with self._lock:
+            stream = self._streams.get(id(record), "")
+            if self._held_deliveries.get(stream) is not record:
+                return  # already sent after its successor
+            del self._held_deliveries[stream]
+            self._hold_timers.pop(id(record), None)
+        self._post_delivery(record)
+
+    def _post_delivery(self, record: dict[str, Any]) -> None:
+        self._post_attempt(record, record["headers"])
+        if self.duplicate_webhooks:
+            self._post_attempt(record, self._redelivery_headers(record))
+
+    def _post_attempt(self, record: dict[str, Any], headers: Mapping[str, str]) -> int | None:
+        with self._lock:
+            self._post_sequence += 1
+            record["sent"].append(self._post_sequence)
+        status = self._post_webhook(headers, record["body"])
+        with self._lock:
+            record["statuses"].append(status)
+            if record["status"] is None:
+                record["status"] = status
+        return status
+
+    def wait_for_webhooks(self, timeout: float) -> bool:
+        """Wait until no delivery is held or scheduled (late); False if some still are after ``timeout``."""
+        with self._posted:
+            return self._posted.wait_for(lambda: self._pending_posts == 0, timeout)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook recorded: ``id``, ``headers``, ``body`` (the exact bytes), the receiver's ``status``
+        (first answer; None until sent), ``statuses`` (every POST's answer, redeliveries included) and
+        ``sent`` (the order of every POST among all this emulator's POSTs, ascending)."""
+        with self._lock:
+            return [dict(d, headers=dict(d["headers"]), statuses=list(d["statuses"]), sent=list(d["sent"]))
+                    for d in self._deliveries]
 
     def redeliver(self, delivery_id: str) -> int | None:
         """Send a delivery again with the same bytes and delivery id (a provider's "Redeliver"); the status."""
         with self._lock:
             original = next(d for d in self._deliveries if d["id"] == delivery_id)
-        return self._post_webhook(self._redelivery_headers(original), original["body"])
+        return self._post_attempt(original, self._redelivery_headers(original))
 
     def _post_webhook(self, headers: Mapping[str, str], body: bytes) -> int | None:
         if not self.webhook_url:

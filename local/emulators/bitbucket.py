@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import itertools
 import json
 import re
 import uuid
@@ -29,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from local.emulators._server import ApiError, EmulatorServer, Handler, Reply, Request, utc_now
+from local import oidc
+from local.emulators._runs import RunStore
+from local.emulators._server import ApiError, BuildMode, EmulatorServer, Handler, Reply, Request, utc_now
 from local.emulators.base import emulator
 
 DEFAULT_PIPELINE = "verify-aws-key"
@@ -118,8 +119,6 @@ class _Repo:
     environments: dict[str, _Environment] = field(default_factory=dict)
     #: Custom pipelines in bitbucket-pipelines.yml -> the deployment environment name its step uses.
     pipelines: dict[str, str | None] = field(default_factory=dict)
-    runs: dict[int, _Pipeline] = field(default_factory=dict)
-    numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
     def full_name(self) -> str:
@@ -134,6 +133,7 @@ class BitbucketEmulator(EmulatorServer):
     """The local Bitbucket Cloud API. ``with BitbucketEmulator(...) as bb: bb.url`` is the API base URL."""
 
     provider = "bitbucket"
+    oidc_profile = oidc.BITBUCKET
     server_version = "BitbucketEmulator/1"
     spec = "bitbucket"
 
@@ -145,6 +145,7 @@ class BitbucketEmulator(EmulatorServer):
         self.account_email = "rotator@example.com"
         self._workspaces: dict[str, _Store] = {}
         self._repos: dict[str, _Repo] = {}
+        self._runs = RunStore[_Pipeline](self._lock, ids=_braced_uuid)
         self._hook_uuid = _braced_uuid()
         repo = rf"/repositories/{_SEG}/{_SEG}"
         # (path prefix, the store its groups name, how many path groups name it)
@@ -215,7 +216,7 @@ class BitbucketEmulator(EmulatorServer):
     def pipelines(self, full_name: str) -> list[dict[str, Any]]:
         """Every pipeline of ``full_name``, oldest first, as the API shows it plus the build's masked ``log``."""
         with self._lock:
-            return [{**p.api(), "log": p.log} for p in self._known(full_name).runs.values()]
+            return [{**p.api(), "log": p.log} for p in self._runs.of(self._project_key(full_name))]
 
     def reset_faults(self) -> None:
         super().reset_faults()
@@ -242,7 +243,7 @@ class BitbucketEmulator(EmulatorServer):
         with self._lock:
             repo = self._known(project)
             env, mask = self._build_env(repo, pipeline), self._secured_values(repo, pipeline)
-        return self._run_job(env, mask=mask).passed
+        return self._run_job(env, mask=mask, project=project).passed
 
     # -- EmulatorServer hooks -----------------------------------------------------------------------
 
@@ -402,9 +403,11 @@ class BitbucketEmulator(EmulatorServer):
             repo = self._repo(workspace, slug)
             if selector is not None and selector not in repo.pipelines:
                 raise ApiError(400, f"Could not find a custom pipeline named '{selector}' in bitbucket-pipelines.yml")
-            pipeline = _Pipeline(_braced_uuid(), next(repo.numbers), repo, ref_name, selector,
-                                 [dict(v) for v in variables])
-            repo.runs[pipeline.build_number] = pipeline
+            pipeline = self._runs.create(
+                repo.full_name.lower(),
+                lambda pipeline_uuid, number: _Pipeline(pipeline_uuid, number, repo, ref_name, selector,
+                                                        [dict(v) for v in variables]),
+                inputs={str(v["key"]): str(v.get("value", "")) for v in variables})
             mode = self._take_build_mode(repo.full_name.lower())
             shown = pipeline.api()
         self._spawn(self._execute, f"bitbucket-pipeline-{pipeline.build_number}", pipeline, mode)
@@ -414,8 +417,8 @@ class BitbucketEmulator(EmulatorServer):
         with self._lock:
             repo = self._repo(workspace, slug)
             # The API names the {pipeline_uuid}: a build number is not a pipeline here.
-            found = next((p for p in repo.runs.values() if p.uuid == ident.lower()), None)
-            if found is None:
+            found = self._runs.find(ident.lower())
+            if found is None or found.repo is not repo:
                 raise ApiError(404, f"Pipeline {ident} not found")
             return Reply(200, found.api())
 
@@ -424,12 +427,12 @@ class BitbucketEmulator(EmulatorServer):
         if sort.lstrip("-") not in ("created_on", "build_number"):
             raise ApiError(400, f"Invalid sort field {sort!r}")
         with self._lock:
-            runs = sorted(self._repo(workspace, slug).runs.values(), key=lambda p: p.build_number,
+            runs = sorted(self._runs.of(self._repo(workspace, slug).full_name.lower()), key=lambda p: p.build_number,
                           reverse=sort.startswith("-"))
             items = [p.api() for p in runs]
         return Reply(200, self._page(request, items))
 
-    def _execute(self, pipeline: _Pipeline, mode: str) -> None:
+    def _execute(self, pipeline: _Pipeline, mode: BuildMode) -> None:
         with self._lock:
             repo = pipeline.repo
             # Variables are read when the step starts, as on Bitbucket.
@@ -438,16 +441,11 @@ class BitbucketEmulator(EmulatorServer):
             pipeline.state = {"name": "IN_PROGRESS", "type": "pipeline_state_in_progress",
                               "stage": {"name": "RUNNING", "type": "pipeline_state_in_progress_running"}}
             started = self._status_webhook(pipeline, "repo:commit_status_created", "INPROGRESS")
-        self._send(started)
-        if mode == "hang":
+        self._send_delivery(started)
+        run = self._build_outcome(mode, env, mask=mask, project=repo.full_name)
+        if run is None:
             return
-        if mode == "fail":
-            result, output = "FAILED", "verify: step exited 1 (injected failure)\n"
-        else:
-            run = self._run_job(env, mask=mask)
-            result = "SUCCESSFUL" if run.passed else ("ERROR" if run.timed_out else "FAILED")
-            output = run.log
-        self._finish(pipeline, result, output)
+        self._finish(pipeline, "SUCCESSFUL" if run.passed else ("ERROR" if run.timed_out else "FAILED"), run.log)
 
     def _finish(self, pipeline: _Pipeline, result: str, output: str) -> None:
         """End the pipeline and record its webhook in one step, so a client that sees COMPLETED also finds
@@ -458,7 +456,10 @@ class BitbucketEmulator(EmulatorServer):
             pipeline.completed_on, pipeline.log = utc_now(), output
             status = "SUCCESSFUL" if result == "SUCCESSFUL" else ("STOPPED" if result == "STOPPED" else "FAILED")
             finished = self._status_webhook(pipeline, "repo:commit_status_updated", status)
-        self._send(finished)
+        try:
+            self._send_delivery(finished)
+        finally:
+            self._runs.settle(pipeline)
 
     # -- webhooks -----------------------------------------------------------------------------------
 
@@ -488,14 +489,8 @@ class BitbucketEmulator(EmulatorServer):
             "X-Attempt-Number": "1",
             "X-Hub-Signature": "sha256=" + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
         }
-        record: dict[str, Any] = {"id": headers["X-Request-UUID"], "headers": headers, "body": body, "status": None}
-        self._deliveries.append(record)
-        return record
-
-    def _send(self, record: dict[str, Any] | None) -> None:
-        # _server._deliver records and posts in one call; here the record joins the state change.
-        if record is not None:
-            record["status"] = self._post_webhook(record["headers"], record["body"])
+        # One pipeline's statuses are one stream: out of order, its end arrives before its start.
+        return self._record_delivery(headers["X-Request-UUID"], headers, body, stream=pipeline.uuid)
 
     # -- variables a build sees ---------------------------------------------------------------------
 

@@ -22,16 +22,16 @@ import base64
 import binascii
 import hashlib
 import hmac
-import itertools
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from local import oidc
+from local.emulators._runs import RunStore
+from local.emulators._server import ApiError, BuildMode, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
 
 API = "/api/v2"
@@ -78,7 +78,6 @@ class _Project:
     variables: dict[str, _EnvVar] = field(default_factory=dict)
     #: Ids of the contexts its workflows use, in config order (a later context wins).
     contexts: list[str] = field(default_factory=list)
-    numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     #: The pipeline definition ``pipeline/run`` starts (Project settings > Pipelines).
     definition_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -104,8 +103,6 @@ class _Pipeline:
     updated_at: str = field(default_factory=utc_now)
     errors: list[dict[str, str]] = field(default_factory=list)
     workflows: list[_Workflow] = field(default_factory=list)
-    #: Set once every workflow finished and its webhook (if any) was attempted, or none will run.
-    settled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def revision(self) -> str:
@@ -146,6 +143,7 @@ class CircleCIEmulator(EmulatorServer):
     """The local CircleCI. ``with CircleCIEmulator(...) as cc: cc.api_url`` is the API base (``/api/v2``)."""
 
     provider = "circleci"
+    oidc_profile = oidc.CIRCLECI
     server_version = "CircleCIEmulator/1"
     spec = "circleci"
 
@@ -167,13 +165,15 @@ class CircleCIEmulator(EmulatorServer):
         self._org_id = str(uuid.uuid4())
         self._projects: dict[str, _Project] = {}
         self._contexts: dict[str, _Context] = {}
-        self._pipelines: dict[str, _Pipeline] = {}
+        self._pipelines = RunStore[_Pipeline](self._lock, ids=lambda: str(uuid.uuid4()))
         self._workflows: dict[str, _Workflow] = {}
         self._error_next: dict[str, int] = {}
         self.route("POST", rf"{API}/project/{_SLUG}/envvar", self._create_env_var)
         self.route("GET", rf"{API}/project/{_SLUG}/envvar", self._list_env_vars)
         self.route("GET", rf"{API}/project/{_SLUG}/envvar/([^/]+)", self._get_env_var)
+        self.route("DELETE", rf"{API}/project/{_SLUG}/envvar/([^/]+)", self._delete_env_var)
         self.route("PUT", rf"{API}/context/{_ID}/environment-variable/([^/]+)", self._put_context_var)
+        self.route("DELETE", rf"{API}/context/{_ID}/environment-variable/([^/]+)", self._delete_context_var)
         self.route("GET", rf"{API}/context/{_ID}/environment-variable", self._list_context_vars)
         self.route("POST", rf"{API}/project/{_SLUG3}/pipeline/run", self._trigger_pipeline_run)
         self.route("POST", rf"{API}/project/{_SLUG}/pipeline", self._trigger_pipeline)
@@ -259,23 +259,19 @@ class CircleCIEmulator(EmulatorServer):
         """Run the build now with the current variables; no pipeline, no webhook."""
         with self._lock:
             env = self._build_env(self._known(project))
-        return self._run_job(env).passed
+        return self._run_job(env, project=project).passed
 
     # -- introspection ------------------------------------------------------------------------------
 
     def pipelines(self, project: str) -> list[dict[str, Any]]:
         """Every pipeline of ``project``, oldest first, with its workflows (each with its masked ``log``)."""
         with self._lock:
-            target = self._known(project)
             return [{**p.api(), "workflows": [{**w.api(), "log": w.log} for w in p.workflows]}
-                    for p in self._pipelines.values() if p.project is target]
+                    for p in self._pipelines.of(self._project_key(project))]
 
     def wait_for_pipeline(self, pipeline_id: str, timeout: float) -> dict[str, Any]:
         """Wait until every workflow finished and its webhook was sent (or none will run); the pipeline."""
-        with self._lock:
-            pipeline = self._pipelines[pipeline_id]
-        if not pipeline.settled.wait(timeout):
-            raise TimeoutError(f"pipeline {pipeline_id} still {pipeline.state} after {timeout}s")
+        pipeline = self._pipelines.wait(pipeline_id, timeout)
         with self._lock:
             return {**pipeline.api(), "workflows": [{**w.api(), "log": w.log} for w in pipeline.workflows]}
 
@@ -345,6 +341,21 @@ class CircleCIEmulator(EmulatorServer):
         return Reply(200, {"variable": name, "context_id": context_id, "created_at": var.created_at,
                            "updated_at": var.updated_at})
 
+    # Both deletes answer 200 with a MessageResponse (https://circleci.com/docs/api/v2/index.html#operation/deleteEnvVar,
+    # #operation/deleteEnvironmentVariableFromContext); a name that is not there answers 404 as GET does.
+
+    def _delete_env_var(self, _: Request, slug: str, name: str) -> Reply:
+        with self._lock:
+            if self._project(slug).variables.pop(name, None) is None:
+                raise ApiError(404, "Environment variable not found.")
+        return Reply(200, {"message": "Environment variable deleted."})
+
+    def _delete_context_var(self, _: Request, context_id: str, name: str) -> Reply:
+        with self._lock:
+            if self._context(context_id).variables.pop(name, None) is None:
+                raise ApiError(404, "Environment variable not found.")
+        return Reply(200, {"message": "Environment variable deleted."})
+
     def _list_context_vars(self, request: Request, context_id: str) -> Reply:
         with self._lock:
             items = [{"variable": n, "context_id": context_id, "created_at": v.created_at,
@@ -391,8 +402,10 @@ class CircleCIEmulator(EmulatorServer):
             unexpected = sorted(set(parameters) - project.parameters)
             if unexpected:
                 raise ApiError(400, f"Unexpected argument(s): {', '.join(unexpected)}")
-            pipeline = _Pipeline(str(uuid.uuid4()), next(project.numbers), project, branch, dict(parameters))
-            self._pipelines[pipeline.id] = pipeline
+            pipeline = self._pipelines.create(
+                project.slug.lower(),
+                lambda pipeline_id, number: _Pipeline(pipeline_id, number, project, branch, dict(parameters)),
+                inputs={str(k): str(v) for k, v in parameters.items()})
             errored = self._take_error(project.slug.lower()) or branch not in project.branches
             mode = self._take_build_mode(project.slug.lower())
             self._spawn(self._execute, f"pipeline-{pipeline.number}", pipeline, mode, errored)
@@ -402,8 +415,8 @@ class CircleCIEmulator(EmulatorServer):
         branch = request.query.get("branch")
         with self._lock:
             project = self._project(slug)
-            items = [p.api() for p in reversed(self._pipelines.values())
-                     if p.project is project and (branch is None or p.branch == branch)]
+            items = [p.api() for p in reversed(self._pipelines.of(project.slug.lower()))
+                     if branch is None or p.branch == branch]
         return Reply(200, self._page(items, request))
 
     def _take_error(self, key: str) -> bool:
@@ -428,7 +441,7 @@ class CircleCIEmulator(EmulatorServer):
                 raise ApiError(404, "Workflow not found")
             return Reply(200, workflow.api())
 
-    def _execute(self, pipeline: _Pipeline, mode: str, errored: bool) -> None:
+    def _execute(self, pipeline: _Pipeline, mode: BuildMode, errored: bool) -> None:
         with self._lock:
             project = pipeline.project
             pipeline.updated_at = utc_now()
@@ -436,7 +449,7 @@ class CircleCIEmulator(EmulatorServer):
                 pipeline.state = "errored"
                 pipeline.errors.append({"type": "config-fetch",
                                         "message": f"Unable to set up pipeline on branch {pipeline.branch}"})
-                pipeline.settled.set()
+                self._pipelines.settle(pipeline)
                 return
             runs = project.workflow_branches is None or pipeline.branch in project.workflow_branches
             # Workflows appear with the "created" state, in one step, so a reader never sees one without them.
@@ -452,17 +465,17 @@ class CircleCIEmulator(EmulatorServer):
             for workflow in pipeline.workflows:
                 self._run_workflow(workflow, mode, env)
         finally:
-            pipeline.settled.set()
+            self._pipelines.settle(pipeline)
 
-    def _run_workflow(self, workflow: _Workflow, mode: str, env: dict[str, str]) -> None:
-        if mode == "fail" or workflow.name in workflow.pipeline.project.failing_workflows:
-            status, output = "failed", "verify: job exited 1 (injected failure)\n"
-        else:
-            parameters = {k: str(v) for k, v in workflow.pipeline.parameters.items()}
-            result = self._run_job(env, inputs=parameters)
-            status, output = ("success" if result.passed else "failed"), result.log
+    def _run_workflow(self, workflow: _Workflow, mode: BuildMode, env: dict[str, str]) -> None:
+        if workflow.name in workflow.pipeline.project.failing_workflows:
+            mode = "fail"
+        result = self._build_outcome(mode, env, inputs=self._pipelines.inputs_of(workflow.pipeline),
+                                     project=workflow.pipeline.project.slug)
+        assert result is not None, "a hanging pipeline runs no workflow"
         with self._lock:
-            workflow.status, workflow.log, workflow.stopped_at = status, output, utc_now()
+            workflow.status, workflow.log, workflow.stopped_at = (
+                "success" if result.passed else "failed"), result.log, utc_now()
         self._send_workflow_completed(workflow)
 
     def _page(self, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
@@ -519,7 +532,7 @@ class CircleCIEmulator(EmulatorServer):
         return context
 
     def _pipeline(self, pipeline_id: str) -> _Pipeline:
-        pipeline = self._pipelines.get(pipeline_id)
+        pipeline = self._pipelines.find(pipeline_id)
         if pipeline is None:
             raise ApiError(404, "Pipeline not found")
         return pipeline

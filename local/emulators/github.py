@@ -23,9 +23,9 @@ import itertools
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +33,11 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from local.emulators._server import ApiError, BuildResult, EmulatorServer, Reply, Request, utc_now
+from local import oidc, sim_clock
+from local.emulators._runs import RunStore
+from local.emulators._server import ApiError, BuildMode, BuildResult, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
+from local.emulators.github_apps import GitHubApps
 
 API_VERSIONS = ("2022-11-28", "2026-03-10")
 _BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
@@ -56,8 +59,20 @@ class _Limits:
     used: int = 0
     reset_at: float = 0.0
     recent_writes: list[float] = field(default_factory=list)
+    #: Content-creating requests per hour (secondary limit, 500 on GitHub); None: unlimited.
+    secondary_per_hour: int | None = None
+    #: Secondary-limit points per minute (900 on GitHub: GET/HEAD/OPTIONS 1, others 5); None: unlimited.
+    points_per_minute: int | None = None
+    recent_points: list[tuple[float, int]] = field(default_factory=list)
 _MAX_INPUTS = 25
 _now = utc_now
+
+
+def _sim_time() -> float:
+    """Epoch seconds on the simulated clock (local/sim_clock.py): wall time plus every second a Wait state
+    or Retry interval stood for without being slept, so a rate window passes exactly when the state
+    machine's waits say it has (an hour-long window is benched in seconds)."""
+    return time.time() + sim_clock.skipped()
 
 
 @dataclass
@@ -124,8 +139,6 @@ class _Run:
     log: str = ""
     #: Check-run annotations the job's ``::notice`` workflow commands created (title, message).
     annotations: list[dict[str, Any]] = field(default_factory=list)
-    #: Set once the run completed and its webhook (if any) was attempted.
-    settled: threading.Event = field(default_factory=threading.Event)
 
     def api(self, base_url: str) -> dict[str, Any]:
         name = self.repo.full_name
@@ -148,6 +161,7 @@ class GitHubEmulator(EmulatorServer):
     """The local GitHub. ``with GitHubEmulator(...) as gh: gh.url`` is the API base URL."""
 
     provider = "github"
+    oidc_profile = oidc.GITHUB
     server_version = "GitHubEmulator/1"
     spec = "github"
     # GitHub answers a body or parameter its schema refuses with 422 "Invalid request".
@@ -169,19 +183,26 @@ class GitHubEmulator(EmulatorServer):
         self.legacy_dispatch = False
         self._repos: dict[str, _Repo] = {}
         self._orgs: dict[str, _Org] = {}
-        self._runs: dict[int, _Run] = {}
+        self._runs = RunStore[_Run](self._lock, ids=itertools.count(22_000_000_001).__next__)
         self._ids = itertools.count(1001)
-        self._run_ids = itertools.count(22_000_000_001)
         self._reset_at = int(time.time()) + 3600
         self._limits = _Limits()
+        #: Requests refused by each rate limit since ``limit_rates`` ("primary", "secondary", "points").
+        self.rate_limited: Counter[str] = Counter()
+        #: GitHub Apps: ``apps.add_app()`` → private PEM, ``apps.install(...)``, App JWTs and installation tokens.
+        self.apps = GitHubApps(self)
+        self.apps.register_routes()
         owner_repo = r"/repos/([^/]+)/([^/]+)"
         self.route("GET", owner_repo, self._get_repo)
         self.route("GET", rf"{owner_repo}/actions/secrets/public-key", self._get_repo_key)
         self.route("PUT", rf"{owner_repo}/actions/secrets/([^/]+)", self._put_repo_secret)
+        self.route("DELETE", rf"{owner_repo}/actions/secrets/([^/]+)", self._delete_repo_secret)
         self.route("GET", rf"{owner_repo}/environments/([^/]+)/secrets/public-key", self._get_env_key)
         self.route("PUT", rf"{owner_repo}/environments/([^/]+)/secrets/([^/]+)", self._put_env_secret)
+        self.route("DELETE", rf"{owner_repo}/environments/([^/]+)/secrets/([^/]+)", self._delete_env_secret)
         self.route("GET", r"/orgs/([^/]+)/actions/secrets/public-key", self._get_org_key)
         self.route("PUT", r"/orgs/([^/]+)/actions/secrets/([^/]+)", self._put_org_secret)
+        self.route("DELETE", r"/orgs/([^/]+)/actions/secrets/([^/]+)", self._delete_org_secret)
         self.route("POST", rf"{owner_repo}/actions/workflows/([^/]+)/dispatches", self._dispatch_workflow)
         self.route("GET", rf"{owner_repo}/actions/workflows/([^/]+)/runs", self._list_runs)
         self.route("GET", rf"{owner_repo}/actions/runs/(\d+)", self._get_run)
@@ -222,12 +243,21 @@ class GitHubEmulator(EmulatorServer):
             self._limits = _Limits()
 
     def limit_rates(self, *, primary: int | None = None, window_seconds: float = 3600.0,
-                    secondary_per_minute: int | None = None, secondary_retry_after: float | None = None) -> None:
+                    secondary_per_minute: int | None = None, secondary_retry_after: float | None = None,
+                    secondary_per_hour: int | None = None, points_per_minute: int | None = None) -> None:
         """Enforce GitHub's primary limit (``primary`` requests per ``window_seconds``) and/or its secondary
-        limit on content-creating requests (``secondary_per_minute``), counted from now."""
+        limits on content-creating requests (``secondary_per_minute``, ``secondary_per_hour``) and points
+        (``points_per_minute``), counted from now on the simulated clock (``_sim_time``)."""
         with self._lock:
             self._limits = _Limits(primary, window_seconds, secondary_per_minute, secondary_retry_after,
-                                   reset_at=time.time() + window_seconds)
+                                   reset_at=_sim_time() + window_seconds, secondary_per_hour=secondary_per_hour,
+                                   points_per_minute=points_per_minute)
+            self.rate_limited.clear()
+
+    def limit_rates_as_documented(self) -> None:
+        """GitHub.com's limits for one token, as its REST documentation gives them (``_DOCS``)."""
+        self.limit_rates(primary=_RATE_LIMIT, secondary_per_minute=80, secondary_per_hour=500,
+                         points_per_minute=900)
 
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
@@ -251,15 +281,11 @@ class GitHubEmulator(EmulatorServer):
     def runs(self, repo: str) -> list[dict[str, Any]]:
         """Every run of ``repo``, oldest first, as the API shows it plus the build's masked ``log``."""
         with self._lock:
-            target = self._known(repo)
-            return [{**run.api(self.url), "log": run.log} for run in self._runs.values() if run.repo is target]
+            return [{**run.api(self.url), "log": run.log} for run in self._runs.of(self._project_key(repo))]
 
     def wait_for_run(self, run_id: int | str, timeout: float) -> dict[str, Any]:
         """Wait until the run completed and its webhook (if any) was sent; its API view."""
-        with self._lock:
-            run = self._runs[int(run_id)]
-        if not run.settled.wait(timeout):
-            raise TimeoutError(f"run {run_id} still {run.status} after {timeout}s")
+        run = self._runs.wait(int(run_id), timeout)
         with self._lock:
             return {**run.api(self.url), "log": run.log}
 
@@ -267,7 +293,7 @@ class GitHubEmulator(EmulatorServer):
         """Run the build now with the current effective secrets; no run record, no webhook."""
         with self._lock:
             env = self._effective_secrets(self._known(repo), environment)
-        return self._run_job(env).passed
+        return self._run_job(env, project=repo).passed
 
     # -- request handling ---------------------------------------------------------------------------
 
@@ -285,7 +311,11 @@ class GitHubEmulator(EmulatorServer):
         scheme, _, given = (headers.get("Authorization") or "").partition(" ")
         if not given:
             return Reply(401, {"message": "Requires authentication"})
-        if scheme.lower() not in ("bearer", "token") or not self._token_ok(given):
+        if self.apps.owns(request, given):  # an App JWT or installation token: its own rules
+            refused = self.apps.refuse(request, given)
+            if refused is not None:
+                return refused
+        elif scheme.lower() not in ("bearer", "token") or not self._token_ok(given):
             return Reply(401, {"message": "Bad credentials"})
         version = headers.get("X-GitHub-Api-Version")
         if version and version not in API_VERSIONS:
@@ -295,22 +325,35 @@ class GitHubEmulator(EmulatorServer):
     def _over_limit(self, method: str) -> Reply | None:
         """The primary limit, then the secondary limit on content-creating requests, as GitHub answers them."""
         with self._lock:
-            limits, now = self._limits, time.time()
+            limits, now = self._limits, _sim_time()
             if limits.primary is not None:
                 if now >= limits.reset_at:
                     limits.used, limits.reset_at = 0, now + limits.window_seconds
                 if limits.used >= limits.primary:
+                    self.rate_limited["primary"] += 1
                     return Reply(403, {"message": "API rate limit exceeded for user ID 1.", "documentation_url": _DOCS},
                                  {"x-ratelimit-remaining": "0", "x-ratelimit-used": str(limits.used)})
                 limits.used += 1
-            if limits.secondary_per_minute is not None and method in _CONTENT_CREATING:
-                limits.recent_writes = [t for t in limits.recent_writes if now - t < 60]
-                if len(limits.recent_writes) >= limits.secondary_per_minute:
-                    headers = {} if limits.secondary_retry_after is None else {
-                        "retry-after": f"{limits.secondary_retry_after:g}"}
-                    return Reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few "
-                                                  "minutes before you try again.", "documentation_url": _DOCS},
-                                 headers)
+            secondary = Reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few "
+                                               "minutes before you try again.", "documentation_url": _DOCS},
+                              {} if limits.secondary_retry_after is None else {
+                                  "retry-after": f"{limits.secondary_retry_after:g}"})
+            if limits.points_per_minute is not None:
+                points = 5 if method in _CONTENT_CREATING else 1
+                limits.recent_points = [(t, p) for t, p in limits.recent_points if now - t < 60]
+                if sum(p for _, p in limits.recent_points) + points > limits.points_per_minute:
+                    self.rate_limited["points"] += 1
+                    return secondary
+                limits.recent_points.append((now, points))
+            writes_limited = limits.secondary_per_minute is not None or limits.secondary_per_hour is not None
+            if writes_limited and method in _CONTENT_CREATING:
+                limits.recent_writes = [t for t in limits.recent_writes if now - t < 3600]
+                last_minute = sum(1 for t in limits.recent_writes if now - t < 60)
+                if (limits.secondary_per_minute is not None and last_minute >= limits.secondary_per_minute) or (
+                        limits.secondary_per_hour is not None
+                        and len(limits.recent_writes) >= limits.secondary_per_hour):
+                    self.rate_limited["secondary"] += 1
+                    return secondary
                 limits.recent_writes.append(now)
         return None
 
@@ -318,7 +361,9 @@ class GitHubEmulator(EmulatorServer):
         with self._lock:
             limits = self._limits
             if limits.primary is not None:
-                limit, used, reset = limits.primary, min(limits.used, limits.primary), int(limits.reset_at)
+                # The reset as the client's wall clock reads it: the window runs on the simulated clock.
+                limit, used = limits.primary, min(limits.used, limits.primary)
+                reset = int(limits.reset_at - sim_clock.skipped())
             else:
                 limit, used, reset = _RATE_LIMIT, min(self._requests, _RATE_LIMIT), self._reset_at
         return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(limit - used),
@@ -365,6 +410,25 @@ class GitHubEmulator(EmulatorServer):
             org.access[secret.upper()] = (visibility, frozenset(selected))
             return reply
 
+    # Deleting a secret answers 204 (https://docs.github.com/rest/actions/secrets#delete-a-repository-secret,
+    # #delete-an-environment-secret, #delete-an-organization-secret); one that does not exist answers 404
+    # "Not Found" like any missing resource (what `gh secret delete` reports), which the docs do not list.
+
+    def _delete_repo_secret(self, _: Request, owner: str, name: str, secret: str) -> Reply:
+        with self._lock:
+            return _remove_secret(self._repo(f"{owner}/{name}").store, secret)
+
+    def _delete_env_secret(self, _: Request, owner: str, name: str, env: str, secret: str) -> Reply:
+        with self._lock:
+            return _remove_secret(self._environment(f"{owner}/{name}", env), secret)
+
+    def _delete_org_secret(self, _: Request, org_name: str, secret: str) -> Reply:
+        with self._lock:
+            org = self._org(org_name)
+            reply = _remove_secret(org.store, secret)
+            org.access.pop(secret.upper(), None)
+            return reply
+
     def _dispatch_workflow(self, request: Request, owner: str, name: str, workflow: str) -> Reply:
         body = request.json_object()
         ref, inputs = body.get("ref"), body.get("inputs", {})
@@ -392,8 +456,7 @@ class GitHubEmulator(EmulatorServer):
             repo = self._repo(f"{owner}/{name}")
             if workflow not in repo.workflows:
                 raise ApiError(404, "Not Found")
-            runs = [run.api(self.url) for run in self._runs.values()
-                    if run.repo is repo and run.workflow == workflow]
+            runs = [run.api(self.url) for run in self._runs.of(repo.full_name.lower()) if run.workflow == workflow]
         runs = [r for r in runs if _run_matches(r, query)]
         runs.reverse()  # newest first, as GitHub lists them
         per_page = min(int(query.get("per_page", "30")), 100)
@@ -402,7 +465,7 @@ class GitHubEmulator(EmulatorServer):
     def _get_run(self, _: Request, owner: str, name: str, run_id: str) -> Reply:
         with self._lock:
             repo = self._repo(f"{owner}/{name}")
-            run = self._runs.get(int(run_id))
+            run = self._runs.find(int(run_id))
             if run is None or run.repo is not repo:
                 raise ApiError(404, "Not Found")
             return Reply(200, run.api(self.url))
@@ -424,7 +487,7 @@ class GitHubEmulator(EmulatorServer):
     def _run_of(self, owner: str, name: str, run_id: str) -> _Run:
         with self._lock:
             repo = self._repo(f"{owner}/{name}")
-            run = self._runs.get(int(run_id))
+            run = self._runs.find(int(run_id))
             if run is None or run.repo is not repo:
                 raise ApiError(404, "Not Found")
             return run
@@ -488,31 +551,26 @@ class GitHubEmulator(EmulatorServer):
     # -- runs ---------------------------------------------------------------------------------------
 
     def _start_run(self, repo: _Repo, workflow: str, ref: str, nonce: str | None) -> _Run:
-        run = _Run(next(self._run_ids), repo, workflow, ref, nonce)
-        self._runs[run.id] = run
-        mode = self._take_build_mode(self._project_key(repo.full_name))
-        self._spawn(self._execute, f"run-{run.id}", run, mode)
+        key = repo.full_name.lower()
+        run = self._runs.create(key, lambda run_id, _: _Run(run_id, repo, workflow, ref, nonce),
+                                inputs={"nonce": nonce or ""})
+        self._spawn(self._execute, f"run-{run.id}", run, self._take_build_mode(key))
         return run
 
-    def _execute(self, run: _Run, mode: str) -> None:
+    def _execute(self, run: _Run, mode: BuildMode) -> None:
         with self._lock:
             # Secrets are read when the job starts, as on GitHub.
             env = self._effective_secrets(run.repo, run.repo.workflows[run.workflow])
-            run.status, run.run_started_at, run.updated_at = "in_progress", _now(), _now()
-        if mode == "hang":
+            self._runs.update(run, status="in_progress", run_started_at=_now(), updated_at=_now())
+        result = self._build_outcome(mode, env, inputs=self._runs.inputs_of(run), project=run.repo.full_name)
+        if result is None:
             return
-        if mode == "fail":
-            conclusion, output = "failure", "verify: step exited 1 (injected failure)\n"
-        else:
-            result = self._run_job(env, inputs={"nonce": run.nonce or ""})
-            conclusion, output = _conclusion(result), result.log
-        with self._lock:
-            run.status, run.conclusion, run.log, run.updated_at = "completed", conclusion, output, _now()
-            run.annotations = _annotations(output)
+        self._runs.update(run, status="completed", conclusion=_conclusion(result), log=result.log,
+                          updated_at=_now(), annotations=_annotations(result.log))
         try:
             self._send_workflow_run(run)
         finally:
-            run.settled.set()
+            self._runs.settle(run)
 
     # -- webhooks -----------------------------------------------------------------------------------
 
@@ -551,6 +609,12 @@ def _annotations(log: str) -> list[dict[str, Any]]:
     return [{"path": ".github", "start_line": 1, "end_line": 1, "annotation_level": levels[level],
              "title": title or "", "message": message.strip(), "raw_details": None}
             for level, title, message in _NOTICE.findall(log)]
+
+
+def _remove_secret(store: _SecretStore, name: str) -> Reply:
+    if store.values.pop(name.upper(), None) is None:  # names are case-insensitive, stored upper-case
+        raise ApiError(404, "Not Found")
+    return Reply(204)
 
 
 def _conclusion(result: BuildResult) -> str:

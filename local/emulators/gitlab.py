@@ -28,14 +28,15 @@ import itertools
 import json
 import os
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
+from local import oidc
+from local.emulators._runs import RunStore
+from local.emulators._server import ApiError, BuildMode, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
 
 API = "/api/v4"
@@ -98,7 +99,6 @@ class _Project:
     job_environment: str | None
     variables: list[_Variable] = field(default_factory=list)
     trigger_tokens: set[str] = field(default_factory=set)
-    iids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     #: ``workflow: name:`` of its .gitlab-ci.yml, with ``$[[ inputs.x ]]`` interpolated; None: unnamed.
     pipeline_name: str | None = "verify-$[[ inputs.nonce ]]"
 
@@ -121,8 +121,6 @@ class _Pipeline:
     started_at: str | None = None
     finished_at: str | None = None
     log: str = ""
-    #: Set once the pipeline finished and its webhook (if any) was attempted.
-    settled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def sha(self) -> str:
@@ -145,6 +143,7 @@ class GitLabEmulator(EmulatorServer):
     """The local GitLab. ``with GitLabEmulator(...) as gl: gl.api_url`` is the API base (``/api/v4``)."""
 
     provider = "gitlab"
+    oidc_profile = oidc.GITLAB
     server_version = "GitLabEmulator/1"
 
     def __init__(
@@ -172,9 +171,8 @@ class GitLabEmulator(EmulatorServer):
         self._hook_uuid = str(uuid.uuid4())
         self._projects: dict[str, _Project] = {}
         self._groups: dict[str, _Group] = {}
-        self._pipelines: dict[int, _Pipeline] = {}
+        self._pipelines = RunStore[_Pipeline](self._lock, ids=itertools.count(61_000_001).__next__)
         self._ids = itertools.count(101)
-        self._pipeline_ids = itertools.count(61_000_001)
         self._window = (0, 0)
         for kind in ("projects", "groups"):
             owner = rf"{API}/({kind})/{_ID}"
@@ -182,6 +180,7 @@ class GitLabEmulator(EmulatorServer):
             self.route("GET", rf"{owner}/variables", self._list_variables)
             self.route("PUT", rf"{owner}/variables/([^/]+)", self._update_variable)
             self.route("GET", rf"{owner}/variables/([^/]+)", self._get_variable)
+            self.route("DELETE", rf"{owner}/variables/([^/]+)", self._delete_variable)
         self.route("POST", rf"{API}/projects/{_ID}/pipeline", self._create_pipeline)
         self.route("POST", rf"{API}/projects/{_ID}/trigger/pipeline", self._trigger_pipeline, auth=False)
         self.route("GET", rf"{API}/projects/{_ID}/pipelines/(\d+)", self._get_pipeline)
@@ -241,7 +240,7 @@ class GitLabEmulator(EmulatorServer):
         """Run the job now with the variables a pipeline on ``ref`` would see; no pipeline, no webhook."""
         with self._lock:
             env, masked = self._job_variables(self._known(project), ref)
-        return self._run_job(env, mask=masked).passed
+        return self._run_job(env, mask=masked, project=project).passed
 
     # -- introspection ------------------------------------------------------------------------------
 
@@ -264,15 +263,11 @@ class GitLabEmulator(EmulatorServer):
     def pipelines(self, project: str) -> list[dict[str, Any]]:
         """Every pipeline of ``project``, oldest first, as the API shows it plus the job's masked ``log``."""
         with self._lock:
-            target = self._known(project)
-            return [{**p.api(self.url), "log": p.log} for p in self._pipelines.values() if p.project is target]
+            return [{**p.api(self.url), "log": p.log} for p in self._pipelines.of(self._project_key(project))]
 
     def wait_for_pipeline(self, pipeline_id: int | str, timeout: float) -> dict[str, Any]:
         """Wait until the pipeline finished and its webhook (if any) was sent; its API view."""
-        with self._lock:
-            pipeline = self._pipelines[int(pipeline_id)]
-        if not pipeline.settled.wait(timeout):
-            raise TimeoutError(f"pipeline {pipeline_id} still {pipeline.status} after {timeout}s")
+        pipeline = self._pipelines.wait(int(pipeline_id), timeout)
         with self._lock:
             return {**pipeline.api(self.url), "log": pipeline.log}
 
@@ -380,6 +375,22 @@ class GitLabEmulator(EmulatorServer):
             scope = _bracketed(dict(request.query), "filter").get("environment_scope")
             return Reply(200, _one_variable(owner.variables, key, scope).api())
 
+    def _delete_variable(self, request: Request, kind: str, ident: str, key: str) -> Reply:
+        """204; the key in the filtered scope only, with no key-only fallback (``find_variable`` in
+        lib/api/project_variables.rb and group_variables.rb; https://docs.gitlab.com/api/project_level_variables/
+        #delete-a-variable, https://docs.gitlab.com/api/group_level_variables/#remove-variable): 404
+        "Variable Not Found" / "GroupVariable Not Found" when absent, 409 when several match."""
+        scope = _bracketed(_params(request), "filter").get("environment_scope")
+        with self._lock:
+            owner = self._owner(kind, ident)
+            matches = [v for v in owner.variables if v.key == key and (scope is None or v.environment_scope == scope)]
+            if not matches:
+                raise ApiError(404, "404 GroupVariable Not Found" if kind == "groups" else "404 Variable Not Found")
+            if len(matches) > 1:
+                raise ApiError(409, _MULTIPLE)
+            owner.variables.remove(matches[0])
+            return Reply(204)
+
     def _owner(self, kind: str, ident: str) -> _Project | _Group:
         if kind == "projects":
             return self._project(ident)
@@ -421,8 +432,10 @@ class GitLabEmulator(EmulatorServer):
         for key, value in _bracketed(params, "inputs").items():
             name = name.replace(f"$[[ inputs.{key} ]]", str(value)) if name else name
         name = None if name and "$[[" in name else name
-        pipeline = _Pipeline(next(self._pipeline_ids), next(project.iids), project, ref, source, name)
-        self._pipelines[pipeline.id] = pipeline
+        inputs = {str(k): str(v) for k, v in _bracketed(params, "inputs").items()}
+        pipeline = self._pipelines.create(
+            project.path.lower(), lambda pipeline_id, iid: _Pipeline(pipeline_id, iid, project, ref, source, name),
+            inputs=inputs)
         mode = self._take_build_mode(project.path.lower())
         self._spawn(self._execute, f"pipeline-{pipeline.id}", pipeline, mode)
         return Reply(201, pipeline.api(self.url))
@@ -431,37 +444,33 @@ class GitLabEmulator(EmulatorServer):
         wanted = {k: request.query[k] for k in ("name", "ref", "source") if k in request.query}
         with self._lock:
             project = self._project(ident)
-            found = [p.api(self.url) for p in sorted(self._pipelines.values(), key=lambda p: -p.id)
-                     if p.project is project and all(getattr(p, k) == v for k, v in wanted.items())]
+            found = [p.api(self.url) for p in reversed(self._pipelines.of(project.path.lower()))
+                     if all(getattr(p, k) == v for k, v in wanted.items())]
         return Reply(200, found[:100])
 
     def _get_pipeline(self, _: Request, ident: str, pipeline_id: str) -> Reply:
         with self._lock:
             project = self._project(ident)
-            pipeline = self._pipelines.get(int(pipeline_id))
+            pipeline = self._pipelines.find(int(pipeline_id))
             if pipeline is None or pipeline.project is not project:
                 raise ApiError(404, "404 Not found")
             return Reply(200, pipeline.api(self.url))
 
-    def _execute(self, pipeline: _Pipeline, mode: str) -> None:
+    def _execute(self, pipeline: _Pipeline, mode: BuildMode) -> None:
         with self._lock:
             # Variables are read when the job starts, as on GitLab.
             env, masked = self._job_variables(pipeline.project, pipeline.ref)
-            pipeline.status, pipeline.started_at, pipeline.updated_at = "running", utc_now(), utc_now()
-        if mode == "hang":
+            self._pipelines.update(pipeline, status="running", started_at=utc_now(), updated_at=utc_now())
+        result = self._build_outcome(mode, env, mask=masked, project=pipeline.project.path)
+        if result is None:
             return
-        if mode == "fail":
-            status, output = "failed", "verify: job exited 1 (injected failure)\n"
-        else:
-            result = self._run_job(env, mask=masked)
-            status, output = ("success" if result.passed else "failed"), result.log
-        with self._lock:
-            pipeline.status, pipeline.log = status, output
-            pipeline.finished_at = pipeline.updated_at = utc_now()
+        now = utc_now()
+        self._pipelines.update(pipeline, status="success" if result.passed else "failed", log=result.log,
+                               finished_at=now, updated_at=now)
         try:
             self._send_pipeline_hook(pipeline)
         finally:
-            pipeline.settled.set()
+            self._pipelines.settle(pipeline)
 
     def _job_variables(self, project: _Project, ref: str) -> tuple[dict[str, str], list[str]]:
         """(environment, values to mask) of a job on ``ref``: group variables first (outer groups first),

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from local.emulators._runs import RunStore
 from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
 
@@ -57,7 +58,6 @@ class _Repo:
     env_vars: dict[str, _EnvVar] = field(default_factory=dict)
     #: Monotonic times of API-triggered requests, for the hourly limit.
     request_times: deque[float] = field(default_factory=deque)
-    build_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def api(self) -> dict[str, Any]:
         owner, name = self.slug.split("/", 1)
@@ -110,6 +110,8 @@ class TravisEmulator(EmulatorServer):
     """The local Travis CI. ``with TravisEmulator(...) as travis: travis.url`` is the API base URL."""
 
     provider = "travis"
+    #: Travis CI issues no OIDC ID tokens: its targets stay on access keys (docs/oidc.md).
+    oidc_profile = None
     server_version = "TravisEmulator/1"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -122,12 +124,11 @@ class TravisEmulator(EmulatorServer):
         #: Seconds between a request's 202 and its build appearing (Travis builds asynchronously).
         self.build_delay = 0.0
         self._repos: dict[str, _Repo] = {}
-        self._requests_by_id: dict[int, _TravisRequest] = {}
-        self._builds: dict[int, _Build] = {}
+        # A request (what the API call creates) and its build (what the gatekeeper approves) are both runs.
+        self._requests_by_id = RunStore[_TravisRequest](self._lock, ids=itertools.count(600_000_001).__next__)
+        self._builds = RunStore[_Build](self._lock, ids=itertools.count(900_000_001).__next__)
         self._reject_next: dict[str, int] = {}
         self._repo_ids = itertools.count(31_000_001)
-        self._request_ids = itertools.count(600_000_001)
-        self._build_ids = itertools.count(900_000_001)
         self.route("GET", r"/config", self._get_config, auth=False)
         self.route("GET", rf"/repo/{_SLUG}", self._get_repo)
         self.route("GET", rf"/repo/{_SLUG}/env_vars", self._list_env_vars)
@@ -177,12 +178,11 @@ class TravisEmulator(EmulatorServer):
     def requests(self, slug: str) -> list[dict[str, Any]]:
         """Every request of ``slug``, oldest first, as ``request#find`` shows it."""
         with self._lock:
-            repo = self._known(slug)
-            return [r.api() for r in self._requests_by_id.values() if r.repo is repo]
+            return [r.api() for r in self._requests_by_id.of(self._project_key(slug))]
 
     def build_log(self, build_id: int | str) -> str:
         with self._lock:
-            return self._builds[int(build_id)].log
+            return self._builds.get(int(build_id)).log
 
     def reset_faults(self) -> None:
         super().reset_faults()
@@ -316,9 +316,10 @@ class TravisEmulator(EmulatorServer):
                                      "error_message": "cannot create requests on an inactive repository"})
             remaining = self._take_request_slot(repo)
             branch = str(fields.get("branch") or "main")
-            created = _TravisRequest(next(self._request_ids), repo, branch, str(fields.get("message") or ""),
-                                     config)
-            self._requests_by_id[created.id] = created
+            created = self._requests_by_id.create(
+                repo.slug.lower(),
+                lambda request_id, _: _TravisRequest(request_id, repo, branch, str(fields.get("message") or ""),
+                                                     config))
             rejected = self._take(self._reject_next, repo.slug.lower())
         self._spawn(self._process_request, f"travis-request-{created.id}", created, rejected)
         owner, name = repo.slug.split("/", 1)
@@ -340,14 +341,14 @@ class TravisEmulator(EmulatorServer):
                 from None
         with self._lock:
             repo = self._repo(slug)
-            found = [r.api() for r in sorted(self._requests_by_id.values(), key=lambda r: -r.id) if r.repo is repo]
+            found = [r.api() for r in reversed(self._requests_by_id.of(repo.slug.lower()))]
         return Reply(200, {"@type": "requests", "@representation": "standard", "requests": found[offset:offset + limit],
                            "@pagination": {"limit": limit, "offset": offset, "count": len(found)}})
 
     def _get_request(self, _: Request, slug: str, request_id: str) -> Reply:
         with self._lock:
             repo = self._repo(slug)
-            found = self._requests_by_id.get(int(request_id))
+            found = self._requests_by_id.find(int(request_id))
             if found is None or found.repo is not repo:
                 raise ApiError(404, {"error_type": "not_found", "error_message": "request not found",
                                      "resource_type": "request"})
@@ -355,7 +356,7 @@ class TravisEmulator(EmulatorServer):
 
     def _get_build(self, _: Request, build_id: str) -> Reply:
         with self._lock:
-            build = self._builds.get(int(build_id))
+            build = self._builds.find(int(build_id))
             if build is None:
                 raise ApiError(404, {"error_type": "not_found", "error_message": "build not found",
                                      "resource_type": "build"})
@@ -378,29 +379,29 @@ class TravisEmulator(EmulatorServer):
         if self.build_delay:
             time.sleep(self.build_delay)
         with self._lock:
-            request.state = "finished"
             if rejected:
-                request.result = "rejected"
+                self._requests_by_id.update(request, state="finished", result="rejected")
+                self._requests_by_id.settle(request)
                 return
-            request.result = "approved"
+            self._requests_by_id.update(request, state="finished", result="approved")
             repo = request.repo
-            build = _Build(next(self._build_ids), str(next(repo.build_numbers)), repo, request.id,
-                           request.branch, request.message)
+            build = self._builds.create(
+                repo.slug.lower(), lambda build_id, number: _Build(build_id, str(number), repo, request.id,
+                                                                   request.branch, request.message))
             request.builds.append(build)
-            self._builds[build.id] = build
             mode = self._take_build_mode(repo.slug.lower())
             # Variables are read when the job starts, as on Travis.
             env, mask = self._build_env(repo, build.branch), self._private_values(repo)
-            build.state, build.started_at = "started", utc_now()
-        if mode == "hang":
+            self._builds.update(build, state="started", started_at=utc_now())
+        result = self._build_outcome(mode, env, mask=mask)
+        if result is None:
             return
-        if mode == "fail":
-            state, output = _FAILED, "verify: step exited 1 (injected failure)\n"
-        else:
-            result = self._run_job(env, mask=mask)
-            state = _PASSED if result.passed else ("errored" if result.timed_out else _FAILED)
-            output = result.log
-        self._finish(build, state, output)
+        try:
+            self._finish(build, _PASSED if result.passed else ("errored" if result.timed_out else _FAILED),
+                         result.log)
+        finally:
+            self._builds.settle(build)
+            self._requests_by_id.settle(request)
 
     def _finish(self, build: _Build, state: str, output: str) -> None:
         """End the build and record its webhook in one step, so a client that sees the final state
@@ -417,23 +418,14 @@ class TravisEmulator(EmulatorServer):
         }
         with self._lock:
             build.state, build.finished_at, build.log = state, finished_at, output
-            record = self._record_delivery(headers, body)
-        if record is not None:
-            record["status"] = self._post_webhook(headers, body)
+            # Travis sends no delivery id; the record's own id names it for redeliver().
+            record = self._record_delivery(str(uuid.uuid4()), headers, body)
+        self._send_delivery(record)
 
     def _sign(self, payload: str) -> str:
         """travis-tasks: base64 RSA PKCS#1 v1.5 signature over SHA-1 of the payload field's value."""
         signature = self._signing_key.sign(payload.encode(), padding.PKCS1v15(), hashes.SHA1())  # noqa: S303
         return base64.b64encode(signature).decode()
-
-    def _record_delivery(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
-        # _server._deliver records and posts in one call; here the record must join the state change.
-        if not self.webhook_url or self.drop_webhooks:
-            return None
-        record: dict[str, Any] = {"id": str(uuid.uuid4()), "headers": dict(headers), "body": body,
-                                  "status": None}
-        self._deliveries.append(record)
-        return record
 
     def _webhook_payload(self, build: _Build, state: str, finished_at: str) -> str:
         """travis-tasks' webhook payload (``payload.rb``), serialised once: the signature covers these bytes."""
