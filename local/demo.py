@@ -41,6 +41,10 @@ POLL_SECONDS = 0.2
 
 PLATFORM_USER = "ci-platform"
 PLATFORM_PROJECTS = ["acme/platform", "gitlab:acme/platform"]
+#: The graduation scenario's user: one GitHub and one GitLab pipeline that move to OIDC federation.
+RELEASE_USER = "ci-release"
+RELEASE_PROJECTS = ["acme/release", "gitlab:acme/release"]
+GRADUATE_ASL_PATH = ASL_PATH.with_name("graduate.asl.json")
 
 
 @dataclass
@@ -177,6 +181,10 @@ SCENARIOS = [
 ]
 
 
+#: Runs after the rotations, on the graduation state machine (statemachine/graduate.asl.json): its own graph.
+GRADUATION = "graduate-to-oidc"
+GRADUATION_TITLE = ("A user with a GitHub and a GitLab pipeline graduates to OIDC federation: zero keys left, both "
+                    "CIs build through OIDC, another repository's token is refused")
 #: The last scenario: not a rotation, so it has no execution in the page's graph.
 AUDIT = "audit"
 AUDIT_TITLE = "Someone creates a key for a managed CI user by hand: the audit reports it, the rotator's own changes are not"
@@ -184,7 +192,7 @@ AUDIT_TITLE = "Someone creates a key for a managed CI user by hand: the audit re
 
 def scenario_names() -> list[str]:
     """Every scenario the demo runs, in order (the README's table must list exactly these)."""
-    return [s.name for s in SCENARIOS] + [AUDIT]
+    return [s.name for s in SCENARIOS] + [GRADUATION, AUDIT]
 
 
 def _key_status(world: World, user: str, key_id: str | None) -> str | None:
@@ -238,6 +246,10 @@ def _waited(history: list[dict[str, Any]], wait_state: str) -> float:
 
 def load_asl() -> dict[str, Any]:
     return json.loads(ASL_PATH.read_text())
+
+
+def load_graduate_asl() -> dict[str, Any]:
+    return json.loads(GRADUATE_ASL_PATH.read_text())
 
 
 def run_scenario(world: World, scenario: Scenario, out: Path) -> dict[str, Any]:
@@ -336,6 +348,190 @@ def _containment(runtime: LocalRuntime, name: str, leaked: str) -> dict[str, Any
     }
 
 
+#: The CI variables a key-based pipeline reads; a graduated one holds neither.
+KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def _unsigned_sts(runtime: LocalRuntime) -> Any:
+    """AssumeRoleWithWebIdentity is unsigned: the ID token is the only credential."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    return boto3.client("sts", endpoint_url=runtime.endpoint, region_name="us-east-1",
+                        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}))
+
+
+def _trust_check(world: World, user: str, project: str, role_arn: str) -> dict[str, str]:
+    """The graduated role tried with this pipeline's own ID token (the control: it must be accepted) and with
+    one of another project on the same CI (same issuer and audience, another ``sub``: the trust must refuse it).
+    The sessions' credentials are dropped unseen (the leak scan still looks for them)."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.federation import Federation, federation_for
+
+    provider, name = split(project)
+    target = next(t for t in get_deps().config.user(user).targets if t.id == target_id(project))
+    federation = federation_for(target)
+    if not isinstance(federation, Federation):
+        return {"own_token": f"not federated: {federation.reason}", "foreign_token": "not tried"}
+    emulator = world.emulator(provider)
+    other = f"{name}-fork"
+    emulator.add_project(other)
+    sts = _unsigned_sts(world.runtime)
+
+    def attempt(token: str) -> str:
+        try:
+            sts.assume_role_with_web_identity(RoleArn=role_arn, RoleSessionName="demo-trust-check",
+                                              WebIdentityToken=token, DurationSeconds=900)
+            return "accepted"
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+
+    return {"own_token": attempt(emulator.mint_id_token(name, federation.audience)),
+            "foreign_project": other,
+            "foreign_token": attempt(emulator.mint_id_token(other, federation.audience))}
+
+
+def _ci_auth(world: World, user: str, project: str) -> str:
+    """``oidc`` when the graduation is recorded, the CI holds no key variable and holds the recorded role's ARN;
+    else ``keys``."""
+    from chalicelib.federation import ROLE_ARN_VARIABLE
+
+    provider, name = split(project)
+    emulator = world.emulator(provider)
+    record = get_deps().ledger.graduations(user).get(target_id(project)) or {}
+    holds_key = any(emulator.held_value(name, variable) is not None for variable in KEY_VARIABLES)
+    federated = bool(record.get("role_arn")) and emulator.held_value(name, ROLE_ARN_VARIABLE) == record["role_arn"]
+    return "oidc" if federated and not holds_key else "keys"
+
+
+def run_graduation_scenario(world: World, out: Path, user: str = RELEASE_USER,
+                            projects: tuple[str, ...] = tuple(RELEASE_PROJECTS)) -> dict[str, Any]:
+    """``user`` (ci-release) deploys from GitHub and GitLab with a key; both repositories commit the OIDC
+    verification file, then ``ci-key-rotator graduate`` moves each target to federation, one execution of
+    statemachine/graduate.asl.json per target (the CLI's own start function); the last one retires the key."""
+    from chalicelib.errors import RotatorError
+    from chalicelib.graduation import target_verdicts
+    from chalicelib.workflow.graduate_plan import choose
+    from cli.graduate import graduation_lines, start
+
+    runtime = world.runtime
+    before = len(runtime.alerts())
+    print()
+    say(f"■ {GRADUATION}: {GRADUATION_TITLE}", indent="")
+    for provider in {split(p)[0] for p in projects}:
+        # Normal service again: the injected 403s of multi-provider-partial-failure may not all be used up.
+        world.emulator(provider).reset_faults()
+    world.add_user(user, list(projects))
+    # Graduation restores the key from the escrow if the switch fails: a hand-made key is adopted first.
+    adopted = world.start_rotation(user, rotation_id=f"{GRADUATION}-setup-{int(time.time())}")
+    world.runtime.wait(adopted.execution_arn, timeout=300)
+    old_key = next((k for k, s in world.key_statuses(user).items() if s == "Active"), None)
+    say(f"setup: {user} on {', '.join(projects)}, rotated once (adopted): key {old_key}, escrowed")
+    for project in projects:
+        provider, name = split(project)
+        world.emulator(provider).set_verify_variant(name, "oidc")
+    say("both repositories commit the OIDC verification file (templates/verify/<provider>/oidc/: GitHub with "
+        "permissions id-token: write, GitLab with id_tokens:)")
+    deps = get_deps()
+    print(f"  ci-key-rotator plan {user}:")
+    for line in graduation_lines(user, target_verdicts(deps, user)):
+        say(line.strip(), indent="    ")
+
+    graduate_asl = load_graduate_asl()
+    (out / "histories").mkdir(exist_ok=True)
+    for stale in (out / "histories").glob(f"{GRADUATION}-*.json"):  # an earlier run's: the page would show them
+        stale.unlink()
+    executions: list[dict[str, Any]] = []
+    for project in projects:
+        tid = target_id(project)
+        try:
+            choose(deps, user, tid)  # what the CLI refuses before it starts anything
+        except RotatorError as exc:
+            say(f"ci-key-rotator graduate {user} {tid}: refused: {exc}")
+            executions.append({"target_id": tid, "status": "REFUSED", "error": str(exc)})
+            break
+        gid, arn = start(deps, user, tid, f"make demo: {GRADUATION}")
+        say(f"ci-key-rotator graduate {user} {tid}: execution {arn.rsplit(':', 1)[-1]} started; live timeline:")
+        description = stream(runtime, arn, Timeline(graduate_asl, runtime.time_scale))
+        history = runtime.history(arn)
+        (out / "histories" / f"{GRADUATION}-{tid}.json").write_text(json.dumps(history, indent=1, default=str))
+        record = deps.ledger.rotation(user, gid) or {}
+        states = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+        executions.append({"target_id": tid, "execution_arn": arn, "status": description["status"],
+                           "states": states, "role_arn": record.get("role_arn"), "keys_left": record.get("keys_left")})
+        if description["status"] != "SUCCEEDED":
+            break
+
+    keys_now = world.key_statuses(user)
+    ci_auth = {target_id(p): _ci_auth(world, user, p) for p in projects}
+    graduations = deps.ledger.graduations(user)
+    targets = []
+    for project in projects:
+        tid = target_id(project)
+        role_arn = str((graduations.get(tid) or {}).get("role_arn") or "")
+        trust = _trust_check(world, user, project, role_arn) if role_arn else {"own_token": "no role",
+                                                                                "foreign_token": "no role"}
+        targets.append({"id": tid, "provider": split(project)[0], "ci_auth": ci_auth[tid], "role_arn": role_arn,
+                        "build_passes": world.run_build(project), "trust": trust})
+    alerts = [a for a in runtime.alerts()[before:] if a["message"].get("user") == user]
+    foreign_refused = bool(targets) and all(
+        t["trust"]["own_token"] == "accepted" and t["trust"]["foreign_token"] == "AccessDenied" for t in targets)
+    succeeded = len(executions) == len(projects) and all(e["status"] == "SUCCEEDED" for e in executions)
+    result = {
+        "name": GRADUATION,
+        "status": "SUCCEEDED" if succeeded else "FAILED",
+        "user": user,
+        "executions": executions,
+        "states": [state for e in executions for state in e.get("states", [])],
+        "transitions": sum(len(e.get("states", [])) for e in executions),
+        "old_key_id": old_key,
+        "key_status": {old_key: _key_status(world, user, old_key)} if old_key else {},
+        "keys_remaining": len(keys_now),
+        "ci_auth": ci_auth,
+        "ci_build_passes": all(t["build_passes"] for t in targets),
+        "foreign_token_refused": foreign_refused,
+        "targets": targets,
+        "alerts": [{"subject": a["subject"], "severity": a["severity"]} for a in alerts],
+    }
+    for target in targets:
+        verdict = "passes" if target["build_passes"] else "FAILS"
+        say(f"{target['provider']} target {target['id']}: {target['ci_auth']} (assumes {target['role_arn'] or '-'}); "
+            f"a build of its OIDC verification file {verdict}")
+        trust = target["trust"]
+        say(f"role trust: this pipeline's own ID token {trust['own_token']}; a token of "
+            f"{trust.get('foreign_project', 'another project')} {trust['foreign_token']}")
+    for alert in alerts:
+        print(f"  SNS [{alert['severity']}] {alert['subject']}")
+    statuses = ", ".join(f"{k} {v}" for k, v in result["key_status"].items())
+    say(f"{user}: {len(keys_now)} access key(s) left ({statuses})")
+    print(f"  ci-key-rotator status {user}: {_status_line(user)}")
+    return result
+
+
+def _status_line(user: str) -> str:
+    """The graduation line of ``ci-key-rotator status USER``, as the operator sees it."""
+    import contextlib
+    import io
+
+    from cli.__main__ import main as cli
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        code = cli(["status", user])
+    line = next((ln.strip() for ln in printed.getvalue().splitlines() if "graduated to OIDC" in ln), None)
+    return line or f"(no graduation line; exit {code})"
+
+
+def graduation_ok(result: dict[str, Any]) -> bool:
+    """Everything issue 15 promises of the scenario: both graduations succeeded, zero keys are left, both CIs
+    authenticate through OIDC and build, and the roles refuse another repository's token."""
+    return (result["status"] == "SUCCEEDED" and result["keys_remaining"] == 0 and bool(result["ci_auth"])
+            and all(v == "oidc" for v in result["ci_auth"].values()) and result["ci_build_passes"]
+            and result["foreign_token_refused"] is True)
+
+
 def run_audit_scenario(world: World) -> dict[str, Any]:
     """An out-of-band key change is reported; the rotator's own changes during the demo were not."""
     runtime = world.runtime
@@ -399,25 +595,30 @@ def main(argv: list[str] | None = None) -> int:
         print("       CloudTrail → EventBridge → audit Lambda on; Slack webhook sink on 127.0.0.1")
         runtime.enable_audit()
         scenarios = [run_scenario(world, scenario, out) for scenario in SCENARIOS]
+        # Before the audit, so that the audit also covers graduation's IAM calls (roles, provider, key).
+        graduation = run_graduation_scenario(world, out)
         audit = run_audit_scenario(world)
         # The access key id is stored as a CI secret too, but it is an id, not secret material.
         key_ids = {hand_made} | {k for u in world.users for k in get_deps().ledger.keys(u)}
         id_hashes = {hashlib.sha256(k.encode()).hexdigest() for k in key_ids if k}
-        secrets = [h for h in world.received_secret_sha256s() if h not in id_hashes]
-        report = {"scenarios": [*scenarios, audit], "secrets_sha256": secrets}
+        received = [h for h in world.received_secret_sha256s() if h not in id_hashes]
+        # Read before the runtime stops: moto's STS keeps the sessions only while it runs.
+        secrets = sorted(set(received) | issued_credential_sha256s())
+        report = {"scenarios": [*scenarios, graduation, audit], "secrets_sha256": secrets}
         (out / "slack-messages.json").write_text(json.dumps(runtime.slack.messages, indent=1))
         (out / "sns-messages.json").write_text(json.dumps(runtime.alerts(), indent=1, default=str))
         world.stop()
     (out / "report.json").write_text(json.dumps(report, indent=2))
     page = write_page(out)
     leaks = scan_for_secrets(out, report["secrets_sha256"])
-    print_summary(scenarios, audit)
+    print_summary(scenarios, audit, graduation)
     print(f"\nwrote {out}/report.json, histories/, handler-logs.jsonl, sns-messages.json, slack-messages.json")
     say(f"wrote {page}: the state machine graph with each scenario's path and timeline (open it in a browser)",
         indent="")
     print(f"secret scan of {out}: {'no secret found' if not leaks else 'LEAKED in ' + ', '.join(leaks)}")
     ok = [s["status"] for s in scenarios] == [s.expected for s in SCENARIOS] and not leaks
     ok = ok and all(s["ci_build_passes"] for s in scenarios) and audit["status"] == "PASSED"
+    ok = ok and graduation_ok(graduation)
     # The exposure scenario: the leaked key's session outlived the deactivation and not the containment.
     ok = ok and all(s.get("session_works_after_deactivation", True) and s.get("session_refused_after_containment", True)
                     for s in scenarios)
@@ -431,14 +632,19 @@ def write_page(out: Path) -> Path:
     for scenario in SCENARIOS:
         path = out / "histories" / f"{scenario.name}.json"
         histories[scenario.name] = json.loads(path.read_text()) if path.exists() else []
+    # One execution per graduated target: the page shows them one after the other on the graduation graph.
+    graduations = sorted((out / "histories").glob(f"{GRADUATION}-*.json"), key=lambda p: p.stat().st_mtime)
+    histories[GRADUATION] = demo_html.chain([json.loads(path.read_text()) for path in graduations])
     histories[AUDIT] = []
-    titles = {s.name: s.title for s in SCENARIOS} | {AUDIT: AUDIT_TITLE}
+    titles = {s.name: s.title for s in SCENARIOS} | {GRADUATION: GRADUATION_TITLE, AUDIT: AUDIT_TITLE}
     page = out / "index.html"
-    page.write_text(demo_html.render(load_asl(), histories, titles, TIME_SCALE))
+    page.write_text(demo_html.render(load_asl(), histories, titles, TIME_SCALE,
+                                     machines={GRADUATION: load_graduate_asl()}))
     return page
 
 
-def print_summary(scenarios: list[dict[str, Any]], audit: dict[str, Any]) -> None:
+def print_summary(scenarios: list[dict[str, Any]], audit: dict[str, Any],
+                  graduation: dict[str, Any] | None = None) -> None:
     """One line per scenario: what was expected, what happened, what the CI is left with."""
     print("\nsummary")
     expected = {s.name: s.expected for s in SCENARIOS}
@@ -448,13 +654,46 @@ def print_summary(scenarios: list[dict[str, Any]], audit: dict[str, Any]) -> Non
         build = "CI build passes" if result["ci_build_passes"] else "CI build FAILS"
         say(f"{'✓' if ok else '✗'} {result['name']}: {result['status']} (expected {expected[result['name']]}), "
             f"{result['transitions']} states, {len(result['alerts'])} alert(s); keys: {keys}; {build}")
+    if graduation is not None:
+        auth = ", ".join(f"{t} {a}" for t, a in graduation["ci_auth"].items())
+        say(f"{'✓' if graduation_ok(graduation) else '✗'} {GRADUATION}: {graduation['status']} (expected SUCCEEDED), "
+            f"{len(graduation['executions'])} execution(s), {graduation['transitions']} states; "
+            f"keys remaining: {graduation['keys_remaining']}; CI auth: {auth}; "
+            f"{'CI builds pass' if graduation['ci_build_passes'] else 'a CI build FAILS'}; another repository's "
+            f"token {'refused' if graduation['foreign_token_refused'] else 'NOT refused'}")
     say(f"{'✓' if audit['status'] == 'PASSED' else '✗'} {AUDIT}: {audit['status']}, "
         f"{len(audit['findings'])} finding(s), {audit['slack_messages']} Slack message(s), "
         f"{audit['rotator_key_changes_flagged']} false finding(s) about the rotator's own changes")
 
 
+def issued_credential_sha256s() -> set[str]:
+    """The sha256 of every credential the local AWS and CIs issued that is not a user's access key, yet is as
+    secret until it expires: each ID token minted (the builds', the trust checks'), each STS session's secret
+    key and session token (AssumeRoleWithWebIdentity in the OIDC builds and the trust checks, GetSessionToken
+    in the exposure scenario)."""
+    from moto.sts.models import sts_backends
+
+    from local import oidc, sts_sessions
+
+    values: list[str] = []
+    for account in sts_backends.values():
+        for backend in account.values():
+            for role in backend.assumed_roles:
+                values += [role.secret_access_key, role.session_token]
+    # GetSessionToken's sessions live in the local patch, not in moto (local/sts_sessions.py).
+    for session in sts_sessions._sessions.values():
+        values += [session.secret_access_key, session.session_token]
+    return {hashlib.sha256(v.encode()).hexdigest() for v in values if v} | oidc.minted_token_sha256s()
+
+
+#: Secret keys and session tokens are base64; an ID token is a JWT (three base64url parts joined by dots),
+#: which the first shape would only ever match in pieces.
+_SECRET_SHAPES = (r"[A-Za-z0-9/+=]{20,}", r"[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
+
+
 def scan_for_secrets(out: Path, secret_hashes: list[str]) -> list[str]:
-    """Files under ``out`` containing any 40-character token whose sha256 is a received secret."""
+    """Files under ``out`` containing any secret-shaped string (a key, session token or ID token) whose sha256
+    is in ``secret_hashes``."""
     import re
 
     wanted = set(secret_hashes)
@@ -462,7 +701,7 @@ def scan_for_secrets(out: Path, secret_hashes: list[str]) -> list[str]:
     for path in out.rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
-            for token in set(re.findall(r"[A-Za-z0-9/+=]{20,}", text)):
+            for token in {t for shape in _SECRET_SHAPES for t in re.findall(shape, text)}:
                 if hashlib.sha256(token.encode()).hexdigest() in wanted:
                     leaks.append(str(path))
                     break

@@ -2,6 +2,8 @@
 
 ``render(asl, histories)`` is a pure function: the ASL (statemachine/rotation.asl.json) and each scenario's
 ``get_execution_history`` in, one self-contained HTML string out (inline SVG, CSS and script: no network).
+A scenario that ran on another state machine (the graduation, statemachine/graduate.asl.json) names it in
+``machines`` and gets that machine's graph; the page shows the selected scenario's graph only.
 The layout is a small layered one, like the Step Functions console's graph view: a state's layer is the
 longest path to it from StartAt, Map iterators are drawn as nested boxes.
 """
@@ -222,11 +224,27 @@ def _status(history: list[dict[str, Any]]) -> str:
     return ends[-1].removeprefix("Execution").upper() if ends else "RUNNING"
 
 
-def _svg(asl: dict[str, Any]) -> str:
+def chain(histories: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Several executions' histories, one after the other, as one: each later history's event ids (and its
+    ``previousEventId`` links) are shifted past the earlier ones', so the timeline and the path read them as one
+    run (the graduation scenario: one execution per target)."""
+    chained: list[dict[str, Any]] = []
+    for history in histories:
+        offset = chained[-1]["id"] if chained else 0
+        for event in history:
+            previous = event.get("previousEventId") or 0
+            chained.append({**event, "id": event["id"] + offset,
+                            "previousEventId": previous + offset if previous else 0})
+    return chained
+
+
+def _svg(asl: dict[str, Any], graph_id: str = "graph", prefix: str = "") -> str:
+    """The machine's graph; ``prefix`` keeps element ids unique when the page draws several machines."""
     nodes, width, height = layout(asl)
     flat = _flatten(nodes)
     margin = 100
-    parts = [f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{width + 2 * margin:.0f}" '
+    parts = [f'<svg id="{graph_id}" class="graph" xmlns="http://www.w3.org/2000/svg" '
+             f'width="{width + 2 * margin:.0f}" '
              f'height="{height + 40:.0f}" viewBox="{-margin} -20 {width + 2 * margin:.0f} {height + 40:.0f}">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" '
              'markerUnits="userSpaceOnUse" '
@@ -235,7 +253,7 @@ def _svg(asl: dict[str, Any]) -> str:
     def draw(node: Node) -> None:
         name = html.escape(node.name)
         klass = "map" if node.children else node.type.lower()
-        parts.append(f'<g class="node {klass}" id="state-{name}" data-state="{name}">'
+        parts.append(f'<g class="node {klass}" id="{prefix}state-{name}" data-state="{name}">'
                      f'<title>{name} ({html.escape(node.type)})</title>'
                      f'<rect x="{node.x:.0f}" y="{node.y:.0f}" width="{node.w:.0f}" height="{node.h:.0f}" '
                      f'rx="6"/>')
@@ -253,7 +271,7 @@ def _svg(asl: dict[str, Any]) -> str:
         a, b = flat.get(edge.source), flat.get(edge.target)
         if a is None or b is None:
             continue
-        parts.append(f'<path class="edge {edge.kind}" id="{edge.id}" data-from="{html.escape(edge.source)}" '
+        parts.append(f'<path class="edge {edge.kind}" id="{prefix}{edge.id}" data-from="{html.escape(edge.source)}" '
                      f'data-to="{html.escape(edge.target)}" d="{_edge_path(a, b, edge)}" '
                      f'marker-end="url(#arrow)"><title>{html.escape(edge.label or edge.kind)}</title></path>')
         if edge.kind in ("choice", "default"):
@@ -266,30 +284,50 @@ def _svg(asl: dict[str, Any]) -> str:
 
 
 def render(asl: dict[str, Any], histories: Mapping[str, list[dict[str, Any]]],
-           titles: Mapping[str, str] | None = None, time_scale: float = 0.0) -> str:
+           titles: Mapping[str, str] | None = None, time_scale: float = 0.0,
+           machines: Mapping[str, dict[str, Any]] | None = None) -> str:
     """The page. ``histories`` maps scenario name → its execution history (events in id order); a scenario
-    with no execution (the audit) has an empty list and is listed with its title only."""
+    with no execution (the audit) has an empty list and is listed with its title only. ``machines``: the ASL
+    of each scenario that ran on another state machine than ``asl`` (drawn as its own graph)."""
     titles = titles or {}
-    paths = {name: path_of(asl, history) for name, history in histories.items()}
+    machines = machines or {}
+    # One graph per distinct machine: "graph" is ``asl``'s, the others are "graph-1", "graph-2", ...
+    graphs: list[tuple[str, str, dict[str, Any]]] = [("graph", "", asl)]
+    graph_of: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for name in histories:
+        machine = machines.get(name, asl)
+        found = next((g for g in graphs if g[2] is machine or g[2] == machine), None)
+        if found is None:
+            found = (f"graph-{len(graphs)}", f"g{len(graphs)}-", machine)
+            graphs.append(found)
+        graph_of[name] = found
+    paths: dict[str, dict[str, Any]] = {}
+    for name, history in histories.items():
+        graph_id, prefix, machine = graph_of[name]
+        path = path_of(machine, history)
+        paths[name] = {**path, "edges": [prefix + e for e in path["edges"]], "graph": graph_id}
     buttons, sections = [], []
     for name, history in histories.items():
         status = _status(history)
         safe = html.escape(name)
         buttons.append(f'<button type="button" class="pick {status.lower().replace(" ", "-")}" '
                        f'data-scenario="{safe}">{safe}<small>{html.escape(status)}</small></button>')
-        timeline = Timeline(asl, time_scale)
+        timeline = Timeline(graph_of[name][2], time_scale)
         timeline.feed(history)
         rows = "".join(f'<tr class="{line.kind}"><td>+{line.at:.2f}s</td><td>{html.escape(line.text)}</td></tr>'
                        for line in timeline.lines)
         route = " → ".join(paths[name]["visited"]) or "no Step Functions execution"
+        # A scenario on another machine says which, since the page's header describes ``asl``.
+        machine_comment = graph_of[name][2].get("Comment", "") if graph_of[name][0] != "graph" else ""
+        machine_line = f'<p class="machine">{html.escape(machine_comment)}</p>' if machine_comment else ""
         sections.append(f'<section class="scenario" id="scenario-{safe}" data-scenario="{safe}">'
                         f'<h2>{safe} <span class="status">{html.escape(status)}</span></h2>'
-                        f'<p class="title">{html.escape(titles.get(name, ""))}</p>'
+                        f'<p class="title">{html.escape(titles.get(name, ""))}</p>{machine_line}'
                         f'<p class="route">{html.escape(route)}</p>'
                         f'<table class="timeline">{rows}</table></section>')
     data = json.dumps(paths).replace("</", "<\\/")
     return _PAGE.format(comment=html.escape(asl.get("Comment", "")), buttons="".join(buttons),
-                        svg=_svg(asl), sections="".join(sections), data=data)
+                        svg="".join(_svg(m, g, p) for g, p, m in graphs), sections="".join(sections), data=data)
 
 
 _PAGE = """<!doctype html>
@@ -319,10 +357,12 @@ main {{ display: flex; gap: 20px; padding: 20px; align-items: flex-start; }}
 .edge.taken {{ stroke: #1d8102; stroke-width: 3; }}
 .edge.catch.taken {{ stroke: #d13212; }}
 .edge-label {{ font-size: 10px; fill: #545b64; }}
+svg.graph.hidden {{ display: none; }}
 section.scenario {{ display: none; }}
 section.scenario.shown {{ display: block; }}
 .status {{ font-size: 13px; padding: 2px 6px; border-radius: 3px; background: #eaeded; }}
-.route {{ color: #545b64; }}
+.route, .machine {{ color: #545b64; }}
+.machine {{ font-style: italic; }}
 table.timeline {{ border-collapse: collapse; font: 12px/1.5 ui-monospace, monospace; }}
 table.timeline td {{ padding: 1px 8px; vertical-align: top; white-space: pre-wrap; }}
 tr.fail td {{ color: #d13212; }} tr.verify td {{ color: #1d8102; }} tr.end td {{ font-weight: bold; }}
@@ -338,7 +378,8 @@ function select(name) {{
   if (!(name in paths)) return;
   const path = paths[name];
   document.body.dataset.selected = name;
-  document.querySelectorAll(".node").forEach(n => {{
+  document.querySelectorAll("svg.graph").forEach(g => g.classList.toggle("hidden", g.id !== path.graph));
+  document.querySelectorAll("#" + path.graph + " .node").forEach(n => {{
     const state = n.dataset.state;
     n.classList.toggle("visited", path.visited.includes(state));
     n.classList.toggle("failed", path.failed.includes(state));
@@ -351,7 +392,8 @@ function select(name) {{
       distinct.length === 1 ? distinct[0] : distinct.length ? distinct.length + " targets" : "",
       retries ? retries + " failed attempt" + (retries > 1 ? "s" : "") : ""].filter(Boolean).join(" · ");
   }});
-  document.querySelectorAll(".edge").forEach(e => e.classList.toggle("taken", path.edges.includes(e.id)));
+  document.querySelectorAll("#" + path.graph + " .edge").forEach(
+    e => e.classList.toggle("taken", path.edges.includes(e.id)));
   document.querySelectorAll("section.scenario").forEach(
     s => s.classList.toggle("shown", s.dataset.scenario === name));
   document.querySelectorAll("button.pick").forEach(

@@ -82,8 +82,10 @@ class Issuer:
         issued = int(time.time() if now is None else now)
         payload = {"iss": self.url, "jti": str(uuid.uuid4()), "iat": issued, "nbf": issued,
                    "exp": issued + lifetime, **claims}
-        return jwt.encode(payload, signing_key or self.key, algorithm="RS256",
-                          headers={"kid": self.kid, "typ": "JWT"})
+        token = jwt.encode(payload, signing_key or self.key, algorithm="RS256",
+                           headers={"kid": self.kid, "typ": "JWT"})
+        _registry.record(token)
+        return token
 
 
 class _Registry:
@@ -95,6 +97,12 @@ class _Registry:
         #: GitHub request token -> the job's token factory (audience -> JWT).
         self.requests: dict[str, Callable[[str | None], str]] = {}
         self.server: ThreadingHTTPServer | None = None
+        #: sha256 of every token minted in this process (the value never: the demo's leak scan needs only this).
+        self.minted: set[str] = set()
+
+    def record(self, token: str) -> None:
+        with self.lock:
+            self.minted.add(hashlib.sha256(token.encode()).hexdigest())
 
     def base(self) -> str:
         with self.lock:
@@ -122,6 +130,13 @@ def issuer(url: str, jwks_path: str, claims_supported: tuple[str, ...] = ()) -> 
         if found is None:
             found = _registry.issuers[url] = Issuer(url, jwks_path, claims_supported)
         return found
+
+
+def minted_token_sha256s() -> set[str]:
+    """The sha256 of every ID token minted in this process (builds', tests', the demo's): what a leak scan of
+    the demo's output looks for, since a token is a bearer credential until it expires."""
+    with _registry.lock:
+        return set(_registry.minted)
 
 
 def local_url(url: str) -> str | None:

@@ -63,7 +63,7 @@ def test_the_timeline_streams_while_the_execution_runs(runs: dict[str, Run]) -> 
     run = runs["rotation"]
     assert run.description["status"] == "SUCCEEDED"
     first_at, first = run.emitted[0]
-    assert first.strip().endswith("▶ Plan")
+    assert first.strip().endswith("▶ IsPaced")  # the demo's rotations have no start slot: Plan next
     assert first_at < run.description["stopDate"], "the first state was shown only after the execution ended"
     lines = [line for _, line in run.emitted]
     assert lines[-1].strip().endswith("■ SUCCEEDED")
@@ -87,12 +87,15 @@ def test_the_page_is_self_contained(runs: dict[str, Run]) -> None:
 
 
 class _Dom(HTMLParser):
-    """Classes and data attributes of the elements the checks need, from Chromium's DOM dump."""
+    """Classes and data attributes of the elements the checks need, from Chromium's DOM dump. ``nodes`` and
+    ``edges`` are those of the graph the page shows (one per state machine; the others are hidden)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.nodes: dict[str, set[str]] = {}
         self.edges: dict[str, tuple[str, str, set[str]]] = {}
+        self.shown_graphs: list[str] = []
+        self._in_hidden_graph = False
         self.buttons: list[str] = []
         self.sections: dict[str, set[str]] = {}
         self.selected: str | None = None
@@ -102,6 +105,12 @@ class _Dom(HTMLParser):
         classes = set(a.get("class", "").split())
         if tag == "body":
             self.selected = a.get("data-selected")
+        elif tag == "svg" and "graph" in classes:
+            self._in_hidden_graph = "hidden" in classes
+            if not self._in_hidden_graph:
+                self.shown_graphs.append(a["id"])
+        elif self._in_hidden_graph:
+            return
         elif tag == "g" and "node" in classes:
             self.nodes[a["data-state"]] = classes
         elif tag == "path" and "edge" in classes:
@@ -110,6 +119,10 @@ class _Dom(HTMLParser):
             self.buttons.append(a["data-scenario"])
         elif tag == "section" and "scenario" in classes:
             self.sections[a["data-scenario"]] = classes
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._in_hidden_graph = False
 
 
 def _open_in_chromium(page: Path, scenario: str, profile: Path) -> tuple[_Dom, str]:
@@ -133,7 +146,8 @@ def _demo_page(runs: dict[str, Run], out: Path) -> dict[str, list[dict[str, Any]
         (out / "histories" / f"{scenario.name}.json").write_text(text)
         given[scenario.name] = json.loads(text)
     demo.write_page(out)
-    return given | {demo.AUDIT: []}
+    # The graduation's own graph with a real execution: tests/test_demo_graduation.py.
+    return given | {demo.GRADUATION: [], demo.AUDIT: []}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; "
@@ -142,9 +156,11 @@ def test_headless_chromium_shows_every_scenario_and_its_path(runs: dict[str, Run
     histories = _demo_page(runs, tmp_path / "demo")
     assert list(histories) == demo.scenario_names()
     page = tmp_path / "demo" / "index.html"
-    states = set(all_states(ASL))
     for scenario, history in histories.items():
         dom, text = _open_in_chromium(page, scenario, tmp_path / "profile")
+        graduation = scenario == demo.GRADUATION
+        states = set(all_states(demo.load_graduate_asl() if graduation else ASL))
+        assert dom.shown_graphs == (["graph-1"] if graduation else ["graph"]), "the scenario's machine, only"
         assert dom.selected == scenario, "the page's script selected the scenario named in the URL"
         assert dom.buttons == demo.scenario_names(), "one button per scenario the demo runs, in order"
         assert set(dom.sections) == set(histories), "one timeline per scenario"
