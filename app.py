@@ -206,6 +206,90 @@ def undo_alert_task(event: dict[str, Any], context: Any) -> Any:
     return run_task("undo_alert", undo_alert.run, event)
 
 
+# -- graduation tasks (statemachine/graduate.asl.json; VerifyBuild, DrainCheck, DeleteOldKey are the rotation's)
+
+
+@app.lambda_function(name="graduate_plan")
+@observed("graduate_plan")
+def graduate_plan_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_plan
+
+    return run_task("graduate_plan", graduate_plan.run, event)
+
+
+@app.lambda_function(name="graduate_ensure_provider")
+@observed("graduate_ensure_provider")
+def graduate_ensure_provider_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_ensure_provider
+
+    return run_task("graduate_ensure_provider", graduate_ensure_provider.run, event)
+
+
+@app.lambda_function(name="graduate_ensure_role")
+@observed("graduate_ensure_role")
+def graduate_ensure_role_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_ensure_role
+
+    return run_task("graduate_ensure_role", graduate_ensure_role.run, event)
+
+
+@app.lambda_function(name="graduate_switch_target")
+@observed("graduate_switch_target")
+def graduate_switch_target_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_switch_target
+
+    return run_task("graduate_switch_target", graduate_switch_target.run, event)
+
+
+@app.lambda_function(name="graduate_record")
+@observed("graduate_record")
+def graduate_record_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_record
+
+    return run_task("graduate_record", graduate_record.run, event)
+
+
+@app.lambda_function(name="graduate_retire_key")
+@observed("graduate_retire_key")
+def graduate_retire_key_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_retire_key
+
+    return run_task("graduate_retire_key", graduate_retire_key.run, event)
+
+
+@app.lambda_function(name="graduate_report")
+@observed("graduate_report")
+def graduate_report_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_report
+
+    return run_task("graduate_report", graduate_report.run, event)
+
+
+@app.lambda_function(name="graduate_rollback")
+@observed("graduate_rollback")
+def graduate_rollback_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_rollback
+
+    return run_task("graduate_rollback", graduate_rollback.run, event)
+
+
+@app.lambda_function(name="graduate_alert")
+@observed("graduate_alert")
+def graduate_alert_task(event: dict[str, Any], context: Any) -> Any:
+    from chalicelib.handlers import run_task
+    from chalicelib.workflow import graduate_alert
+
+    return run_task("graduate_alert", graduate_alert.run, event)
+
+
 # -- triggers and callbacks --------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ pk                                sk                               what
 ``USER#<user>``                   ``KEY#<key id>``                 a key the rotator created or adopted
 ``USER#<user>``                   ``HOLDS#<tid>``                  which key id a target holds now
 ``USER#<user>``                   ``PAUSE``                        an operator paused the user's rotations
+``USER#<user>``                   ``GRADUATED#<tid>``              a target that federates (OIDC) instead of a key
 ``INTENT#<user>``                 ``<iso time>#<action>``          an IAM call the workflow is about to make
 ``CALLBACK``                      ``<provider>#<run id>``          a verification build's task token (KMS-sealed)
 ``DELIVERY#<provider>#<id>``      ``DELIVERY``                     a webhook delivery already handled
@@ -270,6 +271,23 @@ class Ledger:
         """target id -> the key id the rotator last put there."""
         items = self._query(Key("pk").eq(f"USER#{user}") & Key("sk").begins_with("HOLDS#"))
         return {i["target_id"]: i["key_id"] for i in items}
+
+    def drop_holding(self, user: str, target_id: str) -> None:
+        """The target holds no key of the user any more (it graduated to OIDC federation)."""
+        self._delete(f"USER#{user}", f"HOLDS#{target_id}")
+
+    # -- graduations (chalicelib/graduation.py) ----------------------------------------------------
+
+    def set_graduation(self, user: str, target_id: str, **fields: Any) -> None:
+        self._update(f"USER#{user}", f"GRADUATED#{target_id}", {"target_id": target_id, **fields})
+
+    def clear_graduation(self, user: str, target_id: str) -> None:
+        self._delete(f"USER#{user}", f"GRADUATED#{target_id}")
+
+    def graduations(self, user: str) -> dict[str, dict[str, Any]]:
+        """target id -> its graduation record (role ARN, graduation id, when)."""
+        items = self._query(Key("pk").eq(f"USER#{user}") & Key("sk").begins_with("GRADUATED#"))
+        return {i["target_id"]: _clean(i) for i in items}
 
     # -- intents (read by the audit pipeline to tell the rotator's changes from others') ---------
 

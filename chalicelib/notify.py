@@ -17,7 +17,7 @@ from chalicelib.observability import logger
 
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 #: What a Slack summary quotes from an outcome message, in this order.
-_SUMMARY_FIELDS = ("cause", "next_step", "live", "note")
+_SUMMARY_FIELDS = ("graduated", "cause", "next_step", "live", "note")
 
 
 class NotifySettings(BaseSettings):

@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     state_machine_arn: str = ""
     #: The undo state machine (statemachine/undo.asl.json); by default the rotation's ARN ending in -undo.
     undo_state_machine_arn: str = ""
+    #: The graduation state machine; by default the rotation's ARN ending in -graduate.
+    graduate_state_machine_arn: str = ""
     escrow_prefix: str = "ci-key-rotator"
     escrow_kms_key_id: str | None = None
     #: Comma-separated ARN patterns of the only principals that may read or write an escrowed secret (the
@@ -30,6 +32,13 @@ class Settings(BaseSettings):
         if self.undo_state_machine_arn or not self.state_machine_arn.endswith("-rotation"):
             return self.undo_state_machine_arn
         return self.state_machine_arn.removesuffix("-rotation") + "-undo"
+
+    @property
+    def graduate_machine_arn(self) -> str:
+        """The graduation state machine (statemachine/graduate.asl.json): the rotation's ARN ending in -graduate."""
+        if self.graduate_state_machine_arn or not self.state_machine_arn.endswith("-rotation"):
+            return self.graduate_state_machine_arn
+        return self.state_machine_arn.removesuffix("-rotation") + "-graduate"
 
     @property
     def escrow_principal_list(self) -> tuple[str, ...]:

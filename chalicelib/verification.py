@@ -46,6 +46,8 @@ def resolve(deps: Deps, callback: dict[str, Any], status: RunStatus, source: str
     now = clock.iso(clock.now())
     # Which key the build authenticated with, when the provider reports it: DrainCheck's best evidence.
     used_key = {"used_key_sha256": status.used_key_sha256} if status.used_key_sha256 else {}
+    if status.used_role:  # an OIDC build (graduation): the role session it authenticated as
+        used_key["used_role"] = status.used_role
     deps.ledger.set_target(user, rid, tid, status="verified" if passed else "verification-failed",
                            verified=passed, verified_at=now, run_result=status.detail, resolved_by=source,
                            **used_key)

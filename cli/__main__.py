@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from cli import audit, operations, rotation, status, undo
+from cli import audit, graduate, operations, rotation, status, undo
 from cli.errors import Exit, OperatorError
 
 
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     status.register(subparsers)
     operations.register(subparsers)
     undo.register(subparsers)
+    graduate.register(subparsers)
     audit.register(subparsers)
     args = parser.parse_args(argv)
     return run(args.func, args)

@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     unpause.add_argument("user")
     unpause.set_defaults(func=unpause_user)
 
-    plan = subparsers.add_parser("plan", help="dry run: what would rotate now, why, and what would block it")
+    plan = subparsers.add_parser("plan", help="dry run: what would rotate now, why, and what would block it; "
+                                              "which targets can graduate to OIDC")
     plan.add_argument("user", nargs="*")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=plan_users)
@@ -64,6 +65,8 @@ def unpause_user(args: argparse.Namespace) -> int:
 
 def plan_users(args: argparse.Namespace) -> int:
     from chalicelib.deps import get_deps
+    from chalicelib.graduation import target_verdicts
+    from cli.graduate import graduation_lines
     from cli.view import blockers, reasons, user_view
 
     require_settings("table_name")
@@ -77,7 +80,7 @@ def plan_users(args: argparse.Namespace) -> int:
         blocked = blockers(view)
         due = view["due"] or bool(view["pending_exposure"])
         verdicts.append({"user": name, "would_rotate": due and not blocked, "due": due, "why": reasons(view),
-                         "blocked_by": blocked})
+                         "blocked_by": blocked, "graduation": target_verdicts(deps, name)})
     if args.json:
         print(json.dumps(verdicts, indent=2))
         return 0
@@ -93,5 +96,7 @@ def plan_users(args: argparse.Namespace) -> int:
             print(f"  why: {why}")
         for block in verdict["blocked_by"]:
             print(f"  blocked by: {block}")
+        for line in graduation_lines(verdict["user"], verdict["graduation"]):
+            print(line)
     print("(dry run: nothing was changed)")
     return 0

@@ -51,9 +51,14 @@ def status_lines(view: dict[str, Any]) -> list[str]:
     last = view["last_rotation"]
     last_text = f"{last['outcome']} {last['completed_at']}" if last else "never rotated"
     lines = [f"{view['user']}: {key}; last rotation {last_text}"]
-    holdings = view["holdings"]
-    lines.append("  targets: " + ", ".join(f"{t} holds {holdings.get(t) or 'a key the rotator did not put there'}"
-                                           for t in view["targets"]))
+    holdings, graduated = view["holdings"], view.get("graduated") or {}
+    lines.append("  targets: " + ", ".join(
+        f"{t} graduated (OIDC, {graduated[t]['role_arn']})" if t in graduated
+        else f"{t} holds {holdings.get(t) or 'a key the rotator did not put there'}" for t in view["targets"]))
+    if graduated:
+        keys_held = len(view["keys"])
+        lines.append(f"  graduated to OIDC: {len(graduated)} of {len(view['targets'])} targets; {keys_held} access "
+                     f"key(s) left" + (" (zero keys)" if not keys_held else ""))
     if view["in_progress"]:
         running = view["in_progress"]
         where = f", in {running['state']}" if running.get("state") else ""
@@ -68,6 +73,8 @@ def status_lines(view: dict[str, Any]) -> list[str]:
                if view["paused"] else "in the configuration")
         lines.append(f"  paused {how}")
         lines.append("  next due: not while paused")
+    elif view["targets"] and set(view["targets"]) <= set(graduated):
+        lines.append("  next due: never (every target graduated to OIDC: no key to rotate)")
     elif view["next_due"]:
         lines.append(f"  next due: {view['next_due']} (rotate_after {view['rotate_after']})")
     else:

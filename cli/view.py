@@ -63,6 +63,9 @@ def user_view(deps: Deps, user: str, now: datetime | None = None) -> dict[str, A
         "keys": [{"key_id": k.key_id, "status": k.status, "age_days": _age_days(k.created, now),
                   "known": k.key_id in known} for k in present],
         "holdings": deps.ledger.holdings(user),
+        "graduated": {tid: {"role_arn": g.get("role_arn"), "graduated_at": g.get("graduated_at"),
+                            "graduation_id": g.get("graduation_id")}
+                      for tid, g in deps.ledger.graduations(user).items()},
         "targets": [t.id for t in user_config.targets],
         "paused": ({"by": pause.get("paused_by"), "since": pause.get("paused_at"), "note": pause.get("note")}
                    if pause else None),

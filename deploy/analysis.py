@@ -53,7 +53,9 @@ INDIRECT = {
 #: API calls AWS authorizes without any policy.
 NO_PERMISSION_NEEDED = frozenset({"sts:GetCallerIdentity"})
 #: Actions AWS also checks for a call, beyond its own (the escrow is created with tags).
-DEPENDENT_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"}}
+DEPENDENT_ACTIONS = {"secretsmanager:CreateSecret": {"secretsmanager:TagResource"},
+                     # a graduated role is created with its tags (chalicelib/workflow/graduate_ensure_role.py)
+                     "iam:CreateRole": {"iam:TagRole"}}
 
 
 @dataclass

@@ -17,8 +17,11 @@ from typing import Any
 from deploy import layer, naming, policies, resources
 
 CONFIG_PATH = policies.CHALICE_DIR / "config.json"
-#: IAM actions that change a key: the functions holding one are "the rotator" for the audit.
-KEY_WRITES = ("iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey")
+#: IAM actions that change a key, or a graduated role (chalicelib/workflow/graduate_ensure_role.py and
+#: graduate_rollback.py): the functions holding one are "the rotator" for the audit.
+KEY_WRITES = ("iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey", "iam:CreateRole",
+              "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DeleteRolePolicy",
+              "iam:DetachRolePolicy", "iam:DeleteRole")
 
 COMMON_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": naming.APP,

@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFINITION = ROOT / "statemachine" / "rotation.asl.json"
 #: ``undo USER``: a separate machine (the rotation's stays as it is), sharing the rotation's VerifyBuild.
 UNDO_DEFINITION = ROOT / "statemachine" / "undo.asl.json"
+#: ``graduate USER [TARGET]``: a target from its access key to OIDC federation (issue 15), sharing the
+#: rotation's VerifyBuild, DrainCheck and DeleteOldKey.
+GRADUATE_DEFINITION = ROOT / "statemachine" / "graduate.asl.json"
 #: Every state machine the product deploys: name suffix -> definition.
-DEFINITIONS = {"rotation": DEFINITION, "undo": UNDO_DEFINITION}
+DEFINITIONS = {"rotation": DEFINITION, "undo": UNDO_DEFINITION, "graduate": GRADUATE_DEFINITION}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)FunctionArn\}")
 
 

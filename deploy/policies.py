@@ -74,6 +74,10 @@ IAM_EXCEPTIONS = {
         "arn:aws:iam::*:user/*",
         "read-only; names the owner of a leaked key that is not managed, for the CRITICAL page",
     ),
+    ("audit", "iam:GetRole"): (
+        "arn:aws:iam::*:role/*",
+        "read-only; a role-change event names only the role: its path tells a graduated role (HIGH) from others",
+    ),
 }
 #: FORBIDDEN actions granted anyway, to exactly one function each, with the reason. Containing a leaked key
 #: needs an inline policy on the leaked key's user: AWS documents no other way to revoke the sessions minted
@@ -84,7 +88,24 @@ IAM_EXCEPTIONS = {
 FORBIDDEN_EXCEPTIONS = {
     ("revoke_sessions", "iam:PutUserPolicy"): "puts the Deny that revokes the leaked key's sessions",
     ("lift_session_revocation", "iam:DeleteUserPolicy"): "removes that Deny once every such session expired",
+    # Graduation (issue 15) makes the role a pipeline assumes instead of holding a key: only roles under
+    # GRADUATED_ROLE_PATTERN, trusting one OIDC provider with an exact sub, with the permissions the user
+    # already had (chalicelib/workflow/graduate_ensure_role.py); no iam:PassRole, so no Lambda can use them.
+    ("graduate_ensure_role", "iam:CreateRole"): "creates the graduated role (its path is the only one granted)",
+    ("graduate_ensure_role", "iam:UpdateAssumeRolePolicy"): "re-pins the trust of a graduated role it tagged",
+    ("graduate_ensure_role", "iam:PutRolePolicy"): "copies the user's inline policies to the graduated role",
+    ("graduate_ensure_role", "iam:AttachRolePolicy"): "attaches the user's managed policies to the graduated role",
+    ("graduate_rollback", "iam:DeleteRolePolicy"): "empties the graduated role it created before deleting it",
+    ("graduate_rollback", "iam:DetachRolePolicy"): "empties the graduated role it created before deleting it",
 }
+#: Graduated roles (chalicelib/federation.GRADUATED_ROLE_PATH) and the account's IAM OIDC providers: neither
+#: ARN can name the stage (a role path is the audit's contract, a provider ARN is its issuer's host), so
+#: they are the two IAM grants besides the managed users; the code tells its own roles by their tags.
+GRADUATED_ROLE_PATTERN = "arn:aws:iam::*:role/ci-key-rotator/graduated/*"
+OIDC_PROVIDER_PATTERN = "arn:aws:iam::*:oidc-provider/*"
+UNSTAGED_IAM_PATTERNS = (GRADUATED_ROLE_PATTERN, OIDC_PROVIDER_PATTERN)
+#: Their kinds: shared by the account's stages (tests/deploy/test_policies.py knows it).
+UNSTAGED_KINDS = frozenset({"graduated-role", "oidc-provider"})
 #: Functions that resolve parked verifications (the webhook route and the poller).
 SEND_TASK_FUNCTIONS = frozenset({"api_handler", "poller"})
 
@@ -151,7 +172,11 @@ def family(action: str, origin: str) -> str:
     if service == "ssm":
         return "config" if origin.startswith("chalicelib.config.") else "reference-parameter"
     if service == "iam":
-        return "account" if action in NO_RESOURCE_TYPE else "managed-user"
+        if action in NO_RESOURCE_TYPE:
+            return "account"
+        if "OpenIDConnectProvider" in name:
+            return "oidc-provider"
+        return "graduated-role" if "Role" in name else "managed-user"
     if service == "states":
         if action in NO_RESOURCE_TYPE:
             return "account"
@@ -171,6 +196,8 @@ def example_arn(kind: str, stage: str | None = None) -> str:
         "config": f"arn:aws:ssm:{r}:{a}:parameter{names.config_parameter}",
         "reference-parameter": f"arn:aws:ssm:{r}:{a}:parameter{names.parameter_reference_prefix}github-token",
         "managed-user": f"arn:aws:iam::{a}:user{names.managed_path}ci-deployer",
+        "graduated-role": f"arn:aws:iam::{a}:role/ci-key-rotator/graduated/ci-deployer-acme-web-app",
+        "oidc-provider": f"arn:aws:iam::{a}:oidc-provider/token.actions.githubusercontent.com",
         "account": "*",
         "event-history": "*",
         "table": f"arn:aws:dynamodb:{r}:{a}:table/{names.table}",
@@ -199,6 +226,8 @@ def patterns(names: naming.StageNames) -> dict[str, str]:
         "config": names.parameter_pattern,
         "reference-parameter": names.parameter_pattern,
         "managed-user": names.managed_users_pattern,
+        "graduated-role": GRADUATED_ROLE_PATTERN,
+        "oidc-provider": OIDC_PROVIDER_PATTERN,
         "account": "*",
         "event-history": "*",
         "table": names.table_pattern,
@@ -214,7 +243,8 @@ def patterns(names: naming.StageNames) -> dict[str, str]:
 PATTERNS = patterns(naming.TEMPLATE)
 _SIDS = {
     "escrow": "Escrow", "reference-secret": "ReferencedSecrets", "config": "ConfigAndParameters",
-    "reference-parameter": "ConfigAndParameters", "managed-user": "ManagedUserKeys", "account": "CredentialReport", "event-history": "EventHistory",
+    "reference-parameter": "ConfigAndParameters", "managed-user": "ManagedUserKeys",
+    "graduated-role": "GraduatedRoles", "oidc-provider": "OidcProviders", "account": "CredentialReport", "event-history": "EventHistory",
     "table": "Ledger", "topic": "Outcomes", "state-machine": "StateMachine", "execution": "Executions",
     "escrow-key": "TaskTokenKey",
 }
@@ -316,12 +346,12 @@ def check(function: str, reach: analysis.Reach | None = None, policy: dict[str, 
         exception = IAM_EXCEPTIONS.get((function, action), (None, ""))[0]
         if resource == KMS_KEY_PATTERN and statement.get("Condition") != kms_condition(names):
             problems.append(f"{where}: {sid}: {action} on {resource} needs the condition {kms_condition(names)}")
-        elif resource not in ("*", exception, KMS_KEY_PATTERN) and names.prefix not in resource \
+        elif resource not in ("*", exception, KMS_KEY_PATTERN, *UNSTAGED_IAM_PATTERNS) and names.prefix not in resource \
                 and f"/{stage}/" not in resource:
             problems.append(f"{where}: {sid}: {action} on {resource}: every Resource names the stage "
                             f"({stage!r}), or another stage in the account could be reached")
         if service == "iam" and action not in NO_RESOURCE_TYPE:
-            if resource not in (names.managed_users_pattern, exception):
+            if resource not in (names.managed_users_pattern, exception, *UNSTAGED_IAM_PATTERNS):
                 problems.append(f"{where}: {sid}: {action} on {resource}: IAM key actions are scoped to "
                                 f"{names.managed_users_pattern}")
         if service == "secretsmanager" and resource not in (names.escrow_pattern, names.reference_secret_pattern):

@@ -166,6 +166,19 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "Tags": tags,
         },
     }
+    graduate_text = infra.GRADUATE_DEFINITION.read_text()
+    res["GraduateStateMachine"] = {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": f"{names.prefix}-graduate",
+            "DefinitionString": graduate_text,
+            "DefinitionSubstitutions": {
+                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
+                for t in infra.task_handlers(graduate_text)},
+            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+            "Tags": tags,
+        },
+    }
     res["ExecutionFailedRule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {

@@ -105,9 +105,27 @@ def _iam(response: Any, action: str, params: dict[str, Any], region: str, accoun
         caller = _caller_user(response, account)
         return [caller] if caller else []
     if user_name is None:
-        return []
+        return _iam_role_or_provider(backend, action, params, account)
     user = backend.users.get(user_name)
     return [user.arn if user is not None else f"arn:aws:iam::{account}:user/{user_name}"]
+
+
+def _iam_role_or_provider(backend: Any, action: str, params: dict[str, Any], account: str) -> list[str]:
+    """Graduation's calls: a role by its path and name (moto resolves only roles that exist), an IAM OIDC
+    provider by its ARN (or, being created, by its URL's host and path, as IAM names it)."""
+    role_name = params.get("RoleName")
+    if role_name is not None:
+        role = next((r for r in backend.roles.values() if r.name == role_name), None)
+        if role is not None:
+            return [str(role.arn)]
+        if action == "CreateRole":
+            return [f"arn:aws:iam::{account}:role{params.get('Path') or '/'}{role_name}"]
+        return [ANY_RESOURCE]  # IAM answers NoSuchEntity, which the product handles
+    if params.get("OpenIDConnectProviderArn"):
+        return [str(params["OpenIDConnectProviderArn"])]
+    if action == "CreateOpenIDConnectProvider" and params.get("Url"):
+        return [f"arn:aws:iam::{account}:oidc-provider/" + re.sub(r"^https://", "", str(params["Url"])).rstrip("/")]
+    return []
 
 
 def _caller_user(response: Any, account: str) -> str | None:

@@ -53,6 +53,7 @@ def install() -> None:
     _patch_get_request_signatures()
     _patch_parse_once_per_definition()
     _patch_backend_lookup()
+    _patch_oidc_provider_client_ids()
     # Authorize each request against the ARN it really touches, with resource and key policies.
     from local import iam_resources
 
@@ -75,6 +76,29 @@ def install() -> None:
     # A Fail state is logged at ERROR with a huge repr of the whole program; it is an outcome, not a fault.
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _state["installed"] = True
+
+
+def _patch_oidc_provider_client_ids() -> None:
+    """moto 5 has no AddClientIDToOpenIDConnectProvider: graduation adds a target's audience to an existing
+    IAM OIDC provider with it. As IAM does, adding a client id the provider has is a no-op, and an unknown
+    provider is NoSuchEntity (https://docs.aws.amazon.com/IAM/latest/APIReference/
+    API_AddClientIDToOpenIDConnectProvider.html)."""
+    from moto.core.responses import EmptyResult
+    from moto.iam.models import IAMBackend
+    from moto.iam.responses import IamResponse
+
+    def add_client_id(self: Any, arn: str, client_id: str) -> None:
+        provider = self.get_open_id_connect_provider(arn)  # NoSuchEntity when there is none
+        if client_id not in provider.client_id_list:
+            provider.client_id_list.append(client_id)
+
+    def respond(self: Any) -> Any:
+        self.backend.add_client_id_to_open_id_connect_provider(
+            self._get_param("OpenIDConnectProviderArn"), self._get_param("ClientID"))
+        return EmptyResult()
+
+    IAMBackend.add_client_id_to_open_id_connect_provider = add_client_id  # type: ignore[attr-defined]  # moto lacks the operation
+    IamResponse.add_client_id_to_open_id_connect_provider = respond  # type: ignore[attr-defined]  # moto lacks the operation
 
 
 def _patch_lambda_invoke() -> None:

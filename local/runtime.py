@@ -59,6 +59,7 @@ ROTATOR_ACTIONS = [
     "states:GetExecutionHistory",  # the operator CLI: rotate --wait follows it, status names the current state
     "ssm:GetParameter",
     "ssm:GetParametersByPath", "sts:GetCallerIdentity",
+    "iam:ListGroupsForUser",  # the operator CLI: plan says whether a user's permissions can move to a role
 ]
 
 
@@ -220,6 +221,7 @@ class LocalRuntime:
             name=f"{APP_NAME}-{STAGE}-{kind}", definition=infra.render_definition(arns, path.read_text()),
             roleArn=role_arn)["stateMachineArn"] for kind, path in infra.DEFINITIONS.items()}
         self.state_machine_arn, self.undo_state_machine_arn = machines["rotation"], machines["undo"]
+        self.graduate_state_machine_arn = machines["graduate"]
         self.escrow_kms_key_arn = self._escrow_key(iam, boot.client("kms", endpoint_url=self.endpoint))
         os.environ.update(
             ROTATOR_TABLE_NAME=self.table_name,

@@ -55,7 +55,7 @@ def test_rotate_wait_returns_when_the_new_key_is_live_not_after_the_recovery_win
     sfn = clean_world.runtime.client("stepfunctions")
     assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING", "returned inside the recovery window"
     entered = [line.split()[-1] for line in out.splitlines() if line.startswith("  ")]
-    assert entered[:2] == ["Plan", "CreateKey"] and "VerifyBuilds" in entered and "DeactivateOldKey" in entered
+    assert entered[:3] == ["IsPaced", "Plan", "CreateKey"] and "VerifyBuilds" in entered and "DeactivateOldKey" in entered
     (new,) = [k for k, s in clean_world.key_statuses(user).items() if s == "Active"]
     assert clean_world.key_statuses(user)[old] == "Inactive"
     live = [line for line in out.splitlines() if line.startswith("live: ")]

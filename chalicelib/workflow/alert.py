@@ -21,7 +21,7 @@ from chalicelib.workflow.state import RotationState, rotation_id_from_execution
 #: Failures that changed nothing and need no one out of bed.
 _BENIGN = {"RotationInProgress": "LOW", "RecoveryWindowOpen": "LOW"}
 #: plan.OPERATOR_REFUSALS (by name: the state machine passes only the class name; a test keeps them equal).
-OPERATOR_REFUSALS = frozenset({"InvalidExecutionInput", "ResumeRefused", "UserPaused"})
+OPERATOR_REFUSALS = frozenset({"InvalidExecutionInput", "ResumeRefused", "UserPaused", "UserGraduated"})
 #: Longest cause kept in the ledger for ``status``/``history`` (the alert carries it whole).
 _CAUSE_MAX = 500
 
@@ -51,7 +51,7 @@ def _refusal(wrapper: dict[str, Any], event: dict[str, Any], error_name: str, ca
     """LOW, no ledger write, no lock released: Plan refused before it took the lock or recorded anything."""
     user = event.get("user") if isinstance(event.get("user"), str) else None
     what = {"InvalidExecutionInput": "execution input refused", "ResumeRefused": "resume refused",
-            "UserPaused": "user is paused"}[error_name]
+            "UserPaused": "user is paused", "UserGraduated": "every target graduated to OIDC"}[error_name]
     subject = f"Rotation not started: {what}" + (f" ({user})" if user else "")
     message: dict[str, Any] = {
         "kind": "rotation-refused",

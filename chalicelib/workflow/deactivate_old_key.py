@@ -18,7 +18,8 @@ def unverified_targets(deps: Deps, state: RotationState) -> list[str]:
     rotation = deps.ledger.rotation(state.user, state.rotation_id) or {}
     results = rotation.get("targets", {})
     holdings = deps.ledger.holdings(state.user)
-    configured = [t.id for t in deps.config.user(state.user).targets]
+    graduated = deps.ledger.graduations(state.user)  # they federate (OIDC) and hold no key
+    configured = [t.id for t in deps.config.user(state.user).targets if t.id not in graduated]
     return [
         tid
         for tid in configured

@@ -49,9 +49,14 @@ class UserPaused(RotatorError):
     """An operator paused the user (``ci-key-rotator pause``, or ``paused: true`` in the config)."""
 
 
+class UserGraduated(RotatorError):
+    """Every target of the user federates through OIDC (``ci-key-rotator graduate``): no key to rotate."""
+
+
 #: Refusals of what an operator asked for: they change nothing, so Alert sends them LOW and leaves the
 #: ledger alone (alert.py matches these names: the state machine passes only the class name).
-OPERATOR_REFUSALS = frozenset({InvalidExecutionInput.__name__, ResumeRefused.__name__, UserPaused.__name__})
+OPERATOR_REFUSALS = frozenset({InvalidExecutionInput.__name__, ResumeRefused.__name__, UserPaused.__name__,
+                               UserGraduated.__name__})
 
 
 class ExecutionInput(BaseModel):
@@ -67,6 +72,9 @@ class ExecutionInput(BaseModel):
     resume: bool = False
     #: Why an operator started it, in their words; carried to the ledger, the alert and the report.
     note: str | None = Field(default=None, max_length=NOTE_MAX)
+    #: The slot the scheduler gave this rotation on a shared CI token; the state machine waited for it
+    #: (AwaitStartSlot) before Plan, so Plan only checks its shape.
+    start_at: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 class PlanInput(ExecutionInput):
@@ -113,6 +121,12 @@ def _check_operator_request(deps: Deps, request: PlanInput, rotation_id: str) ->
             where = "ci-key-rotator unpause " + request.user if paused else "remove paused: true from the config"
             raise UserPaused(f"{request.user!r} is paused{_since(paused)}; nothing was started. To rotate it, "
                              f"first: {where}")
+        # An exposure still runs: an Active key of a graduated user (its retirement halted) must be contained.
+        targets = deps.config.user(request.user).targets
+        graduated = deps.ledger.graduations(request.user)
+        if targets and all(t.id in graduated for t in targets):
+            raise UserGraduated(f"every target of {request.user!r} federates through OIDC (graduated): there is no "
+                                "key to rotate; nothing was started")
     if request.resume:
         existing = deps.ledger.rotation(request.user, rotation_id)
         if not existing or not existing.get("plan"):
@@ -173,7 +187,8 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         rotation_id=rotation_id,
         execution_arn=request.execution_arn,
         reason=request.reason,
-        targets=[t.id for t in user.targets],
+        # A graduated target federates (OIDC) and holds no key variables: it never gets a key again.
+        targets=[t.id for t in user.targets if t.id not in ledger.graduations(user.name)],
         old_key_id=old_key_id,
         adoption=adoption,
         emergency=request.reason == "exposure",
@@ -245,6 +260,8 @@ def _recover_abandoned(deps: Deps, user: str, rotation_id: str) -> None:
     for rotation in deps.ledger.rotations(user):
         rid = rotation["rotation_id"]
         if rid == rotation_id or rotation.get("outcome") or _running(deps, rotation.get("execution_arn")):
+            continue
+        if rotation.get("kind") == "graduation":  # not a rotation: its own rollback and alert own it
             continue
         if rotation.get("phase") in ("planned", "created"):
             summary = roll_back(deps, user, rid)

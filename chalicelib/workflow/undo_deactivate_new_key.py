@@ -21,7 +21,8 @@ from chalicelib.workflow.undo_state import UndoState, make_current_previous
 def unverified_targets(deps: Deps, state: UndoState) -> list[str]:
     results = (deps.ledger.rotation(state.user, state.undo_id) or {}).get("targets", {})
     holdings = deps.ledger.holdings(state.user)
-    return [t.id for t in deps.config.user(state.user).targets
+    graduated = deps.ledger.graduations(state.user)  # they federate (OIDC) and hold no key
+    return [t.id for t in deps.config.user(state.user).targets if t.id not in graduated
             if not (results.get(t.id, {}).get("verified") is True
                     and results.get(t.id, {}).get("pushed_key_id") == state.old_key_id
                     and holdings.get(t.id) == state.old_key_id)]

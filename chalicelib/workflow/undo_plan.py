@@ -84,7 +84,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         user=user, undo_id=undo_id, rotation_id=rotation["rotation_id"],
         execution_arn=str(wrapper.get("execution_arn", "")),
         old_key_id=rotation["old_key_id"], new_key_id=rotation["new_key_id"],
-        targets=[t.id for t in deps.config.user(user).targets],
+        targets=[t.id for t in deps.config.user(user).targets if t.id not in deps.ledger.graduations(user)],
         verify_timeout_seconds=timings["verify_timeout"], recovery_seconds=timings["recovery_window"],
     )
     deps.ledger.acquire_lock(user, undo_id, state.execution_arn,

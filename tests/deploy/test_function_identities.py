@@ -17,6 +17,7 @@ from local.runtime import LocalRuntime, function_policy
 from local.world import World
 from tests.conftest import new_user_name
 from tests.invariants import alerts_for
+from tests.test_graduation import exercise_graduation
 from tests.test_undo import exercise_undo
 
 HEALTH = json.loads((Path(__file__).parents[1] / "audit" / "fixtures"
@@ -51,6 +52,7 @@ def exercised(world: World, runtime: LocalRuntime) -> dict[str, set[str]]:
     world.github.fail_next_builds(f"acme/{failing}", 1)
     assert world.rotate(failing)["status"] == "FAILED"        # Rollback, Alert
     exercise_undo(world, runtime)                              # UndoPlan ... UndoDeactivateNewKey, UndoRollback
+    exercise_graduation(world)                                 # GraduatePlan ... GraduateReport, GraduateRollback
     (leaked,) = world.key_statuses(leaked_user)
     event = copy.deepcopy(HEALTH)
     event["detail"]["affectedEntities"] = [{"entityValue": leaked}]

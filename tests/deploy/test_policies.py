@@ -73,7 +73,9 @@ def test_only_the_escrow_functions_can_read_or_write_the_escrow() -> None:
     readers = {f for f in FUNCTIONS if policies.allows(policies.load(f), "secretsmanager:GetSecretValue", escrow)}
     assert readers == {"plan", "create_key", "await_key_live", "push_target", "delete_old_key", "rollback",
                        # undo: the old key's secret back to the targets, the new one back if that fails
-                       "undo_reactivate_old_key", "undo_push_target", "undo_rollback"}
+                       "undo_reactivate_old_key", "undo_push_target", "undo_rollback",
+                       # graduation: checked before anything changes, restored from by the rollback
+                       "graduate_plan", "graduate_rollback"}
     assert not policies.allows(policies.load("api_handler"), "secretsmanager:GetSecretValue", escrow), \
         "the internet-facing webhook Lambda cannot read an AWS key"
     writers = {f for f in FUNCTIONS if policies.allows(policies.load(f), "secretsmanager:PutSecretValue", escrow)}
@@ -188,8 +190,8 @@ def test_a_stage_s_policy_reaches_nothing_of_another_stage(function: str) -> Non
             if resource in ("*", policies.KMS_KEY_PATTERN) or (function, action) in policies.IAM_EXCEPTIONS:
                 continue
             for kind in policies.patterns(naming.StageNames(theirs)):
-                if kind in ("account", "escrow-key"):
-                    continue
+                if kind in ("account", "escrow-key") or kind in policies.UNSTAGED_KINDS:
+                    continue  # graduated roles and OIDC providers are the account's, not a stage's
                 arn = policies.example_arn(kind, theirs)
                 assert not policies.allows(policy, action, arn), (function, mine, action, arn)
 
@@ -197,7 +199,8 @@ def test_a_stage_s_policy_reaches_nothing_of_another_stage(function: str) -> Non
 def test_every_template_resource_names_the_stage() -> None:
     for function in FUNCTIONS:
         for action, resource, _ in policies.grants(policies.template(function)):
-            if resource in ("*", policies.KMS_KEY_PATTERN) or (function, action) in policies.IAM_EXCEPTIONS:
+            if resource in ("*", policies.KMS_KEY_PATTERN, *policies.UNSTAGED_IAM_PATTERNS) \
+                    or (function, action) in policies.IAM_EXCEPTIONS:
                 continue
             assert naming.STAGE_TOKEN in resource, (function, action, resource)
 
