@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import audit, footprint, rotation
+from bench import audit, fleet_pacing, footprint, rotation
 
 #: figure -> (direction, target, unit); None: no target, shown for information.
 TARGETS = {
@@ -51,7 +51,7 @@ NOTES = Path(__file__).with_name("notes.md")
 
 def main() -> int:
     started = time.monotonic()
-    results = {**rotation.run(), **audit.run(), **footprint.run()}
+    results = {**rotation.run(), **fleet_pacing.run(), **audit.run(), **footprint.run()}
     minutes = (time.monotonic() - started) / 60
     rows = []
     for name, (op, target, unit) in TARGETS.items():
@@ -61,6 +61,14 @@ def main() -> int:
     for size in results["fleet"]:
         rows.append(f"| fleet of {size['users']} users | {size['wall_s']:,} s total | p50 {size['p50_s']} s, "
                     f"p95 {size['p95_s']} s per rotation | |")
+    for mode, run in results["fleet_pacing"].items():
+        refused = sum(run["refused_by_github"].values())
+        target = "0 failed: " + ("met" if run["failed"] == 0 else "MISSED") if mode == "paced" else ""
+        rows.append(f"| {run['users']} users, one GitHub token, documented limits on, {mode} | "
+                    f"{run['completed']} completed, {run['failed']} failed, {run['not_started']} not started | "
+                    f"{run['wall_s']:,} s real, {run['simulated_h']} h simulated, passes {run['passes']}; "
+                    f"{refused} requests refused by GitHub's limits, {run['rotations_rate_limited']} rotations "
+                    f"rate-limited | {target} |")
     table = "\n".join(["| figure | value | unit | target |", "|---|---|---|---|", *rows])
     print(table)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")

@@ -30,7 +30,8 @@ def world(runtime: LocalRuntime, tmp_path_factory: pytest.TempPathFactory) -> It
     # Invariant 3 over everything the whole session produced, before the evidence goes away.
     from tests.leak_scan import corpus, known_secrets, leaks
 
-    found = leaks(corpus(runtime), *known_secrets(runtime, set(w.received_secret_sha256s())))
+    found = leaks(corpus(runtime), *known_secrets(runtime, set(w.received_secret_sha256s()),
+                                                  w.credential_literals()))
     w.stop()
     assert not found, f"secret material leaked during the test session: {found}"
 

@@ -55,7 +55,7 @@ def test_second_rotation_retires_the_rotators_own_key(clean_world: World, user: 
     second = assert_one_active_key_everywhere(clean_world, user)
     assert second != first
     states = states_entered(clean_world, result["executionArn"])
-    assert states == ["Plan", "CreateKey", "AwaitKeyLive", "PushToTargets", "PushTarget", "IsEmergency", "VerifyBuilds",
+    assert states == ["IsPaced", "Plan", "CreateKey", "AwaitKeyLive", "PushToTargets", "PushTarget", "IsEmergency", "VerifyBuilds",
                       "VerifyBuild", "DrainPeriod", "DrainCheck", "DeactivateOldKey", "RecoveryWindow",
                       "DeleteOldKey", "Report", "EmergencyCleanup", "RotationSucceeded"]
     assert get_deps().ledger.rotations(user)[-1]["adoption"] is False
@@ -170,7 +170,7 @@ def test_concurrent_trigger_is_refused_by_the_lock(clean_world: World, user: str
     second = clean_world.rotate(user)
 
     assert second["status"] == "FAILED"
-    assert states_entered(clean_world, second["executionArn"]) == ["Plan", "Alert", "RotationFailed"]
+    assert states_entered(clean_world, second["executionArn"]) == ["IsPaced", "Plan", "Alert", "RotationFailed"]
     assert get_deps().ledger.lock_holder(user)["rotation_id"] == running.rotation_id, "lock not stolen"
     refused = alerts_for(clean_world, user)[-1]
     assert refused["message"]["error"] == "RotationInProgress" and refused["severity"] == "LOW"
