@@ -16,11 +16,14 @@ from chalicelib.notify import publish
 from chalicelib.workflow.graduate_state import GraduationState
 
 
+def keys_phrase(keys_left: int) -> str:
+    return f"{keys_left} access key" if keys_left == 1 else f"{keys_left} access keys"
+
+
 def summary_line(user: str, target_id: str, keys_left: int) -> str:
     if keys_left == 0:
         return f"graduated {target_id}; {user} now holds 0 access keys: {user} reached zero keys"
-    noun = "access key" if keys_left == 1 else "access keys"
-    return f"graduated {target_id}; {user} now holds {keys_left} {noun}"
+    return f"graduated {target_id}; {user} now holds {keys_phrase(keys_left)}"
 
 
 def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
@@ -33,7 +36,8 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
                                 completed_at=clock.iso(clock.now()))
     deps.ledger.release_lock(user, gid)
     if record.get("outcome") != "graduated":  # a retried report must not announce twice
-        publish(deps.settings.topic_arn, f"Graduated {state.target_id} of {user}: {len(left)} access keys left", {
+        left_words = "zero keys left" if not left else f"{keys_phrase(len(left))} left"
+        publish(deps.settings.topic_arn, f"Graduated {state.target_id} of {user}: {left_words}", {
             "kind": "graduated", "user": user, "graduation_id": gid, "target_id": state.target_id,
             "role_arn": state.role_arn, "graduated": line, "keys_left": len(left),
             "zero_keys": not left, "key_retired": state.old_key_id,
