@@ -40,8 +40,6 @@ from deploy.analysis import ROOT
 
 DEFINITION = infra.DEFINITION
 DEPLOYED_DIR = ROOT / ".chalice" / "deployed"
-#: The Fail state every handled failure ends in (after Alert): those executions were already reported.
-HANDLED_FAILURE = "RotationFailed"
 
 
 # -- documents shared by the boto3 step and the merged template ---------------------------------------
@@ -172,15 +170,30 @@ def topic_policy(topic_arn: Any, rule_arn: Any, account: Any, alarm_arn_pattern:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def execution_failed_pattern(state_machine_arn: Any) -> dict[str, Any]:
+def handled_failures() -> list[str]:
+    """Each machine's Fail state's error (RotationFailed, UndoFailed, GraduationFailed): a machine reaches its
+    Fail state only through its Alert state, which already reported; any other end went unreported."""
+    errors = {state["Error"] for path in infra.DEFINITIONS.values()
+              for state in json.loads(path.read_text())["States"].values() if state["Type"] == "Fail"}
+    return sorted(errors)
+
+
+def machine_names(names: naming.StageNames) -> list[str]:
+    """Every state machine of the stage: ``rotation`` is the stage's machine, the others sit beside it."""
+    return [names.state_machine if kind == "rotation" else f"{names.prefix}-{kind}" for kind in infra.DEFINITIONS]
+
+
+def execution_failed_pattern(state_machine_arns: list[Any]) -> dict[str, Any]:
+    """An execution of any of the stage's machines that ended without its Alert: aborted by an operator,
+    timed out, or failed in a way the definition did not catch."""
     return {
         "source": ["aws.states"],
         "detail-type": ["Step Functions Execution Status Change"],
         "detail": {
-            "stateMachineArn": [state_machine_arn],
+            "stateMachineArn": state_machine_arns,
             "$or": [
                 {"status": ["TIMED_OUT", "ABORTED"]},
-                {"status": ["FAILED"], "error": [{"anything-but": [HANDLED_FAILURE]}]},
+                {"status": ["FAILED"], "error": [{"anything-but": handled_failures()}]},
             ],
         },
     }
@@ -195,7 +208,7 @@ def execution_failed_target(topic_arn: Any) -> dict[str, Any]:
                               "error": "$.detail.error", "name": "$.detail.name"},
             "InputTemplate": (
                 '{"kind": "rotation-execution-ended-unreported", "severity": "HIGH", "execution_arn": <execution>, '
-                '"execution_name": <name>, "status": <status>, "error": <error>, "next_step": "the rotation '
+                '"execution_name": <name>, "status": <status>, "error": <error>, "next_step": "the execution '
                 'stopped without its alert: read the execution history, then python -m cli status"}'
             ),
         },
@@ -433,7 +446,7 @@ def ensure_state_machine_role(d: Deployment) -> str:
 
 def machine_name(d: Deployment, kind: str) -> str:
     """``rotation`` is the stage's state machine; every other definition (``undo``) sits beside it."""
-    return d.names.state_machine if kind == "rotation" else f"{d.names.prefix}-{kind}"
+    return machine_names(d.names)[list(infra.DEFINITIONS).index(kind)]
 
 
 def ensure_state_machine(d: Deployment, role_arn: str, kind: str = "rotation") -> None:
@@ -461,7 +474,7 @@ def ensure_state_machine(d: Deployment, role_arn: str, kind: str = "rotation") -
 
 def ensure_execution_rule(d: Deployment) -> None:
     events, name = d.client("events"), d.names.execution_rule
-    pattern = execution_failed_pattern(d.state_machine_arn)
+    pattern = execution_failed_pattern([d.arn("states", f"stateMachine:{name}") for name in machine_names(d.names)])
     try:
         rule = events.describe_rule(Name=name)
     except ClientError as exc:
@@ -470,7 +483,7 @@ def ensure_execution_rule(d: Deployment) -> None:
         rule = None
     if rule is None or not _same_json(rule.get("EventPattern"), pattern) or rule.get("State") != "ENABLED":
         events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED",
-                        Description="A rotation that ended without reaching its Alert state",
+                        Description="A rotation, undo or graduation that ended without reaching its Alert state",
                         Tags=[{"Key": k, "Value": v} for k, v in d.names.tags().items()] if rule is None else [])
         d.changed(f"{'created' if rule is None else 'updated'} EventBridge rule {name}")
     target = execution_failed_target(d.topic_arn)

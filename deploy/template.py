@@ -183,8 +183,11 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
         "Type": "AWS::Events::Rule",
         "Properties": {
             "Name": names.execution_rule,
-            "Description": "A rotation that ended without reaching its Alert state (aborted, timed out, crashed)",
-            "EventPattern": resources.execution_failed_pattern(state_machine_arn),
+            "Description": "A rotation, undo or graduation that ended without reaching its Alert state "
+                           "(aborted, timed out, crashed)",
+            "EventPattern": resources.execution_failed_pattern([
+                _sub("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:" + name)
+                for name in resources.machine_names(names)]),
             "State": "ENABLED",
             "Targets": [resources.execution_failed_target({"Ref": "OutcomesTopic"})],
         },

@@ -89,7 +89,8 @@ def test_first_apply_creates_everything_chalice_does_not(deployed: dict[str, Any
 
     events = deployer.client("events")
     rule = events.describe_rule(Name=names.execution_rule)
-    assert json.loads(rule["EventPattern"])["detail"]["stateMachineArn"] == [d.state_machine_arn]
+    assert json.loads(rule["EventPattern"])["detail"]["stateMachineArn"] == [
+        d.state_machine_arn, *(d.arn("states", f"stateMachine:{d.names.prefix}-{kind}") for kind in ("undo", "graduate"))]
     (target,) = events.list_targets_by_rule(Rule=names.execution_rule)["Targets"]
     assert target["Arn"] == d.topic_arn
     topic_policy = json.loads(deployer.client("sns").get_topic_attributes(TopicArn=d.topic_arn)["Attributes"]["Policy"])

@@ -71,9 +71,13 @@ def test_one_template_has_the_functions_and_everything_deploy_creates(packaged: 
 def test_the_template_and_the_boto3_step_share_their_documents() -> None:
     merged = template.merge_template("prod")["Resources"]
     rule = merged["ExecutionFailedRule"]["Properties"]
-    state_machine = {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
-                               "ci-key-rotator-prod-rotation"}
-    assert rule["EventPattern"] == resources.execution_failed_pattern(state_machine)
+    machines = [{"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
+                            f"ci-key-rotator-prod-{kind}"} for kind in ("rotation", "undo", "graduate")]
+    assert rule["EventPattern"] == resources.execution_failed_pattern(machines)
+    # An undo or a graduation aborted by an operator pages like a rotation; each machine's own handled
+    # failure (its Fail state after Alert) does not page twice.
+    assert rule["EventPattern"]["detail"]["$or"][1]["error"] == [
+        {"anything-but": ["GraduationFailed", "RotationFailed", "UndoFailed"]}]
     statements = {s["Sid"]: s for s in merged["EscrowKey"]["Properties"]["KeyPolicy"]["Statement"]}
     readers = statements["EscrowReadersDecrypt"]["Principal"]["AWS"]
     assert readers == [{"Fn::GetAtt": [template.role_logical_id(f), "Arn"]} for f in resources.escrow_readers()]
@@ -169,3 +173,25 @@ def test_the_webhook_api_is_throttled_logged_and_capped(packaged: dict) -> None:
     assert settings["ThrottlingBurstLimit"] <= reserved, "the throttle refuses before Lambda does"
     for function in set(policies.functions()) - {protection.WEBHOOK_FUNCTION}:
         assert "ReservedConcurrentExecutions" not in res[template.logical_id(function)]["Properties"], function
+
+
+@pytest.mark.parametrize(("machine", "status", "error", "pages"), [
+    ("graduate", "ABORTED", None, True),
+    ("undo", "TIMED_OUT", None, True),
+    ("graduate", "FAILED", "States.Runtime", True),
+    ("graduate", "FAILED", "GraduationFailed", False),
+    ("rotation", "FAILED", "RotationFailed", False),
+    ("rotation", "SUCCEEDED", None, False),
+])
+def test_an_execution_of_any_machine_that_ends_without_its_alert_pages(
+        machine: str, status: str, error: str | None, pages: bool) -> None:
+    # moto's EventPattern: the matcher the local EventBridge (local/eventbridge.py) delivers with.
+    from moto.events.models import EventPattern
+
+    arn = f"arn:aws:states:us-east-1:123456789012:stateMachine:ci-key-rotator-prod-{machine}"
+    arns = [f"arn:aws:states:us-east-1:123456789012:stateMachine:ci-key-rotator-prod-{kind}"
+            for kind in ("rotation", "undo", "graduate")]
+    event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change",
+             "detail": {"stateMachineArn": arn, "status": status, "error": error}}
+    pattern = EventPattern.load(json.dumps(resources.execution_failed_pattern(arns)))
+    assert pattern.matches_event(event) is pages
