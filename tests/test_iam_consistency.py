@@ -80,8 +80,15 @@ def test_a_new_key_is_refused_until_iam_has_propagated_it(runtime: LocalRuntime)
 
 @pytest.mark.parametrize("revoke", ["deactivate", "delete"])
 def test_a_revoked_key_keeps_working_for_the_revocation_window(runtime: LocalRuntime, revoke: str) -> None:
-    window = strict.current().key_revocation_seconds
-    assert window > 0
+    assert strict.current().key_revocation_seconds > 0
+    # A wider window than the measured 4 s default: the simulated clock carries real time too, and a loaded
+    # machine (xdist workers, builds) can spend seconds between two calls; the rule under test is the same.
+    window = 60.0
+    with strict.override(key_revocation_seconds=window):
+        _revoked_key_works_until_the_window_ends(runtime, revoke, window)
+
+
+def _revoked_key_works_until_the_window_ends(runtime: LocalRuntime, revoke: str, window: float) -> None:
     user, key = _new_key(runtime)
     iam_consistency.settle()
     assert _refused(runtime, key) is None
