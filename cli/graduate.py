@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-from cli.common import require_settings
+from cli.common import follow_execution, require_settings
 from cli.errors import Exit, OperatorError
-
-_POLL_SECONDS = 0.5
 
 
 def register(subparsers: Any) -> None:
@@ -102,29 +99,10 @@ def start(deps: Any, user: str, target: str, note: str | None) -> tuple[str, str
 
 def follow(deps: Any, user: str, gid: str, execution_arn: str, timeout: float) -> int:
     """Print each state as it is entered; 0 once the graduation succeeded, 1 if it failed or still runs."""
-    from cli.rotation import _history
+    def succeeded(record: dict[str, Any]) -> str:
+        left = record.get("keys_left")
+        zero = f"; {user} reached zero access keys" if left == 0 else ""
+        return (f"graduated: {record.get('target_id')} assumes {record.get('role_arn')} through OIDC; "
+                f"{user} now holds {left} access key(s){zero}")
 
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        status = deps.sfn.describe_execution(executionArn=execution_arn)["status"]
-        for event in sorted(_history(deps, execution_arn), key=lambda e: e["id"]):
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                if event["type"].endswith("StateEntered"):
-                    print(f"  {event['timestamp']:%H:%M:%S} {event['stateEnteredEventDetails']['name']}", flush=True)
-        record = deps.ledger.rotation(user, gid) or {}
-        if status == "SUCCEEDED":
-            left = record.get("keys_left")
-            zero = f"; {user} reached zero access keys" if left == 0 else ""
-            print(f"graduated: {record.get('target_id')} assumes {record.get('role_arn')} through OIDC; "
-                  f"{user} now holds {left} access key(s){zero}")
-            return int(Exit.OK)
-        if status != "RUNNING":
-            cause = f": {record.get('error')}: {record.get('cause')}" if record.get("error") else ""
-            print(f"{status}{cause} (see its alert; ci-key-rotator status {user})")
-            return int(Exit.FAILED)
-        if time.monotonic() > deadline:
-            print(f"still RUNNING after {timeout:g} s; ci-key-rotator status {user} follows it")
-            return int(Exit.FAILED)
-        time.sleep(_POLL_SECONDS)
+    return follow_execution(deps, user, gid, execution_arn, timeout, succeeded)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-from cli.common import require_settings
+from cli.common import follow_execution, require_settings
 from cli.errors import Exit, OperatorError
-
-_POLL_SECONDS = 0.5
 
 
 def register(subparsers: Any) -> None:
@@ -57,28 +54,6 @@ def undo_user(args: argparse.Namespace) -> int:
 
 def follow(deps: Any, user: str, undo_id: str, execution_arn: str, timeout: float) -> int:
     """Print each state as it is entered; 0 once the undo succeeded, 1 if it failed or is still running."""
-    from cli.rotation import _history
-
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        status = deps.sfn.describe_execution(executionArn=execution_arn)["status"]
-        for event in sorted(_history(deps, execution_arn), key=lambda e: e["id"]):
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                if event["type"].endswith("StateEntered"):
-                    print(f"  {event['timestamp']:%H:%M:%S} {event['stateEnteredEventDetails']['name']}", flush=True)
-        record = deps.ledger.rotation(user, undo_id) or {}
-        if status == "SUCCEEDED":
-            print(f"undone: {record.get('restore_key_id')} is Active and verified in every target "
-                  f"({', '.join(sorted(record.get('targets', {}))) or 'no target'}); "
-                  f"{record.get('replace_key_id')} is Inactive")
-            return int(Exit.OK)
-        if status != "RUNNING":
-            cause = f": {record.get('error')}: {record.get('cause')}" if record.get("error") else ""
-            print(f"{status}{cause} (see its alert; ci-key-rotator status {user})")
-            return int(Exit.FAILED)
-        if time.monotonic() > deadline:
-            print(f"still RUNNING after {timeout:g} s; ci-key-rotator status {user} follows it")
-            return int(Exit.FAILED)
-        time.sleep(_POLL_SECONDS)
+    return follow_execution(deps, user, undo_id, execution_arn, timeout, lambda record: (
+        f"undone: {record.get('restore_key_id')} is Active and verified in every target "
+        f"({', '.join(sorted(record.get('targets', {}))) or 'no target'}); {record.get('replace_key_id')} is Inactive"))
