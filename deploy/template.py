@@ -141,44 +141,21 @@ def merge_template(stage: str, config_text: str | None = None) -> dict[str, Any]
             "Tags": tags,
         },
     }
-    res["RotationStateMachine"] = {
-        "Type": "AWS::StepFunctions::StateMachine",
-        "Properties": {
-            "StateMachineName": names.state_machine,
-            "DefinitionString": resources.DEFINITION.read_text(),
-            "DefinitionSubstitutions": {
-                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
-                for t in infra.task_handlers(resources.DEFINITION.read_text())},
-            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
-            "Tags": tags,
-        },
-    }
-    undo_text = infra.UNDO_DEFINITION.read_text()
-    res["UndoStateMachine"] = {
-        "Type": "AWS::StepFunctions::StateMachine",
-        "Properties": {
-            "StateMachineName": f"{names.prefix}-undo",
-            "DefinitionString": undo_text,
-            "DefinitionSubstitutions": {
-                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
-                for t in infra.task_handlers(undo_text)},
-            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
-            "Tags": tags,
-        },
-    }
-    graduate_text = infra.GRADUATE_DEFINITION.read_text()
-    res["GraduateStateMachine"] = {
-        "Type": "AWS::StepFunctions::StateMachine",
-        "Properties": {
-            "StateMachineName": f"{names.prefix}-graduate",
-            "DefinitionString": graduate_text,
-            "DefinitionSubstitutions": {
-                f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
-                for t in infra.task_handlers(graduate_text)},
-            "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
-            "Tags": tags,
-        },
-    }
+    # One machine per definition (rotation, undo, graduate), all invoking tasks through the same role.
+    for (kind, path), machine in zip(infra.DEFINITIONS.items(), resources.machine_names(names), strict=True):
+        text = path.read_text()
+        res[f"{kind.capitalize()}StateMachine"] = {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "StateMachineName": machine,
+                "DefinitionString": text,
+                "DefinitionSubstitutions": {
+                    f"{logical_id(t)}FunctionArn": {"Fn::GetAtt": [logical_id(t), "Arn"]}
+                    for t in infra.task_handlers(text)},
+                "RoleArn": {"Fn::GetAtt": ["StateMachineRole", "Arn"]},
+                "Tags": tags,
+            },
+        }
     res["ExecutionFailedRule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {
