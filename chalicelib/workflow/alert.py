@@ -26,12 +26,13 @@ OPERATOR_REFUSALS = frozenset({"InvalidExecutionInput", "ResumeRefused", "UserPa
 _CAUSE_MAX = 500
 
 
-def _error(state: dict[str, Any]) -> tuple[str, str]:
-    error = state.get("error") or {}
-    name = str(error.get("Error", "Unknown"))
-    cause = str(error.get("Cause", ""))
-    try:  # a Lambda error's Cause is its JSON error payload
-        cause = json.loads(cause).get("errorMessage", cause)
+def step_error(error: Any) -> tuple[str, str]:
+    """(name, cause) of a Step Functions ``Catch`` result; a Lambda error's Cause is its JSON error payload,
+    whose ``errorMessage`` is what an operator reads. Shared by the rotation's, undo's and graduation's Alert."""
+    error = error if isinstance(error, dict) else {}
+    name, cause = str(error.get("Error", "Unknown")), str(error.get("Cause", ""))
+    try:
+        cause = str(json.loads(cause).get("errorMessage", cause))
     except (ValueError, AttributeError):
         pass
     return name, cause
@@ -75,7 +76,7 @@ def _note(event: dict[str, Any]) -> str | None:
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
     event = dict(wrapper.get("state") or {})
-    error_name, cause = _error(event)
+    error_name, cause = step_error(event.get("error"))
     if error_name in OPERATOR_REFUSALS:
         return _refusal(wrapper, event, error_name, cause, deps)
     user = str(event.get("user", "?"))
@@ -91,7 +92,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "error": error_name,
         "cause": cause,
         "rollback": event.get("rollback"),
-        "rollback_error": _error({"error": event["rollback_error"]})[1] if event.get("rollback_error") else None,
+        "rollback_error": step_error(event["rollback_error"])[1] if event.get("rollback_error") else None,
         "note": _note(event),
     }
     try:

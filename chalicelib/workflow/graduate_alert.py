@@ -8,7 +8,6 @@ DrainCheck on the target stays graduated and the key stays Active with no target
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from chalicelib import clock
@@ -16,6 +15,7 @@ from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
+from chalicelib.workflow.alert import step_error
 from chalicelib.workflow.graduate_state import GRADUATE_REFUSALS
 from chalicelib.workflow.snapshot import snapshot
 
@@ -23,12 +23,7 @@ _CAUSE_MAX = 500
 
 
 def _error(error: Any) -> tuple[str, str]:
-    error = error if isinstance(error, dict) else {}
-    name, cause = str(error.get("Error", "Unknown")), str(error.get("Cause", ""))
-    try:  # a Lambda error's Cause is its JSON error payload
-        cause = str(json.loads(cause).get("errorMessage", cause))
-    except (ValueError, AttributeError):
-        pass
+    name, cause = step_error(error)
     return name, mask_text(cause)
 
 

@@ -7,7 +7,6 @@ A failure after UndoPlan is HIGH and says what every target holds now (UndoRollb
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from chalicelib import clock
@@ -15,26 +14,17 @@ from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
+from chalicelib.workflow.alert import step_error
 from chalicelib.workflow.snapshot import snapshot
 from chalicelib.workflow.undo_state import UNDO_REFUSALS
 
 _CAUSE_MAX = 500
 
 
-def _error(error: Any) -> tuple[str, str]:
-    error = error if isinstance(error, dict) else {}
-    name, cause = str(error.get("Error", "Unknown")), str(error.get("Cause", ""))
-    try:  # a Lambda error's Cause is its JSON error payload
-        cause = str(json.loads(cause).get("errorMessage", cause))
-    except (ValueError, AttributeError):
-        pass
-    return name, cause
-
-
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
     event = dict(wrapper.get("state") or {})
-    error_name, cause = _error(event.get("error"))
+    error_name, cause = step_error(event.get("error"))
     user = event.get("user") if isinstance(event.get("user"), str) else None
     if error_name in UNDO_REFUSALS:
         subject = f"Undo not started ({user or '?'}): {error_name}"
@@ -50,7 +40,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "execution_arn": wrapper.get("execution_arn", ""), "error": error_name, "cause": cause,
         "old_key_id": event.get("old_key_id"), "new_key_id": event.get("new_key_id"),
         "rollback": event.get("rollback"),
-        "rollback_error": _error(event.get("rollback_error"))[1] if event.get("rollback_error") else None,
+        "rollback_error": step_error(event.get("rollback_error"))[1] if event.get("rollback_error") else None,
     }
     try:
         message["state_left_behind"] = snapshot(deps, str(user))
