@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -152,14 +152,18 @@ def test_paced_fleet_waits_out_its_slots_and_stays_inside_the_limits(clean_world
     names = fleet(clean_world, 12)
     github = clean_world.github
     github.limit_rates(secondary_per_minute=TIGHT_WRITES_PER_MINUTE, secondary_per_hour=500, points_per_minute=900)
+    # The simulated clock only ever runs ahead of the wall clock, so a slot's wall time maps to a simulated
+    # time no earlier than this offset says, however long the loaded machine takes to start the fleet.
     sim_before = sim_clock.now()
+    sim_minus_wall = sim_before - datetime.now(UTC).timestamp()
     # This fleet's own requests (the poller may be asking about an earlier test's runs meanwhile).
-    mine: list[tuple[float, str]] = []
+    mine: list[tuple[float, str, str]] = []
     refuse = github._refuse
 
     def recorded(request: Any) -> Any:
-        if any(f"/{name}/" in f"{request.path}/" for name in names):
-            mine.append((sim_clock.now(), request.method))
+        for name in names:
+            if f"/{name}/" in f"{request.path}/":
+                mine.append((sim_clock.now(), request.method, name))
         return refuse(request)
 
     monkeypatch.setattr(github, "_refuse", recorded)
@@ -174,9 +178,16 @@ def test_paced_fleet_waits_out_its_slots_and_stays_inside_the_limits(clean_world
     slots = [execution_input(clean_world, s.execution_arn).get("start_at") for s in started]
     assert slots[0] is None and all(isinstance(s, str) for s in slots[1:]), slots
     assert slots[1:] == sorted(slots[1:]), "slots follow the configuration's order"
-    # The waits were waited out on the simulated clock the emulator's windows run on.
-    writes = sorted(at for at, method in mine if method != "GET")
-    assert writes[-1] - writes[0] >= 11 * GITHUB_RATE_BUDGET.slot_seconds(1) - 2
+    # The waits were waited out on the simulated clock the emulator's windows run on: no paced rotation
+    # wrote to GitHub before its slot, and the slots are a slot's length apart.
+    times = [datetime.fromisoformat(str(slot)) for slot in slots[1:]]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= GITHUB_RATE_BUDGET.slot_seconds(1) - 1, gaps  # whole seconds (ceil) on the wire
+    for started_one, slot in zip(started[1:], slots[1:], strict=True):
+        assert isinstance(slot, str)
+        first_write = min(at for at, method, name in mine if method != "GET" and name == started_one.user)
+        assert first_write >= datetime.fromisoformat(slot).timestamp() + sim_minus_wall - 0.5, started_one.user
+    writes = [at for at, method, _ in mine if method != "GET"]
     assert sim_clock.now() - sim_before >= 11 * GITHUB_RATE_BUDGET.slot_seconds(1)
     # The budget the slots come from is not smaller than what a rotation really spends.
     assert len(writes) <= 12 * GITHUB_ROTATION_WRITES
