@@ -1,4 +1,4 @@
-"""Session credentials from ``sts:GetSessionToken`` as AWS issues and honours them.
+"""Session credentials from ``sts:GetSessionToken`` and ``sts:GetFederationToken`` as AWS issues and honours them.
 
 moto 5.2.5 answers GetSessionToken with a fixed example key (``AKIAIOSFODNN7EXAMPLE``) that belongs to no one,
 so with authentication on a session could not be used at all, and its identity policies ignore every
@@ -15,12 +15,31 @@ AWS behaves otherwise, and the product's containment of a leaked key depends on 
   user's long-term key (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime;
   date operators: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html#Conditions_Date).
 
+``GetFederationToken`` (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetFederationToken.html): moto
+5.2.5 answers it with the same fixed example key, which no request can then use. AWS mints a session for the
+calling IAM user (its long-term key only; the user needs ``sts:GetFederationToken``), 900-129,600 s, whose
+permissions are the intersection of the user's policies and the session policy passed with the call (none
+passed: no permissions), and which cannot call IAM nor STS except ``GetCallerIdentity``
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_getfederationtoken.html).
+Like a GetSessionToken session it outlives the key that minted it, and what stops it is a change to the
+*IAM user's* policies, such as the containment's ``aws:TokenIssueTime`` Deny
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html).
+Only the inline ``Policy`` is emulated; ``PolicyArns`` and session tags are refused as not emulated.
+
+Refusals carry AWS's HTTP status: the codes STS's API reference lists per action keep the status it gives them
+(e.g. https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html#API_AssumeRoleWithWebIdentity_Errors,
+as botocore's STS model carries it); ``AccessDenied``, which the reference does not list, is 403 as AWS answers
+it ("Status Code: 403; Error Code: AccessDenied" in the SDKs' reports, e.g.
+https://github.com/aws-amplify/aws-sdk-android/issues/9), where moto serialised every code its model lacks as 400.
+
 Expiry runs on local/sim_clock.py, so a 36 h Wait state that was not slept still ends the session.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -31,6 +50,9 @@ from local import sim_clock, strict
 
 _MIN_SECONDS, _MAX_SECONDS, _DEFAULT_SECONDS = 900, 129_600, 43_200
 _ALPHABET = string.ascii_uppercase + string.digits
+#: GetFederationToken's Name: 2-32 characters of [\w+=,.@-]; its session policy at most 2,048 characters.
+_FEDERATED_NAME = re.compile(r"^[\w+=,.@-]{2,32}$", re.ASCII)
+_MAX_POLICY_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,13 @@ class Session:
     issued_at: datetime  # wall clock, as aws:TokenIssueTime carries it
     issued_sim: float  # sim_clock, for expiry
     duration_seconds: int
+    #: GetFederationToken's: the federated user's name and the session policy (JSON) it was minted with.
+    federated_name: str | None = None
+    session_policy: str | None = None
+
+    @property
+    def federated(self) -> bool:
+        return self.federated_name is not None
 
     def expired(self) -> bool:
         return sim_clock.now() - self.issued_sim >= self.duration_seconds
@@ -61,7 +90,10 @@ def session(access_key_id: str) -> Session | None:
 def install() -> None:
     if _state["installed"]:
         return
+    install_error_statuses()
     _patch_get_session_token()
+    _patch_get_federation_token()
+    _patch_caller_identity()
     _patch_authentication()
     _patch_date_conditions()
     _state["installed"] = True
@@ -70,43 +102,174 @@ def install() -> None:
 # -- minting ------------------------------------------------------------------------------------------
 
 
-def _patch_get_session_token() -> None:
+def _errors() -> dict[str, type[Exception]]:
     from moto.core.exceptions import ServiceException
-    from moto.core.responses import ActionResult
+
+    class AccessDenied(ServiceException):
+        code = "AccessDenied"
+        http_status = 403
+
+    class MalformedPolicyDocument(ServiceException):
+        code = "MalformedPolicyDocument"
+
+    class ValidationError(ServiceException):
+        code = "ValidationError"
+
+    return {cls.__name__: cls for cls in (AccessDenied, MalformedPolicyDocument, ValidationError)}
+
+
+_ERRORS: dict[str, type[Exception]] = {}
+
+
+def error(name: str, message: str) -> Exception:
+    """STS's error ``name`` (AccessDenied, MalformedPolicyDocument, ValidationError) with AWS's HTTP status."""
+    if not _ERRORS:
+        _ERRORS.update(_errors())
+    return _ERRORS[name](message)
+
+
+def install_error_statuses() -> None:
+    """An STS error whose code botocore's STS model lacks (``AccessDenied``) is serialised by moto with status
+    400; one that declares ``http_status`` gets that status instead. Codes the model has keep its status."""
+    if _state.get("statuses"):
+        return
+    from moto.core import serialize
+    from moto.core.errors import ErrorLookupFactory, ErrorShape
+
+    original = serialize.get_error_model
+
+    def get_error_model(exception: Exception, default_service_model: Any) -> Any:
+        status = getattr(exception, "http_status", None)
+        code = str(getattr(exception, "code", type(exception).__name__))
+        if status is None or ErrorLookupFactory().for_service(default_service_model).from_code(code) is not None:
+            return original(exception, default_service_model)
+        return ErrorShape(shape_name=code, shape_model={
+            "exception": True, "type": "structure", "members": {},
+            "error": {"code": code, "httpStatusCode": status, "senderFault": True}})
+
+    serialize.get_error_model = get_error_model
+    _state["statuses"] = True
+
+
+def _mint(account: str, user_name: str, parent_key_id: str, duration: int, **federation: str | None) -> Session:
+    minted = Session(
+        access_key_id="ASIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16)),
+        secret_access_key=secrets.token_urlsafe(30)[:40],
+        session_token=secrets.token_urlsafe(96),
+        account=account, user_name=user_name, parent_key_id=parent_key_id,
+        issued_at=datetime.now(UTC), issued_sim=sim_clock.now(), duration_seconds=duration, **federation,
+    )
+    _sessions[minted.access_key_id] = minted
+    return minted
+
+
+def _credentials(minted: Session) -> dict[str, Any]:
+    return {"AccessKeyId": minted.access_key_id, "SecretAccessKey": minted.secret_access_key,
+            "SessionToken": minted.session_token,
+            "Expiration": minted.issued_at + timedelta(seconds=minted.duration_seconds)}
+
+
+def _calling_user(response: Any, action: str) -> Any:
+    """The IAM user whose long-term key signed ``response``'s request; AccessDenied for anything else."""
     from moto.iam.models import iam_backends
-    from moto.sts.exceptions import STSValidationError
+
+    from local.iam_resources import _access_key_id
+
+    caller = _access_key_id(response.headers) or ""
+    if caller in _sessions:
+        raise error("AccessDenied", f"Cannot call {action} with session credentials")
+    user = iam_backends[response.current_account]["aws"].get_user_from_access_key_id(caller)
+    if user is None:
+        raise error("AccessDenied", f"{action} needs an IAM user's long-term access key")
+    return user
+
+
+def _duration(response: Any) -> int:
+    duration = int(response._get_int_param("DurationSeconds", _DEFAULT_SECONDS))
+    if not _MIN_SECONDS <= duration <= _MAX_SECONDS:
+        raise error("ValidationError", f"DurationSeconds must be between {_MIN_SECONDS} and {_MAX_SECONDS}")
+    return duration
+
+
+def _patch_get_session_token() -> None:
+    from moto.core.responses import ActionResult
     from moto.sts.responses import TokenResponse
 
     from local.iam_resources import _access_key_id
 
-    class AccessDenied(ServiceException):
-        code = "AccessDenied"
-
     def get_session_token(self: Any) -> ActionResult:
-        duration = self._get_int_param("DurationSeconds", _DEFAULT_SECONDS)
-        if not _MIN_SECONDS <= duration <= _MAX_SECONDS:
-            raise STSValidationError(f"DurationSeconds must be between {_MIN_SECONDS} and {_MAX_SECONDS}")
-        caller = _access_key_id(self.headers) or ""
-        if caller in _sessions:
-            raise AccessDenied("Cannot call GetSessionToken with session credentials")
-        user = iam_backends[self.current_account]["aws"].get_user_from_access_key_id(caller)
-        if user is None:
-            raise AccessDenied("GetSessionToken needs an IAM user's long-term access key")
-        minted = Session(
-            access_key_id="ASIA" + "".join(secrets.choice(_ALPHABET) for _ in range(16)),
-            secret_access_key=secrets.token_urlsafe(30)[:40],
-            session_token=secrets.token_urlsafe(96),
-            account=self.current_account, user_name=user.name, parent_key_id=caller,
-            issued_at=datetime.now(UTC), issued_sim=sim_clock.now(), duration_seconds=duration,
-        )
-        _sessions[minted.access_key_id] = minted
-        return ActionResult({"Credentials": {
-            "AccessKeyId": minted.access_key_id, "SecretAccessKey": minted.secret_access_key,
-            "SessionToken": minted.session_token,
-            "Expiration": minted.issued_at + timedelta(seconds=duration),
-        }})
+        duration = _duration(self)
+        user = _calling_user(self, "GetSessionToken")
+        minted = _mint(self.current_account, user.name, _access_key_id(self.headers) or "", duration)
+        return ActionResult({"Credentials": _credentials(minted)})
 
     TokenResponse.get_session_token = get_session_token
+
+
+def _patch_get_federation_token() -> None:
+    from moto.core.responses import ActionResult
+    from moto.sts.responses import TokenResponse
+
+    from local.iam_resources import _access_key_id
+
+    def get_federation_token(self: Any) -> ActionResult:
+        name = self._get_param("Name") or ""
+        if not _FEDERATED_NAME.match(name):
+            raise error("ValidationError", f"1 validation error detected: Value '{name}' at 'name' failed to "
+                                           r"satisfy constraint: Member must satisfy regular expression pattern: "
+                                           r"[\w+=,.@-]+ and have length between 2 and 32")
+        if any(k.startswith(("PolicyArns", "Tags")) for k in self.querystring):
+            raise error("ValidationError", "PolicyArns and Tags are not emulated locally: pass an inline Policy")
+        policy = self._get_param("Policy")
+        if policy is not None:
+            if len(policy) > _MAX_POLICY_CHARS:
+                raise error("ValidationError", "1 validation error detected: Value at 'policy' failed to satisfy "
+                                               f"constraint: Member must have length less than or equal to "
+                                               f"{_MAX_POLICY_CHARS}")
+            try:
+                document = json.loads(policy)
+            except ValueError:
+                document = None
+            if not isinstance(document, dict) or not isinstance(document.get("Statement"), list | dict):
+                raise error("MalformedPolicyDocument", "The policy is not in the valid JSON format.")
+        duration = _duration(self)
+        user = _calling_user(self, "GetFederationToken")
+        minted = _mint(self.current_account, user.name, _access_key_id(self.headers) or "", duration,
+                       federated_name=name, session_policy=policy)
+        return ActionResult({
+            "Credentials": _credentials(minted),
+            "FederatedUser": {"FederatedUserId": f"{minted.account}:{name}", "Arn": federated_arn(minted)},
+            # AWS packs (compresses) the policy before measuring it; its plaintext share is an upper bound.
+            "PackedPolicySize": -(-len(policy or "") * 100 // _MAX_POLICY_CHARS),
+        })
+
+    TokenResponse.get_federation_token = get_federation_token
+
+
+def federated_arn(minted: Session) -> str:
+    return f"arn:aws:sts::{minted.account}:federated-user/{minted.federated_name}"
+
+
+def _patch_caller_identity() -> None:
+    """GetCallerIdentity of a session names who it acts as: the IAM user (GetSessionToken) or the federated user
+    (GetFederationToken); moto answered a made-up ``user/moto`` for both."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import STSBackend
+
+    original = STSBackend.get_caller_identity
+
+    def get_caller_identity(self: Any, access_key_id: str, region: str) -> tuple[str, str, str]:
+        minted = _sessions.get(access_key_id)
+        if minted is None:
+            return original(self, access_key_id, region)
+        if minted.federated:
+            return f"{minted.account}:{minted.federated_name}", federated_arn(minted), minted.account
+        user = iam_backends[minted.account]["aws"].users.get(minted.user_name)
+        if user is None:
+            return original(self, access_key_id, region)
+        return str(user.id), str(user.arn), minted.account
+
+    STSBackend.get_caller_identity = get_caller_identity  # type: ignore[method-assign]
 
 
 # -- authenticating a request signed with a session -------------------------------------------------------
@@ -130,6 +293,8 @@ def _patch_authentication() -> None:
 
         @property
         def arn(self) -> str:
+            if self.session.federated:
+                return federated_arn(self.session)
             return str(iam_backends[self.account_id][self.partition].get_user(self._owner_user_name).arn)
 
         def create_credentials(self) -> Any:
@@ -144,7 +309,7 @@ def _patch_authentication() -> None:
         if headers.get("X-Amz-Security-Token") != minted.session_token:
             raise access_control.CreateAccessKeyFailure(reason="InvalidToken")
         if minted.expired():
-            raise access_control.CreateAccessKeyFailure(reason="ExpiredToken")
+            raise _expired_token()
         if not strict.current().session_credentials_outlive_parent_key and not _parent_active(minted):
             raise access_control.CreateAccessKeyFailure(reason="InvalidId")
         return SessionAccessKey(minted, partition)
@@ -160,11 +325,43 @@ def _patch_authentication() -> None:
         context = {"aws:TokenIssueTime": _iso(minted.issued_at)} if isinstance(minted, Session) else {}
         token = _context.set(context)
         try:
-            original_check(self, resource)
+            if isinstance(minted, Session) and minted.federated and self._action != "sts:GetCallerIdentity":
+                _federation_allows(self, minted, resource)
+            original_check(self, resource)  # the IAM user's policies (with the containment's Deny)
         finally:
             _context.reset(token)
 
     access_control.IAMRequestBase.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+
+def _expired_token() -> Exception:
+    """AWS refuses a request signed with an expired session as ``ExpiredToken`` (403); moto's authenticator
+    knows only InvalidClientTokenId for a key it refuses."""
+    from moto.core.exceptions import InvalidClientTokenIdError
+
+    class ExpiredToken(InvalidClientTokenIdError):
+        def __init__(self) -> None:
+            super(InvalidClientTokenIdError, self).__init__(
+                "ExpiredToken", "The security token included in the request is expired")
+
+    return ExpiredToken()
+
+
+def _federation_allows(request: Any, minted: Session, resource: str) -> None:
+    """A federation session: no IAM, no STS but GetCallerIdentity, and only what its session policy allows
+    (the user's policies are checked after this, so the permissions are the intersection)."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    service = request._action.split(":", 1)[0]
+    if service == "iam":
+        request._raise_invalid_access_key("InvalidToken")  # IAM does not take a federation session's token
+    if service == "sts":
+        request._raise_access_denied()
+    if minted.session_policy is None:
+        request._raise_access_denied()  # no session policy: the session has no permissions
+    result = IAMPolicy(minted.session_policy).is_action_permitted(request._action, resource)
+    if result != PermissionResult.PERMITTED:
+        request._raise_access_denied()
 
 
 def _parent_active(minted: Session) -> bool:

@@ -17,6 +17,9 @@ authentication on it refuses the call outright, because the request is unsigned.
    and ``:sub``, https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_iam-condition-keys.html#condition-keys-wif),
    no matching ``Deny``; else ``AccessDenied`` "Not authorized to perform sts:AssumeRoleWithWebIdentity".
 
+Each refusal answers the HTTP status AWS gives its code: 400 for ``InvalidIdentityToken``,
+``ExpiredTokenException`` and ``ValidationError`` (the API reference's "Errors" section), 403 for ``AccessDenied``.
+
 Condition operators: the String ones (``*``/``?`` in the Like ones), their ``IfExists`` forms, ``Null``, and
 ``ForAnyValue:``/``ForAllValues:``; a key absent from the context fails a positive operator and satisfies a
 negated one (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
@@ -58,6 +61,9 @@ _state: dict[str, Any] = {"installed": False, "original": None}
 def install() -> None:
     if _state["installed"]:
         return
+    from local import sts_sessions
+
+    sts_sessions.install_error_statuses()  # AccessDenied with AWS's 403
     _patch_unsigned()
     _patch_assume_role_with_web_identity()
     _state["installed"] = True
@@ -79,6 +85,7 @@ def _errors() -> dict[str, type[Exception]]:
 
     class AccessDenied(ServiceException):
         code = "AccessDenied"
+        http_status = 403  # an authorization refusal; STS's model lacks the code, so moto would answer 400
 
     class ValidationError(ServiceException):
         code = "ValidationError"
