@@ -38,6 +38,12 @@ def role_intent_subject(role_name: str) -> str:
     return f"role/{role_name}"
 
 
+def provider_intent_subject(provider: str) -> str:
+    """The same for an IAM OIDC provider: ``provider`` is an ARN or its part after ``oidc-provider/`` (the
+    issuer's host and path, which is what the audit reads from the event)."""
+    return f"oidc-provider/{provider.split(':oidc-provider/', 1)[-1]}"
+
+
 #: The CI variable the OIDC verification templates read the role to assume from.
 ROLE_ARN_VARIABLE = "AWS_ROLE_ARN"
 _UUID_BRACED = r"^\{[0-9a-fA-F-]{36}\}$"

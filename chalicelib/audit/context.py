@@ -10,7 +10,7 @@ from chalicelib.audit.models import Record
 from chalicelib.audit.profile import ManagedUserProfile
 from chalicelib.audit.suppression import Suppression
 from chalicelib.audit.telemetry import count, logger
-from chalicelib.federation import role_intent_subject
+from chalicelib.federation import provider_intent_subject, role_intent_subject
 
 #: (user name, action e.g. "CreateAccessKey", access key id or None, event time) -> did the rotation
 #: workflow announce this call? ``chalicelib.ledger.Ledger.find_intent`` has exactly this shape.
@@ -21,6 +21,23 @@ ExposureLookup = Callable[[str], datetime | None]
 #: role name -> its IAM path ("/" included), or None when no such role exists. Only role-change events that
 #: do not carry the path (all but CreateRole) ask it; ``chalicelib.audit_handlers.role_path_lookup`` asks IAM.
 RolePathLookup = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class Graduated:
+    """What the graduation workflow made that pipelines now depend on, as its ledger records it: known without
+    asking IAM, so a role that is gone (DeleteRole) is still known to have been a graduated one."""
+
+    #: role name -> its IAM path (from the role ARN the workflow recorded).
+    roles: Mapping[str, str] = field(default_factory=dict)
+    #: IAM OIDC provider (the part of its ARN after ``oidc-provider/``) -> {graduated role trusting it -> the
+    #: audience its pipeline's tokens carry}.
+    providers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+#: () -> the graduated roles and the providers they trust; ``chalicelib.audit_handlers.graduated_lookup`` reads
+#: the ledger's graduation records and graduations in flight.
+GraduatedLookup = Callable[[], Graduated]
 
 #: How long after an exposure a managed user's unexpected calls stay CRITICAL: sessions minted from the
 #: leaked key live up to 36 hours (GetSessionToken's maximum); a week covers a slow attacker and the triage.
@@ -54,6 +71,7 @@ class AuditContext:
     #: The allow-list (``chalicelib.audit.suppression``), applied by the pipeline after classification.
     suppressions: tuple[Suppression, ...] = field(default=(), compare=False)
     role_path_lookup: RolePathLookup | None = field(default=None, compare=False)
+    graduated_lookup: GraduatedLookup | None = field(default=None, compare=False)
     rotator_names: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
@@ -63,6 +81,7 @@ class AuditContext:
         object.__setattr__(self, "rotator_names", names)
         object.__setattr__(self, "_exposures", {})
         object.__setattr__(self, "_role_paths", {})
+        object.__setattr__(self, "_graduated", [])
 
     def is_rotator(self, record: Record) -> bool:
         """Was this call made by the rotator: its role (session issuer), or an IAM user of that name?"""
@@ -80,6 +99,13 @@ class AuditContext:
         if not isinstance(role, str) or not role or not self.is_rotator(record):
             return False
         return self.intended(role_intent_subject(role), record.name, None, record.event_time)
+
+    def announced_provider_change(self, record: Record, provider: str) -> bool:
+        """The same for an IAM OIDC provider (``provider``: its ARN's part after ``oidc-provider/``), announced
+        under ``federation.provider_intent_subject``."""
+        if not provider or not self.is_rotator(record):
+            return False
+        return self.intended(provider_intent_subject(provider), record.name, None, record.event_time)
 
     def is_rotator_role_arn(self, arn: str) -> bool:
         return bool(arn) and any(arn_names(arn, "role", name) for name in self.rotator_names)
@@ -131,10 +157,32 @@ class AuditContext:
         return exposed
 
     def role_path(self, role: str) -> str | None:
-        """The IAM path of ``role``, asked once per role per context; None when unknown (no lookup, no such
-        role, or a failing lookup, which is logged and counted; policy and trust changes still get the generic
+        """The IAM path of ``role``, asked once per role per context; when IAM does not know it (no such role:
+        it was just deleted; or a failing lookup, which is logged and counted), the path the ledger recorded
+        for a graduated role of that name; else None (policy and trust changes still get the generic
         iam-policy finding)."""
-        if self.role_path_lookup is None or not role:
+        if not role:
+            return None
+        path = self._iam_role_path(role)
+        return path if path is not None else self.graduated().roles.get(role)
+
+    def graduated(self) -> Graduated:
+        """The graduated roles and their providers, read once per context; nothing known when there is no
+        lookup or it fails (logged and counted: a deleted graduated role goes unrated meanwhile)."""
+        cache: list[Graduated] = self._graduated  # type: ignore[attr-defined]  # set in __post_init__ of the frozen dataclass
+        if not cache:
+            if self.graduated_lookup is None:
+                return Graduated()
+            try:
+                cache.append(self.graduated_lookup())
+            except Exception as exc:  # noqa: BLE001 - a lookup must not lose the other findings
+                logger.warning("graduated roles lookup failed", extra={"error": type(exc).__name__})
+                count("GraduatedLookupFailures")
+                cache.append(Graduated())
+        return cache[0]
+
+    def _iam_role_path(self, role: str) -> str | None:
+        if self.role_path_lookup is None:
             return None
         cache: dict[str, str | None] = self._role_paths  # type: ignore[attr-defined]  # set in __post_init__ of the frozen dataclass
         if role not in cache:

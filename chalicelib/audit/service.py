@@ -7,7 +7,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.audit.allow_list_log import DynamoAllowListLog, digest
-from chalicelib.audit.context import AuditContext, ExposureLookup, IntentLookup, RolePathLookup
+from chalicelib.audit.context import (
+    AuditContext,
+    ExposureLookup,
+    GraduatedLookup,
+    IntentLookup,
+    RolePathLookup,
+)
 from chalicelib.audit.credential_report import KeyPolicy, run_credential_report
 from chalicelib.audit.dedup import Deduplicator, DynamoDeduplicator
 from chalicelib.audit.notifiers.base import Notifier
@@ -24,6 +30,7 @@ def build_context(
     managed_users: Iterable[str], intent_lookup: IntentLookup | None, settings: AuditSettings | None = None,
     *, profiles: Mapping[str, ManagedUserProfile] | None = None, suppressions: Sequence[Suppression] = (),
     exposure_lookup: ExposureLookup | None = None, role_path_lookup: RolePathLookup | None = None,
+    graduated_lookup: GraduatedLookup | None = None,
 ) -> AuditContext:
     settings = settings or get_audit_settings()
     return AuditContext(
@@ -35,6 +42,7 @@ def build_context(
         exposure_lookup=exposure_lookup,
         suppressions=tuple(suppressions),
         role_path_lookup=role_path_lookup,
+        graduated_lookup=graduated_lookup,
     )
 
 
@@ -57,14 +65,15 @@ def audit_event(
     event: Any, *, managed_users: Iterable[str], intent_lookup: IntentLookup | None,
     settings: AuditSettings | None = None, profiles: Mapping[str, ManagedUserProfile] | None = None,
     suppressions: Sequence[Suppression] = (), exposure_lookup: ExposureLookup | None = None,
-    role_path_lookup: RolePathLookup | None = None,
+    role_path_lookup: RolePathLookup | None = None, graduated_lookup: GraduatedLookup | None = None,
 ) -> dict[str, Any]:
     """The EventBridge audit Lambda's body."""
     settings = settings or get_audit_settings()
     return handle_event(
         event,
         build_context(managed_users, intent_lookup, settings, profiles=profiles, suppressions=suppressions,
-                      exposure_lookup=exposure_lookup, role_path_lookup=role_path_lookup),
+                      exposure_lookup=exposure_lookup, role_path_lookup=role_path_lookup,
+                      graduated_lookup=graduated_lookup),
         build_notifiers(settings),
         build_dedup(settings),
         min_severity=settings.audit_min_severity,

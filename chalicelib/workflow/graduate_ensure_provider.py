@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws import client, error_code, reraise_transient
 from chalicelib.deps import Deps
+from chalicelib.federation import provider_intent_subject
 from chalicelib.observability import logger
 from chalicelib.workflow.graduate_state import GraduationState
 
@@ -33,6 +34,7 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
         provider = None
     if provider is None:
         try:
+            announce(deps, state, "CreateOpenIDConnectProvider")
             iam.create_open_id_connect_provider(Url=state.issuer, ClientIDList=[state.audience])
             created = True
         except ClientError as exc:
@@ -41,6 +43,7 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
                 raise
             provider = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=state.provider_arn)
     if provider is not None and state.audience not in provider.get("ClientIDList", []):
+        announce(deps, state, "AddClientIDToOpenIDConnectProvider")
         iam.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=state.provider_arn,
                                                       ClientID=state.audience)
     deps.ledger.update_rotation(state.user, state.rotation_id, phase="provider-ready",
@@ -48,3 +51,9 @@ def run(event: dict[str, Any], deps: Deps) -> dict[str, Any]:
     logger.info("OIDC provider ready", extra={"graduation_id": state.rotation_id,
                                               "provider_arn": state.provider_arn, "provider_created": created})
     return state.out()
+
+
+def announce(deps: Deps, state: GraduationState, action: str) -> None:
+    """Tell the audit, before the call, that the workflow makes it: a change to a provider graduated roles
+    trust by anyone else (or unannounced) is HIGH (chalicelib/audit/detections/oidc_trust.py)."""
+    deps.ledger.record_intent(provider_intent_subject(state.provider_arn), state.rotation_id, action, None)

@@ -30,6 +30,7 @@ from .conftest import (
     root,
 )
 from .depth_cases import ROWS as DEPTH_ROWS
+from .test_graduated_role_lifecycle import ROWS as LIFECYCLE_ROWS
 from .test_oidc_trust import ROWS as OIDC_ROWS
 
 
@@ -346,6 +347,7 @@ CASES = [
 
 CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in DEPTH_ROWS]
 CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in OIDC_ROWS]
+CASES += [Case(detection, label, event, severity, ctx) for detection, label, event, severity, ctx in LIFECYCLE_ROWS]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

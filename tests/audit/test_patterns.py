@@ -60,8 +60,10 @@ def test_pattern_fits_as_chalice_sends_it_and_covers_every_indexed_source() -> N
 
 
 def test_a_smaller_quota_compresses_further_and_a_larger_one_keeps_more_exact_names() -> None:
-    tight, roomy = audit_event_pattern(1600), audit_event_pattern(8192)
-    assert chalice_size(tight) <= 1600
+    # The tightest reachable size is every name a verb prefix and sources by first letter (about 1,620 with
+    # the graduated-role/provider events); below it the derivation refuses.
+    tight, roomy = audit_event_pattern(1700), audit_event_pattern(8192)
+    assert chalice_size(tight) <= 1700
     exact = [n for n in roomy["$or"][0]["detail"]["eventName"] if isinstance(n, str)]
     assert "CreateAccessKey" in exact, "with room, names stay exact"
 
@@ -135,7 +137,7 @@ def test_session_minting_reads_are_admitted_by_exact_name_only() -> None:
     assert not _matches(pattern, eventbridge(ct("GetCallerIdentity", "sts.amazonaws.com")))
 
 
-@pytest.mark.parametrize("limit", [1900, 1600])
+@pytest.mark.parametrize("limit", [1900, 1700])
 def test_a_tight_quota_compresses_sources_and_still_admits_every_indexed_name(limit: int) -> None:
     pattern = audit_event_pattern(limit)
     assert chalice_size(pattern) <= limit

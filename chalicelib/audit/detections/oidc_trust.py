@@ -29,7 +29,25 @@ are not CI issuers; their risk is a different condition (the identity pool ``aud
 A graduated role (IAM path ``federation.GRADUATED_ROLE_PATH``) is assumed by a pipeline the rotator moved off
 keys: any change to its trust, permissions or existence by anyone but the graduation workflow (the rotator's
 identity AND an announced intent, ``AuditContext.announced_role_change``) is HIGH. CreateRole carries the path;
-the other events name only the role, so its path comes from ``AuditContext.role_path`` (IAM GetRole, cached).
+the other events name only the role, so its path comes from ``AuditContext.role_path``: IAM GetRole (cached), and
+when IAM no longer knows the role (DeleteRole: by the time the audit runs it is gone) the path the ledger recorded
+for it (``AuditContext.graduated``: the graduation records and the graduations in flight). Its tags count too
+(TagRole/UntagRole): EnsureRole takes a role as its own only with its ``ci-key-rotator:user``/``:target`` tags, a
+rollback deletes one only when ``ci-key-rotator:graduation`` names its execution
+(``chalicelib.graduation.TAG_USER``...), and a role's tags are its sessions' principal tags, which ABAC policies
+grant on (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html).
+
+The IAM OIDC identity provider a graduated role trusts is the other half of its trust: deleting it, removing the
+audience the roles use or replacing its thumbprints breaks every graduated pipeline of that issuer; adding an
+audience widens which tokens the provider accepts
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_providers_create_oidc.html,
+https://docs.aws.amazon.com/IAM/latest/APIReference/API_UpdateOpenIDConnectProviderThumbprint.html).
+Such a change by anyone but graduation (which announces its CreateOpenIDConnectProvider and
+AddClientIDToOpenIDConnectProvider, ``AuditContext.announced_provider_change``) is HIGH; MEDIUM for removing an
+audience no graduated role uses. Not CRITICAL: the graduated roles' own trust pins ``aud`` and an exact ``sub``
+(``Federation.trust_policy``), so no provider change lets another repository assume them; a trust that does not
+pin is this module's CRITICAL. Providers no graduated role trusts are other teams': adding an audience or a
+thumbprint to them stays ``persistence.identity-provider``'s.
 """
 
 from __future__ import annotations
@@ -52,8 +70,14 @@ TRUST_EVENTS = names("CreateRole", "UpdateAssumeRolePolicy")
 GRADUATED_ROLE_EVENTS = names(
     "CreateRole", "UpdateAssumeRolePolicy", "DeleteRole", "UpdateRole", "UpdateRoleDescription", "PutRolePolicy",
     "DeleteRolePolicy", "AttachRolePolicy", "DetachRolePolicy", "PutRolePermissionsBoundary",
-    "DeleteRolePermissionsBoundary",
+    "DeleteRolePermissionsBoundary", "TagRole", "UntagRole",
 )
+PROVIDER_EVENTS = names(
+    "DeleteOpenIDConnectProvider", "RemoveClientIDFromOpenIDConnectProvider", "UpdateOpenIDConnectProviderThumbprint",
+    "AddClientIDToOpenIDConnectProvider",
+)
+#: Tag keys the graduation workflow writes and relies on (``chalicelib.graduation.TAG_USER`` and its siblings).
+ROTATOR_TAG_PREFIX = "ci-key-rotator:"
 WEB_IDENTITY_ACTION = "sts:assumerolewithwebidentity"
 
 #: Web identity providers that issue no CI tokens (see the module docstring).
@@ -267,12 +291,71 @@ def _graduated_change(record: Record, ctx: AuditContext) -> MatchResult:
     who = record.principal
     if ctx.is_rotator(record):
         who += " (the rotator's identity, but no graduation announced this call)"
-    reasons = "; ".join(grant.reasons)
+    reasons = "; ".join([*grant.reasons, *_tag_reasons(record)])
     return GRADUATED_ROLE_CHANGED.finding(
         record, severity=_highest([Severity.HIGH, grant.severity]),
         summary=f"{who} called iam:{record.name} on graduated role {path}{role}, outside the graduation workflow: "
         "a CI pipeline assumes this role instead of an access key" + (f" — {reasons}" if reasons else "")
         + failed_suffix(record),
+    )
+
+
+def _tag_reasons(record: Record) -> list[str]:
+    """What a TagRole/UntagRole does to a graduated role: its tags mark it as the rotator's, and are its sessions'
+    principal tags."""
+    if record.name == "TagRole":
+        tags = record.params.get("tags")
+        keys = [t["key"] for t in tags[:50] if isinstance(t, dict) and isinstance(t.get("key"), str)] \
+            if isinstance(tags, list) else []
+        verb = "sets"
+    elif record.name == "UntagRole":
+        keys = _strings(record.params.get("tagKeys"))[:50]
+        verb = "removes"
+    else:
+        return []
+    ours = [k for k in keys if k.lower().startswith(ROTATOR_TAG_PREFIX)]
+    if ours:
+        # Compared without case: IAM keeps one tag per role key whatever its case
+        # (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_tags.html), so another case names ours.
+        return [f"{verb} the rotator's tag {_show(ours)}, by which graduation knows the role as its own (a retry "
+                "or a new graduation refuses it, a rollback may delete it)"]
+    return [f"{verb} tag {_show(keys)}: a role's tags are the principal tags of its sessions, which policies "
+            "may grant on (aws:PrincipalTag)"] if keys else []
+
+
+def _graduated_provider_change(record: Record, ctx: AuditContext) -> MatchResult:
+    arn = record.param("openIDConnectProviderArn")
+    if not arn or ":oidc-provider/" not in arn:
+        return False
+    provider = arn.split(":oidc-provider/", 1)[1]
+    trusting = ctx.graduated().providers.get(provider)
+    if not trusting or ctx.announced_provider_change(record, provider):
+        return False
+    audiences = set(trusting.values())
+    severity = Severity.HIGH
+    if record.name == "DeleteOpenIDConnectProvider":
+        what = "deleted it: every graduated pipeline of that issuer fails to assume its role"
+    elif record.name == "RemoveClientIDFromOpenIDConnectProvider":
+        client = record.param("clientID")
+        if client in audiences:
+            what = f"removed the audience {client!r} graduated pipelines present: they fail to assume their roles"
+        else:
+            severity = Severity.MEDIUM
+            what = f"removed the audience {(client or '?')[:_SHOWN_CHARS]!r}, which no graduated role uses"
+    elif record.name == "UpdateOpenIDConnectProviderThumbprint":
+        what = ("replaced its certificate thumbprints: where IAM checks the issuer's certificate by thumbprint, "
+                "graduated pipelines fail, or a server with that certificate can sign their tokens")
+    else:
+        what = (f"added the audience {(record.param('clientID') or '?')[:_SHOWN_CHARS]!r}: the provider accepts "
+                "tokens minted for it (the graduated roles' trust still pins their own)")
+    who = record.principal
+    if ctx.is_rotator(record):
+        who += " (the rotator's identity, but no graduation announced this call)"
+    used_by = f" (graduated roles: {_show(sorted(trusting))})"
+    return GRADUATED_PROVIDER_CHANGED.finding(
+        record, severity=severity,
+        summary=f"{who} called iam:{record.name} on the OIDC provider {provider}, which graduated CI roles trust"
+        f"{used_by}, outside the graduation workflow: {what}" + failed_suffix(record),
     )
 
 
@@ -300,8 +383,23 @@ GRADUATED_ROLE_CHANGED = Detection(
     match=_graduated_change,
     suppresses=("iam-policy.change", "persistence.role-trust-opened"),
     techniques=("T1098", "T1098.003"),
-    description=f"Trust, permissions, boundary, settings or existence of a role under {GRADUATED_ROLE_PATH} "
-    "changed by anyone but the graduation workflow (the rotator's identity with an announced intent).",
+    description=f"Trust, permissions, boundary, tags, settings or existence of a role under {GRADUATED_ROLE_PATH} "
+    "changed by anyone but the graduation workflow (the rotator's identity with an announced intent); a deleted "
+    "role is known from the ledger's graduation records.",
 )
 
-DETECTIONS = (OIDC_TRUST_OPEN, GRADUATED_ROLE_CHANGED)
+GRADUATED_PROVIDER_CHANGED = Detection(
+    id="self-protection.graduated-provider-changed",
+    category=Category.SELF_PROTECTION,
+    severity=Severity.HIGH,
+    title="OIDC provider of graduated CI roles changed outside graduation",
+    events={IAM: PROVIDER_EVENTS},
+    match=_graduated_provider_change,
+    suppresses=("persistence.identity-provider",),
+    techniques=("T1484.002", "T1531"),
+    description="Deleting, removing an audience from, re-thumbprinting or adding an audience to the IAM OIDC "
+    "provider a graduated role trusts, by anyone but the graduation workflow; MEDIUM for removing an audience no "
+    "graduated role uses.",
+)
+
+DETECTIONS = (OIDC_TRUST_OPEN, GRADUATED_ROLE_CHANGED, GRADUATED_PROVIDER_CHANGED)

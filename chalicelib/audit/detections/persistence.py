@@ -14,6 +14,7 @@ from chalicelib.audit.detections import policy_grants
 from chalicelib.audit.detections.base import Detection, MatchResult, failed_suffix, names
 from chalicelib.audit.finding import Category, Severity
 from chalicelib.audit.models import Record
+from chalicelib.federation import issuer_host
 
 IAM = "iam.amazonaws.com"
 ROLES_ANYWHERE = "rolesanywhere.amazonaws.com"
@@ -54,6 +55,14 @@ def _lambda_permission(record: Record, ctx: AuditContext) -> MatchResult:
     )
 
 
+def _identity_provider(record: Record, ctx: AuditContext) -> MatchResult:
+    # Graduation creates the OIDC provider or adds its audience, announcing each call (the rotator's identity +
+    # intent, as for its roles): expected, not a new trust path.
+    arn = record.param("openIDConnectProviderArn") or str(record.response.get("openIDConnectProviderArn") or "")
+    provider = arn.split(":oidc-provider/", 1)[1] if ":oidc-provider/" in arn else issuer_host(record.param("url"))
+    return not ctx.announced_provider_change(record, provider)
+
+
 def _foreign_code(record: Record, ctx: AuditContext) -> MatchResult:
     function = record.param("functionName")
     # The rotator's own functions are self-protection's (HIGH there); a name may be a full ARN.
@@ -90,6 +99,7 @@ IDENTITY_PROVIDER = Detection(
     title="SAML/OIDC identity provider created or changed",
     events={IAM: names("CreateSAMLProvider", "UpdateSAMLProvider", "CreateOpenIDConnectProvider",
                        "UpdateOpenIDConnectProviderThumbprint", "AddClientIDToOpenIDConnectProvider")},
+    match=_identity_provider,
     techniques=("T1484.002", "T1606.002"),
     description="A federation trust: whoever controls the provider can assume roles that trust it.",
 )
