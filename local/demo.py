@@ -79,21 +79,25 @@ def _gitlab_refuses(world: World, name: str) -> str:
     return _manual(world, name, PLATFORM_USER)
 
 
-#: What the demo's CI user may do itself besides GetCallerIdentity (which no Deny stops): read itself.
-SELF_READ = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iam:GetUser"], "Resource": "*"}]}
+#: What the demo's CI user may do itself besides GetCallerIdentity (which no Deny stops): read itself, and list
+#: SNS topics. The attacker's session probes ListTopics, not GetUser: a GetSessionToken session without MFA
+#: cannot call IAM at all (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetSessionToken.html), so only
+#: a call outside IAM and STS shows what the containment's Deny adds.
+SELF_READ = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["iam:GetUser", "sns:ListTopics"], "Resource": "*"}]}
 #: Scenario name -> what the attacker's session could do at each point of the containment.
 _SESSION_PROBES: dict[str, dict[str, str]] = {}
 
 
-def _attacker(world: World, leaked: str, name: str) -> None:
+def _attacker(world: World, leaked: str, name: str, user: str = USER, repo: str = REPO) -> None:
     """Someone holding the leaked key reads the user, tries more, and mints a session (GetSessionToken)
-    before the leak is reported; the session is tried again after the deactivation and after containment."""
+    before the leak is reported; the session (ListTopics) is tried after the deactivation and after containment."""
     import boto3
     from botocore.exceptions import ClientError
 
     runtime = world.runtime
-    runtime.client("iam").put_user_policy(UserName=USER, PolicyName="self-read", PolicyDocument=json.dumps(SELF_READ))
-    secret = world.github.secret_value(REPO, "AWS_SECRET_ACCESS_KEY")  # what leaked from the CI logs
+    runtime.client("iam").put_user_policy(UserName=user, PolicyName="self-read", PolicyDocument=json.dumps(SELF_READ))
+    secret = world.github.secret_value(repo, "AWS_SECRET_ACCESS_KEY")  # what leaked from the CI logs
 
     def client(service: str, key_id: str, secret_key: str | None, token: str | None = None) -> Any:
         return boto3.session.Session().client(service, endpoint_url=runtime.endpoint, region_name="us-east-1",
@@ -101,19 +105,19 @@ def _attacker(world: World, leaked: str, name: str) -> None:
                                               aws_session_token=token)
 
     iam = client("iam", leaked, secret)
-    iam.get_user(UserName=USER)
+    iam.get_user(UserName=user)
     try:
         iam.list_users()
     except ClientError:
         pass  # recon beyond the user's rights: refused, and recorded by CloudTrail
     minted = client("sts", leaked, secret).get_session_token()["Credentials"]
-    session = client("iam", minted["AccessKeyId"], minted["SecretAccessKey"], minted["SessionToken"])
+    session = client("sns", minted["AccessKeyId"], minted["SecretAccessKey"], minted["SessionToken"])
     probes = _SESSION_PROBES.setdefault(name, {})
 
     def probe(point: str) -> Callable[[Any], None]:
         def run(_event: Any) -> None:
             try:
-                session.get_user(UserName=USER)
+                session.list_topics()
                 probes.setdefault(point, "works")
             except ClientError as exc:
                 probes.setdefault(point, f"refused ({exc.response['Error']['Code']})")
@@ -123,7 +127,7 @@ def _attacker(world: World, leaked: str, name: str) -> None:
     runtime.inject_fault("revoke_sessions", probe("after_deactivation"))  # the leaked key is Inactive by then
     runtime.inject_fault("verify_build", probe("after_containment"))
     print(f"  attacker with {leaked}: GetUser, ListUsers (refused), GetSessionToken → session "
-          f"{minted['AccessKeyId']}")
+          f"{minted['AccessKeyId']} (probed with SNS ListTopics: IAM takes no session minted without MFA)")
 
 
 def _exposure(world: World, name: str) -> str:
@@ -334,7 +338,7 @@ def _containment(runtime: LocalRuntime, name: str, leaked: str) -> dict[str, Any
     page = next((a for a in runtime.alerts() if a["message"].get("kind") == "exposed-key-contained"
                  and a["message"].get("access_key_id") == leaked), None)
     activity = (page or {}).get("message", {}).get("leaked_key_activity", {})
-    say(f"session {probes['minted_session_key_id']} minted from the leaked key: "
+    say(f"session {probes['minted_session_key_id']} minted from the leaked key, SNS ListTopics: "
         f"{probes.get('after_deactivation', 'not tried')} after the deactivation, "
         f"{probes.get('after_containment', 'not tried')} after containment (Deny on aws:TokenIssueTime)")
     say(f"page: the leaked key's last {activity.get('days', '?')} days from CloudTrail: "

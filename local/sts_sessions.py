@@ -10,6 +10,14 @@ AWS behaves otherwise, and the product's containment of a leaked key depends on 
   (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_disable-perms.html);
 - GetSessionToken needs no permission, lasts 900-129,600 s (default 43,200) for an IAM user and cannot be
   called with session credentials (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetSessionToken.html);
+- its session "cannot call any IAM API operations unless MFA authentication information is included in the
+  request" and "cannot call any STS API except AssumeRole or GetCallerIdentity" (same page; the table in
+  https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_sts-comparison.html). AWS answers such an IAM
+  call ``InvalidClientTokenId`` (403, "The security token included in the request is invalid"), as the SDKs'
+  users report (https://github.com/aws/aws-sdk-js/issues/460, https://github.com/99designs/aws-vault/issues/15);
+  an STS call outside those two is ``AccessDenied`` (403). MFA devices are not emulated, so every local session
+  is one without MFA: ``SerialNumber``/``TokenCode`` are refused as not emulated rather than accepted unchecked,
+  which would mint a session that may call IAM with no second factor at all;
 - ``aws:TokenIssueTime`` is in the request context only for requests signed with temporary credentials,
   so a ``Deny`` conditioned on ``DateLessThan aws:TokenIssueTime`` cuts off older sessions and never the
   user's long-term key (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-tokenissuetime;
@@ -198,6 +206,9 @@ def _patch_get_session_token() -> None:
     from local.iam_resources import _access_key_id
 
     def get_session_token(self: Any) -> ActionResult:
+        if self._get_param("SerialNumber") is not None or self._get_param("TokenCode") is not None:
+            raise error("ValidationError", "SerialNumber and TokenCode (MFA) are not emulated locally: the local "
+                                           "world has no MFA devices to check a code against")
         duration = _duration(self)
         user = _calling_user(self, "GetSessionToken")
         minted = _mint(self.current_account, user.name, _access_key_id(self.headers) or "", duration)
@@ -325,8 +336,11 @@ def _patch_authentication() -> None:
         context = {"aws:TokenIssueTime": _iso(minted.issued_at)} if isinstance(minted, Session) else {}
         token = _context.set(context)
         try:
-            if isinstance(minted, Session) and minted.federated and self._action != "sts:GetCallerIdentity":
-                _federation_allows(self, minted, resource)
+            if isinstance(minted, Session) and self._action != "sts:GetCallerIdentity":
+                if minted.federated:
+                    _federation_allows(self, minted, resource)
+                else:
+                    _session_token_allows(self)
             original_check(self, resource)  # the IAM user's policies (with the containment's Deny)
         finally:
             _context.reset(token)
@@ -345,6 +359,21 @@ def _expired_token() -> Exception:
                 "ExpiredToken", "The security token included in the request is expired")
 
     return ExpiredToken()
+
+
+#: What a GetSessionToken session without MFA may call in STS besides GetCallerIdentity. GetFederationToken goes
+#: on to its handler, which refuses any session caller with AWS's "Cannot call ... with session credentials".
+_SESSION_TOKEN_STS = frozenset({"sts:AssumeRole", "sts:GetFederationToken"})
+
+
+def _session_token_allows(request: Any) -> None:
+    """A GetSessionToken session (never with MFA locally): no IAM, no STS but AssumeRole and GetCallerIdentity;
+    everything else is decided by the user's policies, checked after this."""
+    service = request._action.split(":", 1)[0]
+    if service == "iam":
+        request._raise_invalid_access_key("InvalidToken")  # what IAM answers a session token without MFA
+    if service == "sts" and request._action not in _SESSION_TOKEN_STS:
+        request._raise_access_denied()
 
 
 def _federation_allows(request: Any, minted: Session, resource: str) -> None:
