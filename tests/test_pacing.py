@@ -167,6 +167,10 @@ def test_paced_fleet_waits_out_its_slots_and_stays_inside_the_limits(clean_world
         return refuse(request)
 
     monkeypatch.setattr(github, "_refuse", recorded)
+    # The deployed poller runs every 5 minutes (app.py), the session's every 0.5 s of real time: on a loaded
+    # machine it would ask about each parked verification dozens of times, requests no real rotation makes.
+    # A few seconds keeps it a safety net here too (the webhooks resolve the builds) and the count real.
+    monkeypatch.setattr(clean_world.runtime, "poll_interval", 5.0)
 
     with only_users(clean_world, names):
         with sim_clock.busy():
