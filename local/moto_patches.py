@@ -158,11 +158,18 @@ def _patch_wait_state() -> None:
             # so each sleeps until it, instead of adding its wait to the clock (sim_clock.sleep_until).
             sim_clock.sleep_until(sim_clock.now() + wait_seconds, stopped=lambda: not env.is_running())
             return
-        scaled = wait_seconds * _state["time_scale"]
-        if scaled > 0:
-            env.program_state_event.wait(scaled)
+        # Slept in short steps at the scale of the moment, so a test that sets the scale back to 0 ends a long
+        # Wait at once (rather than having to outlast a window it made long enough for a loaded machine).
+        left, slept = float(wait_seconds), 0.0
+        while left > 0 and (scale := _state["time_scale"]) > 0:
+            began = time.monotonic()
+            if env.program_state_event.wait(min(left * scale, 0.1)):
+                break  # the execution was stopped
+            step = time.monotonic() - began
+            slept += step
+            left -= step / scale
         # What was not slept still passed in the simulated world (IAM consistency windows run on it).
-        sim_clock.advance(wait_seconds - scaled)
+        sim_clock.advance(wait_seconds - slept)
 
     WaitFunction._wait_interval = _wait_interval
     _patch_timestamp_in_utc(Timestamp)

@@ -125,3 +125,10 @@ def sleepers() -> int:
     """Executions asleep until their slot right now (for tests)."""
     with _idle:
         return len(_sleepers)
+
+
+def running() -> int:
+    """Executions whose program has not ended yet, in this process (for tests: one left running moves this
+    clock when its Wait ends, in whatever test runs then)."""
+    with _idle:
+        return _running[0]

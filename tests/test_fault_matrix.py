@@ -189,15 +189,16 @@ def test_operator_stops_the_execution_during_verification(clean_world: World) ->
     clean_world.github.hang_next_builds(f"acme/{user}-a", 1)
     started = clean_world.start_rotation(user)
     sfn = clean_world.runtime.client("stepfunctions")
-    for _ in range(400):
-        if get_deps().ledger.callbacks() and any(c["user"] == user for c in get_deps().ledger.callbacks()):
-            break
+    deadline = time.monotonic() + 60  # a loaded machine may take long to get there; it must, though
+    while not any(c["user"] == user for c in get_deps().ledger.callbacks()):  # parked on its hung build
+        assert time.monotonic() < deadline, "the rotation never waited on its verification build"
         time.sleep(0.05)
 
     sfn.stop_execution(executionArn=started.execution_arn, cause="operator")
     # AWS says ABORTED; moto says FAILED for an execution stopped while it waits on a task token. What
-    # matters: it ends at once and no later state (Rollback, Alert) runs.
-    assert clean_world.runtime.wait(started.execution_arn, timeout=10)["status"] in ("ABORTED", "FAILED")
+    # matters: it ends at once (well before its 60 s verification timeout) and no later state (Rollback,
+    # Alert) runs.
+    assert clean_world.runtime.wait(started.execution_arn, timeout=30)["status"] in ("ABORTED", "FAILED")
     entered = [e["stateEnteredEventDetails"]["name"] for e in clean_world.runtime.history(started.execution_arn)
                if e["type"].endswith("StateEntered")]
     assert "Rollback" not in entered and "Alert" not in entered

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from chalicelib import exposure
 from chalicelib.deps import get_deps
 from chalicelib.targets.base import key_id_digest
+from chalicelib.targets.registry import provider
 from local import demo, iam_consistency, sim_clock, strict
 from local.runtime import LocalRuntime
 from local.world import World, target_id
@@ -24,6 +25,9 @@ from tests.invariants import alerts_for, assert_no_pipeline_holds_a_dead_key, as
 
 #: The worst last-used delay DrainCheck is designed for: its LastUseNotSeenYet Retry spans ~4 h.
 WORST_LAST_USED_LAG = 4 * 3600.0
+#: Simulated seconds before a lag ends at which "not reported yet" is checked: more than one
+#: GetAccessKeyLastUsed call can take in real time on a loaded machine.
+LAST_USED_CHECK_MARGIN = 30.0
 
 
 def _new_key(runtime: LocalRuntime) -> tuple[str, dict[str, str]]:
@@ -56,6 +60,14 @@ def _last_used(runtime: LocalRuntime, key_id: str) -> datetime | None:
     return answer["AccessKeyLastUsed"].get("LastUsedDate")
 
 
+def _calls(runtime: LocalRuntime, result: dict, handler: str) -> int:
+    """How often the execution ``result`` describes invoked ``handler``'s function, retries included: read
+    from its own history, not from the runtime's counters, which every execution in the process adds to."""
+    function = f":function:{runtime.function_name(handler)}"
+    return sum(1 for event in runtime.history(result["executionArn"]) if event["type"] == "LambdaFunctionScheduled"
+               and event["lambdaFunctionScheduledEventDetails"]["resource"].endswith(function))
+
+
 def _not_at_the_end_of_a_minute(margin: float = 12.0) -> None:
     """Rotations below must push and build within one wall-clock minute: start early in a minute."""
     second = datetime.now(UTC).second + datetime.now(UTC).microsecond / 1e6
@@ -67,15 +79,18 @@ def _not_at_the_end_of_a_minute(margin: float = 12.0) -> None:
 
 
 def test_a_new_key_is_refused_until_iam_has_propagated_it(runtime: LocalRuntime) -> None:
-    window = strict.current().key_propagation_seconds
-    assert window > 0
-    _, key = _new_key(runtime)
+    assert strict.current().key_propagation_seconds > 0
+    # A wider window than the measured 10 s default, as for the revocation window below: the simulated clock
+    # carries real time too, and a loaded machine can spend seconds between creating the key and the checks.
+    window = 60.0
+    with strict.override(key_propagation_seconds=window):
+        _, key = _new_key(runtime)
 
-    assert _refused(runtime, key) == "InvalidClientTokenId", "AWS refuses a key it has not propagated yet"
-    sim_clock.advance(window / 2)  # real time passes too (a second or so): keep a margin
-    assert _refused(runtime, key) == "InvalidClientTokenId"
-    sim_clock.advance(window / 2)
-    assert _refused(runtime, key) is None
+        assert _refused(runtime, key) == "InvalidClientTokenId", "AWS refuses a key it has not propagated yet"
+        sim_clock.advance(window / 2)  # real time passes too: keep a margin
+        assert _refused(runtime, key) == "InvalidClientTokenId"
+        sim_clock.advance(window / 2)
+        assert _refused(runtime, key) is None
 
 
 @pytest.mark.parametrize("revoke", ["deactivate", "delete"])
@@ -111,12 +126,17 @@ def test_last_used_is_reported_to_the_minute_and_only_after_the_lag(runtime: Loc
         _, key = _new_key(runtime)
         iam_consistency.settle()
         before = datetime.now(UTC)
+        # The use is recorded at a simulated time between these two; the clock also runs in real time, which a
+        # loaded machine stretches, so each check below is placed relative to them rather than by a fixed step.
+        use_from = sim_clock.now()
         _whoami(runtime, key)
+        use_until = sim_clock.now()
         if lag:
             assert _last_used(runtime, key["AccessKeyId"]) is None, "the use is not reported yet"
-            sim_clock.advance(lag - 1)
+            sim_clock.advance(use_from + lag - LAST_USED_CHECK_MARGIN - sim_clock.now())
             assert _last_used(runtime, key["AccessKeyId"]) is None
-            sim_clock.advance(2)
+            assert sim_clock.now() < use_from + lag, "the check above ran before the lag was over"
+            sim_clock.advance(use_until + lag - sim_clock.now())
         reported = _last_used(runtime, key["AccessKeyId"])
 
     assert reported is not None
@@ -125,26 +145,29 @@ def test_last_used_is_reported_to_the_minute_and_only_after_the_lag(runtime: Loc
 
 
 def test_a_refused_request_is_not_a_use(runtime: LocalRuntime) -> None:
-    _, key = _new_key(runtime)
-    assert _refused(runtime, key) == "InvalidClientTokenId"
-    iam_consistency.settle()
-    assert _last_used(runtime, key["AccessKeyId"]) is None
+    # The request must reach IAM inside the propagation window, however slowly a loaded machine sends it.
+    with strict.override(key_propagation_seconds=60.0):
+        _, key = _new_key(runtime)
+        assert _refused(runtime, key) == "InvalidClientTokenId"
+        iam_consistency.settle()
+        assert _last_used(runtime, key["AccessKeyId"]) is None
 
 
 # -- AwaitKeyLive under the propagation delay ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("window", [10.0, 60.0])
+# Windows longer than the 10 s default: the simulated clock carries real time too, and on a loaded machine
+# CreateKey's end and AwaitKeyLive's first probe can be seconds apart; the first probe must fall inside.
+@pytest.mark.parametrize("window", [30.0, 60.0])
 def test_await_key_live_waits_out_the_propagation_delay(clean_world: World, runtime: LocalRuntime,
                                                         window: float) -> None:
     name = new_user_name()
     with strict.override(key_propagation_seconds=window):
         clean_world.add_user(name, [f"acme/{name}"])
-        probes = runtime.invocations["await_key_live"]
         result = clean_world.rotate(name)
 
     assert result["status"] == "SUCCEEDED"
-    assert runtime.invocations["await_key_live"] - probes > 1, "the first probe was refused and retried"
+    assert _calls(runtime, result, "await_key_live") > 1, "the first probe was refused and retried"
     assert_one_active_key_everywhere(clean_world, name)
     assert_no_pipeline_holds_a_dead_key(clean_world, name)
 
@@ -152,6 +175,9 @@ def test_await_key_live_waits_out_the_propagation_delay(clean_world: World, runt
 def test_a_key_iam_does_not_propagate_within_the_retry_budget_is_rolled_back(clean_world: World) -> None:
     name = new_user_name()
     with strict.override(key_propagation_seconds=600.0):  # AwaitKeyLive gives up after ~98 s
+        # The window applies to every key: early in a session the operator's and the functions' own keys are
+        # younger than 600 simulated seconds, and would be refused too.
+        iam_consistency.settle()
         hand_made = clean_world.add_user(name, [f"acme/{name}"])
         result = clean_world.rotate(name)
 
@@ -167,20 +193,20 @@ def test_a_key_iam_does_not_propagate_within_the_retry_budget_is_rolled_back(cle
 @pytest.mark.parametrize("lag", [0.0, WORST_LAST_USED_LAG])
 def test_a_build_in_the_minute_of_the_push_lets_the_rotation_finish(clean_world: World, runtime: LocalRuntime,
                                                                     lag: float) -> None:
-    """GitLab's emulated API reports no key id, so DrainCheck relies on AWS's last-used data: to the
-    minute (the build used the key in the minute of the push) and, at worst, hours late."""
+    """Travis CI's API reports no key id, so DrainCheck relies on AWS's last-used data: to the minute (the
+    build used the key in the minute of the push) and, at worst, hours late."""
+    assert not provider("travis").reports_identity, "the premise: a provider that says nothing of the key"
     name = new_user_name()
-    project = f"gitlab:acme/{name}"
+    project = f"travis:acme/{name}"
     with strict.override(last_used_lag_seconds=lag):
         old = clean_world.add_user(name, [project])
         _not_at_the_end_of_a_minute()
-        checks = runtime.invocations["drain_check"]
         result = clean_world.rotate(name)
 
     assert result["status"] == "SUCCEEDED", alerts_for(clean_world, name)[-1:]
     assert old not in clean_world.key_statuses(name)
     assert_one_active_key_everywhere(clean_world, name)
-    waited = runtime.invocations["drain_check"] - checks - 1
+    waited = _calls(runtime, result, "drain_check") - 1
     assert (waited > 0) == (lag > 0), "DrainCheck waits for late last-used data, and only then"
 
 
@@ -188,12 +214,11 @@ def test_last_used_data_that_never_arrives_ends_in_a_bounded_wait_and_an_alert(c
                                                                                runtime: LocalRuntime) -> None:
     name = new_user_name()
     with strict.override(last_used_lag_seconds=10 * WORST_LAST_USED_LAG):
-        old = clean_world.add_user(name, [f"gitlab:acme/{name}"])
-        checks = runtime.invocations["drain_check"]
+        old = clean_world.add_user(name, [f"travis:acme/{name}"])  # no key id reported: last-used data only
         result = clean_world.rotate(name)
 
     assert result["status"] == "FAILED"
-    assert runtime.invocations["drain_check"] - checks == 14, "13 retries (~4 h of backoff), then the alert"
+    assert _calls(runtime, result, "drain_check") == 14, "13 retries (~4 h of backoff), then the alert"
     statuses = clean_world.key_statuses(name)
     assert statuses[old] == "Active" and list(statuses.values()) == ["Active", "Active"]
     alert = alerts_for(clean_world, name)[-1]["message"]
@@ -206,11 +231,10 @@ def test_the_verification_build_reports_the_key_it_used(clean_world: World, runt
     name = new_user_name()
     with strict.override(last_used_lag_seconds=WORST_LAST_USED_LAG):
         clean_world.add_user(name, [f"acme/{name}"])
-        checks = runtime.invocations["drain_check"]
         result = clean_world.rotate(name)
 
     assert result["status"] == "SUCCEEDED"
-    assert runtime.invocations["drain_check"] - checks == 1, "no wait for hours-late last-used data"
+    assert _calls(runtime, result, "drain_check") == 1, "no wait for hours-late last-used data"
     new_key = assert_one_active_key_everywhere(clean_world, name)
     rotation = get_deps().ledger.rotations(name)[-1]
     (target,) = get_deps().ledger.rotation(name, rotation["rotation_id"])["targets"].values()
@@ -235,7 +259,10 @@ def test_a_new_key_revoked_during_verification_is_rolled_back_although_the_build
             iam.delete_access_key(UserName=name, AccessKeyId=event["new_key_id"])
 
     runtime.inject_fault("verify_build", someone_revokes_the_new_key)
-    result = clean_world.rotate(name)
+    # A revocation window wider than the measured 4 s default: the build must run inside it, and on a loaded
+    # machine starting a build's processes alone can take longer.
+    with strict.override(key_revocation_seconds=300.0):
+        result = clean_world.rotate(name)
 
     assert result["status"] == "FAILED"
     rotation = get_deps().ledger.rotations(name)[-1]

@@ -71,7 +71,9 @@ def test_paused_in_the_config_is_honoured(clean_world: World) -> None:
 
 
 def snapshot(world: World, users: list[str]) -> dict[str, Any]:
-    """Everything a rotation could change: every ledger item, every key, every execution."""
+    """Everything a rotation of ``users`` could change: their ledger items (parked verifications included),
+    their keys, their executions. Only theirs: the session's other rotations and the poller may write to the
+    same table and start executions of the same machine meanwhile."""
     table = world.runtime.client("dynamodb")
     items: list[Any] = []
     kwargs: dict[str, Any] = {"TableName": get_deps().settings.table_name, "ConsistentRead": True}
@@ -81,12 +83,15 @@ def snapshot(world: World, users: list[str]) -> dict[str, Any]:
         if "LastEvaluatedKey" not in page:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    owners = {f"{kind}#{u}" for u in users for kind in ("USER", "INTENT")}
+    theirs = [i for i in items if i["pk"]["S"] in owners or i.get("user", {}).get("S") in users]
     sfn = world.runtime.client("stepfunctions")
+    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=get_deps().settings.state_machine_arn)
+    executions = [e for page in pages for e in page["executions"]]
     return {
-        "ledger": sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"])),
+        "ledger": sorted(theirs, key=lambda i: (i["pk"]["S"], i["sk"]["S"])),
         "keys": {u: world.key_statuses(u) for u in users},
-        "executions": len(sfn.list_executions(stateMachineArn=get_deps().settings.state_machine_arn,
-                                              maxResults=1000)["executions"]),
+        "executions": sorted(e["name"] for e in executions if any(e["name"].startswith(f"{u}-") for u in users)),
     }
 
 

@@ -159,12 +159,14 @@ def test_duplicate_trigger_does_not_start_a_second_rotation(clean_world: World, 
 
 def test_concurrent_trigger_is_refused_by_the_lock(clean_world: World, user: str) -> None:
     clean_world.github.hang_next_builds(f"acme/{user}", 1)
-    clean_world.users[user].timings["verify_timeout"] = "4s"
+    # The first rotation holds the lock while it waits on its hung build, until its verification times out
+    # (real seconds): far longer than a loaded machine can take to run the second one's Plan.
+    clean_world.users[user].timings["verify_timeout"] = "120s"
     clean_world.write_config()
     running = clean_world.start_rotation(user)
-    for _ in range(200):  # until the first rotation holds the lock and waits on its build
-        if "VerifyBuild" in states_entered(clean_world, running.execution_arn):
-            break
+    deadline = time.monotonic() + 60
+    while "VerifyBuild" not in states_entered(clean_world, running.execution_arn):  # it holds the lock now
+        assert time.monotonic() < deadline, states_entered(clean_world, running.execution_arn)
         time.sleep(0.05)
 
     second = clean_world.rotate(user)
@@ -172,9 +174,16 @@ def test_concurrent_trigger_is_refused_by_the_lock(clean_world: World, user: str
     assert second["status"] == "FAILED"
     assert states_entered(clean_world, second["executionArn"]) == ["IsPaced", "Plan", "Alert", "RotationFailed"]
     assert get_deps().ledger.lock_holder(user)["rotation_id"] == running.rotation_id, "lock not stolen"
+    assert states_entered(clean_world, running.execution_arn)[-1] == "VerifyBuild", "refused while it held it"
     refused = alerts_for(clean_world, user)[-1]
     assert refused["message"]["error"] == "RotationInProgress" and refused["severity"] == "LOW"
+    # Not two minutes for the hung build's timeout: the operator stops the first rotation, and its parked
+    # verification is taken off the poller's list.
+    clean_world.runtime.client("stepfunctions").stop_execution(executionArn=running.execution_arn, cause="test")
     clean_world.runtime.wait(running.execution_arn)
+    ledger = get_deps().ledger
+    for parked in [c for c in ledger.callbacks() if c["rotation_id"] == running.rotation_id]:
+        ledger.delete_callback(parked["provider"], parked["run_id"])
     assert_no_pipeline_holds_a_dead_key(clean_world, user)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,7 +21,7 @@ import pytest
 from chalicelib.deps import get_deps
 from cli.__main__ import main as cli
 from cli.errors import Exit
-from local import moto_patches
+from local import moto_patches, sim_clock
 from local.runtime import LocalRuntime
 from local.world import World
 from tests.conftest import new_user_name
@@ -89,6 +90,22 @@ def rotation_execution(user: str) -> str:
     return str(rotation["execution_arn"])
 
 
+def end_recovery_window(runtime: LocalRuntime, user: str) -> None:
+    """Stop the user's rotation, still in its recovery window (hours, slept at SCALE), before the test ends:
+    left running it would move the process's simulated clock by those hours, and delete the old key, in
+    whatever test runs when its Wait ends."""
+    arn = rotation_execution(user)
+    running = sim_clock.running()
+    sfn = runtime.client("stepfunctions")
+    if sfn.describe_execution(executionArn=arn)["status"] != "RUNNING":
+        return
+    sfn.stop_execution(executionArn=arn, cause="the test is over")
+    assert runtime.wait(arn, 30)["status"] == "ABORTED"
+    deadline = time.monotonic() + 30
+    while sim_clock.running() >= running and time.monotonic() < deadline:  # its thread ends after its Wait
+        time.sleep(0.02)
+
+
 def test_undo_inside_the_recovery_window_puts_every_target_back_on_the_verified_old_key(
         clean_world: World, slow_waits: None, capsys: pytest.CaptureFixture[str]) -> None:
     user, repositories, old, new = live_rotation(clean_world)
@@ -153,8 +170,6 @@ def test_a_failed_verification_leaves_the_new_key_active_and_every_target_back_o
 
 def _live(world: World, user: str, timeout: float = 60) -> bool:
     """Wait until the user's rotation retired its old key (it then waits out its recovery window)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(r.get("deactivated_at") for r in get_deps().ledger.rotations(user)):
@@ -178,7 +193,9 @@ def test_refusals_change_nothing_and_page_no_one(clean_world: World, slow_waits:
 
     # The first rotation adopted a hand-made key: the escrow has no secret of it to restore.
     adopted = new_user_name("undo")
-    hand_made = clean_world.add_user(adopted, [f"acme/{adopted}"], timings={"recovery_window": "3h"})
+    # Long enough (slept at SCALE: about 3 min) that no loaded machine gets through this part before the
+    # rotation would delete the old key at the window's end.
+    hand_made = clean_world.add_user(adopted, [f"acme/{adopted}"], timings={"recovery_window": "24h"})
     assert clean_world.start_rotation(adopted) and _live(clean_world, adopted)
     before = clean_world.key_statuses(adopted)
     assert before[hand_made] == "Inactive"
@@ -187,6 +204,7 @@ def test_refusals_change_nothing_and_page_no_one(clean_world: World, slow_waits:
     assert start_undo(runtime, {"user": adopted})["status"] == "FAILED"
     assert [a["severity"] for a in alerts_for(clean_world, adopted) if a["message"]["kind"] == "undo-refused"] == ["LOW"]
     assert clean_world.key_statuses(adopted) == before
+    end_recovery_window(runtime, adopted)
 
     # The old key was deleted when the window ended (a window of 0 s: the rotation ran to its end).
     gone = new_user_name("undo")
@@ -216,8 +234,9 @@ def test_refusals_change_nothing_and_page_no_one(clean_world: World, slow_waits:
     assert clean_world.key_statuses(gone) == before
 
     # Console input that is not the documented shape.
+    since = len(runtime.alerts())  # the session's alerts: only this refusal's
     assert start_undo(runtime, {"User": gone})["status"] == "FAILED"
-    (bad,) = [a for a in runtime.alerts() if a["message"].get("kind") == "undo-refused"
+    (bad,) = [a for a in runtime.alerts()[since:] if a["message"].get("kind") == "undo-refused"
               and a["message"]["error"] == "InvalidExecutionInput"]
     assert bad["severity"] == "LOW" and "field 'user'" in bad["message"]["cause"]
     assert not [a for a in alerts_for(clean_world, gone) if a["severity"] in ("HIGH", "CRITICAL")]
@@ -239,6 +258,7 @@ def test_the_new_key_is_never_deactivated_before_every_target_verified_the_old_o
         undo_deactivate_new_key.run(state.out(), get_deps())
     assert clean_world.key_statuses(user) == {old: "Inactive", new: "Active"}
     assert clean_world.held_key(repositories[0]) == new
+    end_recovery_window(clean_world.runtime, user)
 
 
 def test_an_undo_is_the_rotators_own_change_and_raises_no_audit_finding(clean_world: World, slow_waits: None) -> None:
