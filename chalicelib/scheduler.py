@@ -135,6 +135,10 @@ def credential(target: TargetConfig) -> pacing.Credential:
     budget, whichever repositories it writes to (a GitHub App: per installation, i.e. per app and owner)."""
     ref: SecretRef | None = target.token
     app = getattr(target, "app", None)
+    scope = getattr(target, "rate_scope", None)
+    if callable(scope):
+        # A provider that counts per resource, not per token (Travis: API-triggered builds per repository).
+        return (target.provider, target.api_url.rstrip("/").lower(), str(scope()))
     if ref is not None:
         where = f"{ref.source}:{ref.name}"
     elif app is not None:

@@ -258,8 +258,14 @@ def test_run_completes_and_sends_a_signed_workflow_run_webhook(
     run = gh.wait_for_run(run_id, timeout=20)
     assert (run["status"], run["conclusion"]) == ("completed", "success")
 
-    headers, body = receiver.wait_for(1)[0]
-    (delivery,) = gh.deliveries()
+    # One workflow_run delivery per action, in order, each signed over its own body.
+    arrived = receiver.wait_for(3)
+    assert [json.loads(b)["action"] for _, b in arrived] == ["requested", "in_progress", "completed"]
+    assert all(h["X-Hub-Signature-256"] == signature(HOOK_SECRET, b) for h, b in arrived)
+    assert [json.loads(b)["workflow_run"]["status"] for _, b in arrived] == ["queued", "in_progress", "completed"]
+    headers, body = arrived[2]
+    *_, delivery = gh.deliveries()
+    assert len(gh.deliveries()) == 3 and len({d["id"] for d in gh.deliveries()}) == 3
     assert delivery["body"] == body and delivery["status"] == 204, "the receiver's answer is recorded"
     assert headers["X-GitHub-Event"] == "workflow_run"
     assert headers["Content-Type"] == "application/json"
@@ -275,7 +281,7 @@ def test_run_completes_and_sends_a_signed_workflow_run_webhook(
     }
 
     assert gh.redeliver(delivery["id"]) == 204
-    replay_headers, replay_body = receiver.wait_for(2)[1]
+    replay_headers, replay_body = receiver.wait_for(4)[3]
     assert replay_body == body
     assert replay_headers["X-GitHub-Delivery"] == delivery["id"]
     assert replay_headers["X-Hub-Signature-256"] == headers["X-Hub-Signature-256"]

@@ -264,14 +264,15 @@ def test_webhook_of_a_real_run_verifies_and_replays_with_the_same_delivery_id(
     gh_target.push(aws.new)
     ref = gh_target.trigger_verification("rot-hook")
     github.wait_for_run(ref.run_id, timeout=20)
-    headers, body = receiver.wait_for(1)[0]
+    # requested, in_progress, completed: the last one is the run's end.
+    headers, body = receiver.wait_for(3)[2]
 
     event = GitHubTarget.parse_webhook(headers, body, HOOK_SECRET)
     assert event.run_id == ref.run_id
     assert event.status is not None and event.status.state is RunState.SUCCEEDED
 
     github.redeliver(event.delivery_id)
-    replay_headers, replay_body = receiver.wait_for(2)[1]
+    replay_headers, replay_body = receiver.wait_for(4)[3]
     assert replay_body == body
     assert GitHubTarget.parse_webhook(replay_headers, replay_body, HOOK_SECRET).delivery_id == event.delivery_id
 

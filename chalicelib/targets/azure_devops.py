@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, field_validator
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.pacing import Limit, RateBudget
 from chalicelib.targets.base import (
     CITarget,
     HttpOptions,
@@ -122,6 +123,23 @@ def basic_credentials(user: str, password: str) -> str:
 def run_id_for(organization: str, pipeline_id: int | str, run_id: int | str) -> str:
     # Organization names are case-insensitive; the webhook's URL may spell it differently from the config.
     return f"{organization.lower()}/{pipeline_id}/{run_id}"
+
+
+#: Azure DevOps counts load, not requests: 200 TSTUs per identity in any sliding five minutes
+#: (https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rate-limits). It publishes no cost per request
+#: ("You can't calculate usage in TSTUs for an action with a formula"; the organization's Usage page shows what
+#: an identity consumed), so nothing is declared by default. An operator who measured what one target's rotation
+#: costs (one GET and two PUTs of the group, one POST and a few status reads) sets
+#: ``AzureDevOpsTarget.rate_budget = azure_devops_rate_budget(<TSTUs>)``.
+AZURE_DEVOPS_TSTU = "tstu"
+AZURE_DEVOPS_LIMITS_DOC = "https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rate-limits"
+
+
+def azure_devops_rate_budget(tstu_per_rotation: float) -> RateBudget:
+    if tstu_per_rotation <= 0:
+        raise ValueError("tstu_per_rotation must be positive: read it from the organization's Usage page")
+    return RateBudget(limits=(Limit(AZURE_DEVOPS_TSTU, 200, 300, AZURE_DEVOPS_LIMITS_DOC),),
+                      per_target={AZURE_DEVOPS_TSTU: tstu_per_rotation})
 
 
 @register

@@ -31,6 +31,7 @@ from chalicelib.errors import (
     VerificationFailed,
     VerificationTriggerFailed,
 )
+from chalicelib.pacing import Limit, RateBudget
 from chalicelib.targets.base import (
     CITarget,
     HttpOptions,
@@ -89,6 +90,28 @@ class TravisTargetConfig(TargetConfig):
     def variable_store(self) -> tuple[str, ...]:
         return ("repository", self.repository.lower(), self.variable_branch or "")
 
+    def rate_scope(self) -> str:
+        """What Travis counts API-triggered builds against: the repository, whichever token asks
+        (chalicelib/scheduler.py paces targets by this instead of by their token)."""
+        return f"repository:{self.repository.lower()}"
+
+
+#: ``requests#create`` allows 10 API-triggered requests per repository in a rolling hour by default: the 202
+#: reports ``remaining_requests`` (https://docs.travis-ci.com/user/triggering-builds/) and the 11th is a 429
+#: ``request_limit_reached`` (``LIMIT``/``TIME_FRAME`` in Travis's API source, ``TRAVIS_LIMITS_SOURCE``); an
+#: admin setting may raise it per repository (up to 200: ``travis_rate_budget(200)``). Travis publishes no
+#: per-token figure. One target's rotation sends one verification request (``send_once`` re-sends only after
+#: a gateway error that created nothing); tests/test_pacing_providers.py counts it against the emulator.
+TRAVIS_API_BUILDS = "api_build_requests"
+TRAVIS_ROTATION_API_BUILDS = 1
+TRAVIS_LIMITS_SOURCE = ("https://github.com/travis-ci/travis-api/blob/master/lib/travis/api/v3/services/requests/"
+                        "create.rb")
+
+
+def travis_rate_budget(api_builds_per_hour: int = 10) -> RateBudget:
+    return RateBudget(limits=(Limit(TRAVIS_API_BUILDS, api_builds_per_hour, 3600, TRAVIS_LIMITS_SOURCE),),
+                      per_target={TRAVIS_API_BUILDS: TRAVIS_ROTATION_API_BUILDS})
+
 
 def map_build(state: str | None, url: str | None = None) -> RunStatus:
     """Only ``passed`` is a pass; an unknown state keeps waiting (the old key stays alive meanwhile)."""
@@ -123,6 +146,7 @@ class TravisTarget(CITarget):
     config: TravisTargetConfig
 
     webhook_secret_kind = "public key"
+    rate_budget = travis_rate_budget()
 
     def __init__(self, config: TargetConfig, token: str, *, resolve_attempts: int = 6,
                  **options: Unpack[HttpOptions]) -> None:

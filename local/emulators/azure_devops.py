@@ -8,6 +8,13 @@ docs/ci-providers/azure_devops.md. Every request is checked against Microsoft's 
 (specs/azure_devops.json). A run is a real build of templates/verify/azure_devops/azure-pipelines.yml, read
 by :func:`read_template` below as Azure Pipelines reads it: secret variables reach a step only through its
 ``env:`` mapping. Values stay in memory; nothing here prints or logs one.
+
+Rate limits, switched on with ``limit_rates(tstu_per_request)``: the global consumption limit of 200 TSTUs per
+identity in a sliding five minutes, answered as documented
+(https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rate-limits): once over, 429 with
+``TF400733`` and ``Retry-After``; while on, every answer carries ``X-RateLimit-Resource``, ``-Limit``,
+``-Remaining`` and ``-Reset`` (epoch seconds when usage would be back to 0). Microsoft publishes no TSTU cost per
+request, so the caller chooses one; the service's delaying of requests (``X-RateLimit-Delay``) is not emulated.
 """
 
 from __future__ import annotations
@@ -16,12 +23,16 @@ import base64
 import binascii
 import itertools
 import json
+import math
 import re
+import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from local import sim_clock
 from local.bin import verify_templates
 from local.bin.verify_templates import Job, Step, TemplateError
 from local.emulators._runs import RunStore
@@ -38,6 +49,38 @@ _RESERVED_PREFIXES = ("endpoint", "input", "secret", "path", "securefile")
 _BRANCHES = frozenset({"main", "develop"})
 #: The verification job of the template (Azure job names allow letters, digits and underscores only).
 JOB = "rotation_verify"
+
+
+@dataclass
+class _Consumption:
+    """The identity's TSTUs in the sliding window, on the simulated clock (``limit_rates``)."""
+
+    tstu_per_request: float
+    limit: float
+    window_seconds: float
+    recent: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def used(self, now: float) -> float:
+        while self.recent and now - self.recent[0][0] >= self.window_seconds:
+            self.recent.popleft()
+        return sum(tstu for _, tstu in self.recent)
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until enough of the window has slid by for one more request to fit."""
+        used = self.used(now)
+        for at, tstu in self.recent:
+            used -= tstu
+            if used + self.tstu_per_request <= self.limit:
+                return max(0.0, self.window_seconds - (now - at))
+        return self.window_seconds
+
+    def headers(self, now: float) -> dict[str, str]:
+        used = self.used(now)
+        # Reset: when usage is back to 0 if consumption stopped now, as the client's wall clock reads it.
+        idle_in = self.window_seconds - (now - self.recent[-1][0]) if self.recent else 0.0
+        return {"X-RateLimit-Resource": "Core.GlobalConsumption", "X-RateLimit-Limit": f"{self.limit:g}",
+                "X-RateLimit-Remaining": f"{max(0.0, self.limit - used):g}",
+                "X-RateLimit-Reset": str(math.ceil(time.time() + idle_in))}
 
 
 @dataclass
@@ -113,12 +156,29 @@ class AzureDevOpsEmulator(EmulatorServer):
         self._runs = RunStore[_Run](self._lock, ids=itertools.count(2001).__next__)
         self._subscription = str(uuid.uuid4())
         self._notifications = itertools.count(1)
+        self._consumption: _Consumption | None = None
+        #: Requests refused with 429 since ``limit_rates`` switched the limit on.
+        self.rate_limited = 0
         base = rf"/{_SEG}/{_SEG}/_apis"
         self.route("GET", rf"{base}/distributedtask/variablegroups/(\d+)", self._get_group)
         self.route("PUT", rf"/{_SEG}/_apis/distributedtask/variablegroups/(\d+)", self._put_group)
         self.route("POST", rf"{base}/pipelines/(\d+)/runs", self._run_pipeline)
         self.route("GET", rf"{base}/pipelines/(\d+)/runs", self._list_runs)
         self.route("GET", rf"{base}/pipelines/(\d+)/runs/(\d+)", self._get_run)
+
+    def limit_rates(self, tstu_per_request: float | None, *, limit: float = 200,
+                    window_seconds: float = 300) -> None:
+        """Charge every authenticated request ``tstu_per_request`` TSTUs against the documented 200 per sliding
+        five minutes (None: no limit); a request that would go over is blocked with 429."""
+        with self._lock:
+            self._consumption = None if tstu_per_request is None else _Consumption(
+                tstu_per_request, limit, window_seconds)
+            self.rate_limited = 0
+
+    def reset_faults(self) -> None:
+        super().reset_faults()
+        with self._lock:
+            self._consumption = None
 
     # -- the CIEmulator contract (emulators/base.py) -------------------------------------------------
 
@@ -196,7 +256,27 @@ class AzureDevOpsEmulator(EmulatorServer):
         if version is not None and version != API_VERSION:
             return Reply(400, self._error_body(f"The requested REST API version of {version} is out of range "
                                                "for this server.", "VssVersionOutOfRangeException"))
-        return None
+        return self._over_limit()
+
+    def _over_limit(self) -> Reply | None:
+        with self._lock:
+            consumption, now = self._consumption, sim_clock.now()
+            if consumption is None:
+                return None
+            if consumption.used(now) + consumption.tstu_per_request <= consumption.limit:
+                consumption.recent.append((now, consumption.tstu_per_request))
+                return None
+            self.rate_limited += 1
+            headers = {**consumption.headers(now), "X-RateLimit-Remaining": "0",
+                       "Retry-After": str(math.ceil(consumption.retry_after(now)))}
+        message = ("TF400733: The request has been canceled: Request was blocked due to exceeding usage of "
+                   "resource 'Core.GlobalConsumption' in namespace 'User'.")
+        return Reply(429, self._error_body(message, "RequestBlockedException"), headers)
+
+    def _rate_headers(self) -> dict[str, str]:
+        with self._lock:
+            consumption = self._consumption
+            return {} if consumption is None else consumption.headers(sim_clock.now())
 
     def _error_body(self, message: Any, type_key: str = "InvalidRequestException") -> Any:
         return {"$id": "1", "innerException": None, "message": message, "typeName": f"Microsoft.{type_key}",

@@ -558,33 +558,45 @@ class GitHubEmulator(EmulatorServer):
         return run
 
     def _execute(self, run: _Run, mode: BuildMode) -> None:
+        # GitHub sends ``workflow_run`` with action requested, then in_progress, then completed
+        # (https://docs.github.com/en/webhooks/webhook-events-and-payloads#workflow_run). Each delivery is
+        # recorded with the state change it reports, so a client that sees the run in that state also finds
+        # its delivery; each POST happens outside the lock (the receiver calls back into this server).
+        with self._lock:
+            requested = self._workflow_run_delivery(run, "requested")
+        self._send_delivery(requested)
         with self._lock:
             # Secrets are read when the job starts, as on GitHub.
             env = self._effective_secrets(run.repo, run.repo.workflows[run.workflow])
             self._runs.update(run, status="in_progress", run_started_at=_now(), updated_at=_now())
+            started = self._workflow_run_delivery(run, "in_progress")
+        self._send_delivery(started)
         result = self._build_outcome(mode, env, inputs=self._runs.inputs_of(run), project=run.repo.full_name)
         if result is None:
             return
-        self._runs.update(run, status="completed", conclusion=_conclusion(result), log=result.log,
-                          updated_at=_now(), annotations=_annotations(result.log))
         try:
-            self._send_workflow_run(run)
+            with self._lock:
+                self._runs.update(run, status="completed", conclusion=_conclusion(result), log=result.log,
+                                  updated_at=_now(), annotations=_annotations(result.log))
+                finished = self._workflow_run_delivery(run, "completed")
+            self._send_delivery(finished)
         finally:
             self._runs.settle(run)
 
     # -- webhooks -----------------------------------------------------------------------------------
 
-    def _send_workflow_run(self, run: _Run) -> None:
-        with self._lock:
-            payload = {
-                "action": "completed",
-                "workflow_run": run.api(self.url),
-                "workflow": {"id": run.repo.id * 1000 + list(run.repo.workflows).index(run.workflow),
-                             "name": run.workflow,
-                             "path": f".github/workflows/{run.workflow}"},
-                "repository": run.repo.api(),
-                "sender": {"login": "github-emulator"},
-            }
+    def _workflow_run_delivery(self, run: _Run, action: str) -> dict[str, Any] | None:
+        """Build, sign and record one ``workflow_run`` delivery showing the run as it is now (call with the
+        lock held); None when none is sent."""
+        payload = {
+            "action": action,
+            "workflow_run": run.api(self.url),
+            "workflow": {"id": run.repo.id * 1000 + list(run.repo.workflows).index(run.workflow),
+                         "name": run.workflow,
+                         "path": f".github/workflows/{run.workflow}"},
+            "repository": run.repo.api(),
+            "sender": {"login": "github-emulator"},
+        }
         body = json.dumps(payload).encode()
         delivery_id = str(uuid.uuid4())
         headers = {
@@ -598,7 +610,10 @@ class GitHubEmulator(EmulatorServer):
             "X-Hub-Signature-256": "sha256="
             + hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).hexdigest(),
         }
-        self._deliver(delivery_id, headers, body)
+        # The run's start and end are one reordering stream (out of order, ``completed`` arrives before
+        # ``in_progress``); ``requested`` is its own, so it goes out alone, after both.
+        stream = f"{run.id}:requested" if action == "requested" else str(run.id)
+        return self._record_delivery(delivery_id, headers, body, stream=stream)
 
 _NOTICE = re.compile(r"^::(notice|warning|error)(?: title=([^:]*))?::(.*)$", re.MULTILINE)
 

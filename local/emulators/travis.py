@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from local import sim_clock
 from local.emulators._runs import RunStore
 from local.emulators._server import ApiError, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
@@ -56,7 +57,8 @@ class _Repo:
     slug: str
     active: bool = True
     env_vars: dict[str, _EnvVar] = field(default_factory=dict)
-    #: Monotonic times of API-triggered requests, for the hourly limit.
+    #: Simulated-clock times (local/sim_clock.py) of API-triggered requests, for the hourly limit: the state
+    #: machine's waits and start slots move the window as they would on Travis.
     request_times: deque[float] = field(default_factory=deque)
 
     def api(self) -> dict[str, Any]:
@@ -121,6 +123,8 @@ class TravisEmulator(EmulatorServer):
         self._public_pem = self._signing_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         self.request_limit = REQUEST_LIMIT
+        #: API-triggered requests refused by ``request_limit`` (429 ``request_limit_reached``).
+        self.requests_limited = 0
         #: Seconds between a request's 202 and its build appearing (Travis builds asynchronously).
         self.build_delay = 0.0
         self._repos: dict[str, _Repo] = {}
@@ -190,6 +194,7 @@ class TravisEmulator(EmulatorServer):
             self._reject_next.clear()
             self.build_delay = 0.0
             self.request_limit = REQUEST_LIMIT
+            self.requests_limited = 0
             for repo in self._repos.values():
                 repo.active = True
                 repo.request_times.clear()
@@ -365,12 +370,16 @@ class TravisEmulator(EmulatorServer):
     # -- requests and builds ------------------------------------------------------------------------
 
     def _take_request_slot(self, repo: _Repo) -> int:
-        now = time.monotonic()
+        now = sim_clock.now()
         while repo.request_times and now - repo.request_times[0] > 3600:
             repo.request_times.popleft()
         if len(repo.request_times) >= self.request_limit:
+            self.requests_limited += 1
+            # travis-api's RequestLimitReached: no Retry-After, the limit and its window in the body.
             raise ApiError(429, {"error_type": "request_limit_reached",
-                                 "error_message": "request limit reached for resource"})
+                                 "error_message": "request limit reached for resource",
+                                 "max_requests": self.request_limit, "per_seconds": 3600,
+                                 "repository": repo.api()})
         repo.request_times.append(now)
         return self.request_limit - len(repo.request_times)
 
