@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,9 @@ _BIN_DIR = _REPO_ROOT / "local" / "bin"
 _BASH = shutil.which("bash") or "/bin/bash"
 #: The annotation title under which the build reports the key it authenticated with.
 NOTICE_TITLE = "rotate-verify"
+#: Bounds on what a build's ``store_artifacts`` keeps: the report is one line.
+_MAX_ARTIFACTS = 20
+_MAX_ARTIFACT_BYTES = 64 * 1024
 
 
 def key_id_digest(key_id: str) -> str:
@@ -101,15 +105,16 @@ def verify(env: Mapping[str, str]) -> tuple[bool, str]:
 def run_template(provider: str, variables: Mapping[str, str], base_env: Mapping[str, str],
                  inputs: Mapping[str, str], timeout: float,
                  template_dir: Path = verify_templates.TEMPLATE_DIR, *, variant: str = "keys",
-                 grant: Any = None) -> tuple[bool, bool, str]:
+                 grant: Any = None, artifacts: dict[str, str] | None = None) -> tuple[bool, bool, str]:
     """Run the verification job of ``provider``'s shipped template as that CI would: (passed, timed_out,
     output). ``variables``: the CI variables the job would see; ``base_env``: the runner's own environment
     (PATH, the AWS endpoint and region, no credential sources); ``variant``: the keys or the OIDC file;
     ``grant``: the project's ID tokens (local.oidc.Grant; None: the CI issues none), handed to the steps whose
-    file asks for one, the way that CI does, and masked in the output."""
+    file asks for one, the way that CI does, and masked in the output. ``artifacts`` receives what the job
+    stored (``store_artifacts``: destination path -> text) when it passed."""
     try:
         output, passed, timed_out = _run_steps(provider, variables, base_env, inputs, timeout, template_dir,
-                                               variant, grant)
+                                               variant, grant, artifacts)
     finally:
         if grant is not None:
             grant.close()  # GitHub's request token dies with the job
@@ -120,13 +125,39 @@ def run_template(provider: str, variables: Mapping[str, str], base_env: Mapping[
 
 def _run_steps(provider: str, variables: Mapping[str, str], base_env: Mapping[str, str],
                inputs: Mapping[str, str], timeout: float, template_dir: Path, variant: str,
-               grant: Any) -> tuple[str, bool, bool]:
+               grant: Any, artifacts: dict[str, str] | None = None) -> tuple[str, bool, bool]:
     try:
         job = verify_templates.load(provider, variables, inputs, template_dir, variant)
     except verify_templates.TemplateError as exc:
         return f"verify: template error: {exc}\n", False, False
     if not job.steps:
         return "verify: template error: the verification job has no step\n", False, False
+    if not job.artifacts:
+        return _run_in(job, variables, base_env, grant, timeout, _REPO_ROOT)
+    # A job that stores artifacts writes them into its own working directory, as each CircleCI job has one.
+    with tempfile.TemporaryDirectory(prefix="verify-job-") as workdir:
+        output, passed, timed_out = _run_in(job, variables, base_env, grant, timeout, Path(workdir))
+        if passed and artifacts is not None:
+            artifacts.update(_stored(Path(workdir), job.artifacts))
+        return output, passed, timed_out
+
+
+def _stored(workdir: Path, stores: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """destination path -> text of the files under each stored path (bounded: the report is one line)."""
+    found: dict[str, str] = {}
+    for path, destination in stores:
+        source = workdir / path
+        files = sorted(f for f in source.rglob("*") if f.is_file()) if source.is_dir() else [source]
+        for file in files:
+            if len(found) >= _MAX_ARTIFACTS or file.is_symlink() or not file.is_file() or file.stat().st_size > _MAX_ARTIFACT_BYTES:
+                continue
+            relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
+            found[f"{destination}/{relative}"] = file.read_text(encoding="utf-8", errors="replace")
+    return found
+
+
+def _run_in(job: verify_templates.Job, variables: Mapping[str, str], base_env: Mapping[str, str], grant: Any,
+            timeout: float, cwd: Path) -> tuple[str, bool, bool]:
     env = {
         **base_env,
         "CI": "true",
@@ -147,7 +178,7 @@ def _run_steps(provider: str, variables: Mapping[str, str], base_env: Mapping[st
             # The shell GitHub and CircleCI document for run steps: bash, errexit, pipefail, no profile.
             proc = subprocess.run(  # fixed argv; the script is the repository's own template
                 [_BASH, "--noprofile", "--norc", "-eo", "pipefail", "-c", step.script],
-                env={**env, **step.env, **tokens}, cwd=_REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env={**env, **step.env, **tokens}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, timeout=max(deadline - time.monotonic(), 0.001), check=False,
             )
         except subprocess.TimeoutExpired:

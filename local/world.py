@@ -77,6 +77,8 @@ class World:
         self._app_projects: set[str] = set()
         self._app: tuple[int, str] | None = None
         self._app_installed: set[str] = set()
+        #: Projects whose target carries the ``oidc:`` block its CI's tokens need (configure_oidc).
+        self._oidc_projects: set[str] = set()
         return self
 
     def stop(self) -> None:
@@ -137,7 +139,18 @@ class World:
         if project in self._app_projects and self._app is not None:
             config.pop("token")
             config["app"] = {"app_id": self._app[0], "private_key": f"secretsmanager:{GITHUB_APP_KEY_REF}"}
+        if project in self._oidc_projects:
+            settings = self.emulator(provider).oidc_settings(name)
+            if settings:
+                config["oidc"] = settings
         return {"id": target_id(project), **config}
+
+    def configure_oidc(self, project: str) -> None:
+        """From now on the target of ``project`` carries the ``oidc:`` block an operator copies from the CI's
+        settings (CircleCI organization/project ids, Bitbucket workspace/repository UUIDs: ids its tokens name
+        and its target config does not), so that it can graduate. Call after ``add_user``."""
+        self._oidc_projects.add(project)
+        self.write_config()
 
     def target(self, project: str) -> CITarget:
         """The rotator's own target for ``project``, as an operator would use it by hand."""

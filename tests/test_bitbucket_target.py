@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
-from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected
+from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected, key_id_digest
 from chalicelib.targets.bitbucket import (
     BitbucketTarget,
     BitbucketTargetConfig,
@@ -343,7 +343,10 @@ def test_trigger_runs_the_custom_pipeline_with_the_nonce(clean_world: World, bit
     run = target.trigger_verification("rot-7f3c")
 
     assert run.run_id == f"{repo}#1"
-    assert wait_terminal(target, run.run_id) == RunStatus(RunState.SUCCEEDED, "COMPLETED/SUCCESSFUL")
+    # The step's log names the key the build used (its id's digest: the id itself is a secured variable).
+    used = key_id_digest(str(bitbucket.held_value(repo, "AWS_ACCESS_KEY_ID")))
+    assert wait_terminal(target, run.run_id) == RunStatus(RunState.SUCCEEDED, "COMPLETED/SUCCESSFUL",
+                                                          used_key_sha256=used)
     (pipeline,) = bitbucket.pipelines(repo)
     assert pipeline["target"]["selector"] == {"type": "custom", "pattern": DEFAULT_PIPELINE}
     assert pipeline["variables"] == [

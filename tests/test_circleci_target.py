@@ -21,8 +21,9 @@ import pytest
 import urllib3
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
-from chalicelib.targets.base import RunState, WebhookRejected
+from chalicelib.targets.base import Credentials, RunState, WebhookRejected, key_id_digest
 from chalicelib.targets.circleci import (
+    REPORT_ARTIFACT,
     CircleCITarget,
     CircleCITargetConfig,
     map_workflow_event,
@@ -416,3 +417,82 @@ def test_a_404_for_an_unknown_project_or_context_is_refused_not_taken_as_done(
     with pytest.raises(TargetPushFailed, match="404") as failure:
         target(circleci, **fields).delete_variables(["AWS_ACCESS_KEY_ID"])
     assert not failure.value.changed
+
+
+# -- what a passed build authenticated with (the job's artifact) -----------------------------------------
+
+
+def test_a_passed_pipeline_reports_the_key_its_job_stored_as_an_artifact(
+    circleci: CircleCIEmulator, aws: SimpleNamespace
+) -> None:
+    """The project holds the new key, a context its workflow uses still holds the old one and wins (as on
+    CircleCI): the build passes, with the old key, and the job's artifact says which."""
+    cc_target = target(circleci)
+    cc_target.push(aws.new)
+    target(circleci, scope="context", context_id=circleci.add_context("forgotten", used_by=[PROJECT])).push(aws.old)
+
+    ref = cc_target.trigger_verification("rot-artifact")
+    circleci.wait_for_pipeline(ref.run_id, timeout=30)
+    status = cc_target.run_status(ref.run_id)
+
+    assert status.state is RunState.SUCCEEDED
+    assert (status.used_key_sha256, status.used_role) == (key_id_digest(aws.old.access_key_id), None)
+    (workflow,) = api(circleci, "GET", f"/pipeline/{ref.run_id}/workflow").json["items"]
+    (job,) = api(circleci, "GET", f"/workflow/{workflow['id']}/job").json["items"]
+    (artifact,) = api(circleci, "GET", f"/project/{SLUG}/{job['job_number']}/artifacts").json["items"]
+    assert artifact["path"] == REPORT_ARTIFACT
+    stored = urllib3.request("GET", artifact["url"], headers={"Circle-Token": TOKEN}, retries=False)
+    assert stored.status == 200 and aws.old.secret_access_key.encode() not in stored.data
+    assert urllib3.request("GET", artifact["url"], retries=False).status == 401  # the token is required
+    assert circleci.spec_refusals() == []
+
+
+def test_a_failed_pipeline_reports_no_key(circleci: CircleCIEmulator, aws: SimpleNamespace) -> None:
+    """Its verification job passed and stored its report, another workflow failed: the pipeline is no proof."""
+    circleci.add_project("acme/mixed", workflows=("verify", "lint"), failing_workflows=("lint",))
+    cc_target = target(circleci, project_slug="gh/acme/mixed")
+    cc_target.push(aws.new)
+    ref = cc_target.trigger_verification("rot-mixed")
+    pipeline = circleci.wait_for_pipeline(ref.run_id, timeout=30)
+    assert [w["status"] for w in pipeline["workflows"]] == ["success", "failed"]
+    status = cc_target.run_status(ref.run_id)
+    assert (status.state, status.used_key_sha256, status.used_role) == (RunState.FAILED, None, None)
+
+
+@pytest.mark.parametrize("url", ["https://evil.example/output/job/x/artifacts/0/rotate-verify/identity.txt",
+                                 "http://output.circle-artifacts.com/output/job/x/artifacts/0/r",
+                                 "file:///etc/passwd", ""])
+def test_the_token_is_not_sent_to_an_artifact_url_outside_circleci(url: str, circleci: CircleCIEmulator) -> None:
+    assert target(circleci)._artifact(url) == ""
+
+
+def test_a_rotation_whose_build_passed_with_another_key_keeps_the_old_key(clean_world: Any) -> None:
+    """A context the project's workflow uses still holds the old key and overrides the project variables the
+    rotator writes. The pipeline passes, but with the old key: the job's artifact says so, and the old key stays
+    Active (invariant 1)."""
+    from local import iam_consistency
+    from tests.conftest import new_user_name
+    from tests.invariants import alerts_for, assert_lock_released
+
+    user = new_user_name("ccshadow")
+    project, name = f"circleci:acme/{user}", f"acme/{user}"
+    clean_world.add_user(user, [project], initial_key=False)
+    circleci = clean_world.emulator("circleci")
+    key = clean_world.runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
+    iam_consistency.settle()
+    old = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    clean_world.target(project).push(old)
+    forgotten = CircleCITargetConfig.model_validate({**clean_world.target_config(project), "id": "forgotten",
+                                                     "scope": "context",
+                                                     "context_id": circleci.add_context("old", used_by=[name])})
+    CircleCITarget(forgotten, clean_world._tokens["circleci"]).push(old)
+
+    result = clean_world.rotate(user)
+
+    assert result["status"] == "FAILED"
+    assert clean_world.key_statuses(user)[old.access_key_id] == "Active", "the key the builds really use stays on"
+    failure = alerts_for(clean_world, user)[-1]["message"]
+    assert failure["error"] == "VerificationFailed", failure
+    assert "passed with another access key" in failure["cause"], failure
+    assert circleci.held_value(name, "AWS_ACCESS_KEY_ID") == old.access_key_id
+    assert_lock_released(user)

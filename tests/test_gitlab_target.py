@@ -22,7 +22,7 @@ import pytest
 import urllib3
 
 from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
-from chalicelib.targets.base import Credentials, RunState, WebhookRejected
+from chalicelib.targets.base import Credentials, RunState, WebhookRejected, key_id_digest
 from chalicelib.targets.gitlab import GitLabTarget, GitLabTargetConfig, map_pipeline, sign
 from local.emulators.gitlab import GitLabEmulator
 from tests.emulator_fixtures import Receiver, moto_with_ci_user, receiving
@@ -224,6 +224,58 @@ def test_trigger_returns_the_pipeline_id_and_the_build_passes(gitlab: GitLabEmul
     assert (status.state, status.detail, status.url) == (RunState.SUCCEEDED, "success", pipeline["web_url"])
 
 
+def test_a_passed_pipeline_reports_the_key_its_job_authenticated_with(
+        gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
+    """The job log's ``::notice title=rotate-verify::`` line (templates/verify/gitlab/) names the key's digest:
+    the project's key, or the group's when the project holds none (what graduation and DrainCheck compare)."""
+    gl_target = target(gitlab)
+    assert GitLabTarget.reports_identity
+    target(gitlab, scope="group", group="acme").push(aws.old)  # a group variable the target does not manage
+    from_group = gl_target.trigger_verification("rot-group")
+    gitlab.wait_for_pipeline(from_group.run_id, timeout=30)
+    gl_target.push(aws.new)
+    own = gl_target.trigger_verification("rot-own")
+    gitlab.wait_for_pipeline(own.run_id, timeout=30)
+
+    reported = gl_target.run_status(from_group.run_id)
+    assert (reported.state, reported.used_key_sha256, reported.used_role) == (
+        RunState.SUCCEEDED, key_id_digest(aws.old.access_key_id), None)
+    assert gl_target.run_status(own.run_id).used_key_sha256 == key_id_digest(aws.new.access_key_id)
+
+
+def test_a_failed_pipeline_reports_no_identity(gitlab: GitLabEmulator) -> None:
+    gl_target = target(gitlab)
+    gitlab.fail_next_builds(PROJECT, 1)
+    failed = gl_target.trigger_verification("rot-failed-report")
+    gitlab.wait_for_pipeline(failed.run_id, timeout=30)
+    status = gl_target.run_status(failed.run_id)
+    assert (status.state, status.used_key_sha256, status.used_role) == (RunState.FAILED, None, None)
+
+
+def test_emulator_serves_pipeline_jobs_and_job_logs_as_gitlab_documents(
+        gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
+    """https://docs.gitlab.com/api/jobs/#list-pipeline-jobs (``scope`` filters by status) and
+    https://docs.gitlab.com/api/jobs/#get-a-log-file (plain text; 404 for a job the project does not have)."""
+    gl_target = target(gitlab)
+    gl_target.push(aws.new)
+    ref = gl_target.trigger_verification("rot-jobs")
+    gitlab.wait_for_pipeline(ref.run_id, timeout=30)
+
+    jobs = api(gitlab, "GET", f"/projects/acme%2Fapp/pipelines/{ref.run_id}/jobs")
+    (job,) = jobs.json
+    assert (jobs.status, job["name"], job["status"], job["pipeline"]["id"]) == (
+        200, "rotation-verify", "success", int(ref.run_id))
+    assert api(gitlab, "GET", f"/projects/acme%2Fapp/pipelines/{ref.run_id}/jobs?scope[]=failed").json == []
+    trace = urllib3.request("GET", f"{gitlab.api_url}/projects/acme%2Fapp/jobs/{job['id']}/trace",
+                            headers={"PRIVATE-TOKEN": TOKEN}, retries=False)
+    assert trace.status == 200 and trace.headers["Content-Type"].startswith("text/plain")
+    assert "::notice title=rotate-verify::access key sha256 " in trace.data.decode()
+    assert aws.new.secret_access_key not in trace.data.decode()
+    assert api(gitlab, "GET", f"/projects/acme%2Fapp/jobs/{job['id'] + 1}/trace").status == 404
+    assert api(gitlab, "GET", f"/projects/acme%2Fprod/jobs/{job['id']}/trace").status == 404
+    assert api(gitlab, "GET", "/projects/acme%2Fapp/pipelines/999/jobs").status == 404
+
+
 def test_trigger_token_starts_the_pipeline(gitlab: GitLabEmulator, aws: SimpleNamespace) -> None:
     trigger = gitlab.add_trigger_token(PROJECT)
     gl_target = target(gitlab, trigger_value=trigger, trigger_token="secretsmanager:ci/gitlab-trigger")
@@ -319,7 +371,8 @@ def test_token_webhook_of_a_real_pipeline_and_its_redelivery(
     gl_target.push(aws.new)
     ref = gl_target.trigger_verification("rot-hook")
     gitlab.wait_for_pipeline(ref.run_id, timeout=30)
-    headers, body = receiver.wait_for(1)[0]
+    # pending, running, success: the last one is the pipeline's end.
+    headers, body = receiver.wait_for(3)[2]
     assert "webhook-signature" not in {k.lower() for k in headers}
     assert gitlab.webhook_key() == HOOK_TOKEN
 
@@ -328,7 +381,7 @@ def test_token_webhook_of_a_real_pipeline_and_its_redelivery(
     assert event.status is not None and event.status.state is RunState.SUCCEEDED
 
     gitlab.redeliver(event.delivery_id)
-    again_headers, again_body = receiver.wait_for(2)[1]
+    again_headers, again_body = receiver.wait_for(4)[3]
     assert GitLabTarget.parse_webhook(again_headers, again_body, HOOK_TOKEN).delivery_id == event.delivery_id
 
 
@@ -403,7 +456,8 @@ def test_signed_webhook_of_a_real_pipeline_and_its_resigned_redelivery(
     gl_target.push(aws.new)
     ref = gl_target.trigger_verification("rot-signed")
     signed_gitlab.wait_for_pipeline(ref.run_id, timeout=30)
-    headers, body = receiver.wait_for(1)[0]
+    # pending, running, success: the last one is the pipeline's end.
+    headers, body = receiver.wait_for(3)[2]
     assert "X-Gitlab-Token" not in headers  # the signing token is never sent
     assert signed_gitlab.webhook_key() == SIGNING
 
@@ -414,7 +468,7 @@ def test_signed_webhook_of_a_real_pipeline_and_its_resigned_redelivery(
     assert rejected.value.status == 401
 
     signed_gitlab.redeliver(event.delivery_id)
-    again_headers, again_body = receiver.wait_for(2)[1]
+    again_headers, again_body = receiver.wait_for(4)[3]
     assert again_body == body and again_headers["webhook-id"] == headers["webhook-id"]
     assert GitLabTarget.parse_webhook(again_headers, again_body, SIGNING).delivery_id == event.delivery_id
 
@@ -537,3 +591,39 @@ def test_deleting_from_a_project_the_token_cannot_see_is_refused_not_taken_as_do
     with pytest.raises(TargetPushFailed, match="404") as failure:
         target(gitlab, project="acme/missing").delete_variables(["AWS_ACCESS_KEY_ID"])
     assert not failure.value.changed
+
+
+# -- end to end: DrainCheck compares the reported key ---------------------------------------------------
+
+
+def test_a_rotation_whose_build_passed_with_another_key_keeps_the_old_key(clean_world: Any) -> None:
+    """The verification job runs in environment ``production`` and the project also holds a forgotten
+    ``production``-scoped copy of the old key, which GitLab prefers over the ``*`` variables the rotator writes
+    (https://docs.gitlab.com/ci/environments/#limit-the-environment-scope-of-a-cicd-variable). The pipeline
+    passes, but with the old key: its job log says so, and the old key stays Active (invariant 1)."""
+    from local import iam_consistency
+    from tests.conftest import new_user_name
+    from tests.invariants import alerts_for, assert_lock_released
+
+    user = new_user_name("glshadow")
+    project, name = f"gitlab:acme/{user}", f"acme/{user}"
+    clean_world.add_user(user, [project], initial_key=False)
+    gitlab = clean_world.emulator("gitlab")
+    gitlab.add_project(name, job_environment="production")  # the same project, its job now deploys
+    key = clean_world.runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
+    iam_consistency.settle()
+    old = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    clean_world.target(project).push(old)
+    forgotten = GitLabTargetConfig.model_validate({**clean_world.target_config(project), "id": "forgotten",
+                                                   "environment_scope": "production"})
+    GitLabTarget(forgotten, clean_world._tokens["gitlab"]).push(old)
+
+    result = clean_world.rotate(user)
+
+    assert result["status"] == "FAILED"
+    assert clean_world.key_statuses(user)[old.access_key_id] == "Active", "the key the builds really use stays on"
+    failure = alerts_for(clean_world, user)[-1]["message"]
+    assert failure["error"] == "VerificationFailed", failure
+    assert "passed with another access key" in failure["cause"], failure
+    assert gitlab.variable_value(name, "AWS_ACCESS_KEY_ID") == old.access_key_id
+    assert_lock_released(user)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,27 @@ class RunStatus:
 def key_id_digest(access_key_id: str) -> str:
     """What a verification build reports about the key it used: 16 hex digits of its id's SHA-256."""
     return hashlib.sha256(access_key_id.encode()).hexdigest()[:16]
+
+
+#: What the verification files (templates/verify/) report about how they authenticated, one line each: the key
+#: files ``::notice title=rotate-verify::access key sha256 <digest>``, the OIDC files ``... oidc role <assumed-role
+#: ARN>``. GitHub shows them as check-run annotations; a CI without an annotations API carries the lines in a
+#: step's log (Bitbucket), a job's log (GitLab) or a stored artifact (CircleCI).
+IDENTITY_NOTICE = re.compile(r"^::notice title=rotate-verify::(.*?)\s*$", re.MULTILINE)
+_KEY_REPORT = re.compile(r"access key sha256 ([0-9a-f]{16})")
+_ROLE_REPORT = re.compile(r"oidc role (arn:[\w-]+:sts::\d{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)")
+
+
+def identity_in_log(text: str) -> tuple[str | None, str | None]:
+    """(key digest, assumed-role session ARN) the first ``IDENTITY_NOTICE`` lines of a build's text report,
+    None for what it does not report; any other line is ignored."""
+    key: str | None = None
+    role: str | None = None
+    for message in IDENTITY_NOTICE.findall(text):
+        found, assumed = _KEY_REPORT.fullmatch(message), _ROLE_REPORT.fullmatch(message)
+        key = key or (found.group(1) if found else None)
+        role = role or (assumed.group(1) if assumed else None)
+    return key, role
 
 
 @dataclass(frozen=True)

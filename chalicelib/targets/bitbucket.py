@@ -15,6 +15,7 @@ passwords: https://support.atlassian.com/bitbucket-cloud/docs/using-api-tokens/)
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -28,7 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from chalicelib.errors import TargetPushFailed, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
 from chalicelib.pacing import REQUESTS, Limit, RateBudget
 from chalicelib.targets.base import (
     CITarget,
@@ -41,7 +42,8 @@ from chalicelib.targets.base import (
     WebhookEvent,
     WebhookRejected,
 )
-from chalicelib.targets.http import HttpError, Response, send_once
+from chalicelib.targets.base import identity_in_log as identity_in_log  # moved to base; still importable here
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ RATE_LIMIT_WAIT_SECONDS = 300.0
 #: Newest pipelines searched for a build number's uuid (or a nonce) before giving up.
 PIPELINE_SEARCH_PAGES = 5
 NONCE_VARIABLE = "ROTATION_NONCE"
+# What the verification pipelines (templates/verify/bitbucket/) print about how they authenticated
+# (base.identity_in_log): Pipelines has no annotations API, so the rotator reads it from the step's log.
+#: A guard against a pipeline with more steps than the verification file has (one).
+MAX_LOGGED_STEPS = 10
 
 #: run id -> pipeline uuid, as the trigger answered: saves a search while the poller runs in this process.
 _uuids: OrderedDict[str, str] = OrderedDict()
@@ -181,6 +187,8 @@ class BitbucketTarget(CITarget):
 
     delivery_headers = ("X-Request-UUID",)
     rate_limit_wait_seconds = RATE_LIMIT_WAIT_SECONDS
+    #: The verification step's log says what it authenticated with (``_used_identity``).
+    reports_identity = True
     #: 1,000 API requests per hour per user, in a rolling hour
     #: (https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/); one target's rotation lists the
     #: variables, writes two, starts the pipeline and reads its status, with room for a re-list and polls.
@@ -382,7 +390,51 @@ class BitbucketTarget(CITarget):
         except HttpError as exc:
             raise VerificationFailed(f"bitbucket target {cfg.id!r}: cannot read pipeline #{number}: {exc}") from None
         state = pipeline.get("state") if isinstance(pipeline, dict) else None
-        return map_pipeline(state if isinstance(state, dict) else None, self._results_url(int(number)))
+        status = map_pipeline(state if isinstance(state, dict) else None, self._results_url(int(number)))
+        if status.state is RunState.SUCCEEDED:
+            key, role = self._used_identity(pipeline_uuid)
+            status = dataclasses.replace(status, used_key_sha256=key, used_role=role)
+        return status
+
+    def _used_identity(self, pipeline_uuid: str) -> tuple[str | None, str | None]:
+        """What the pipeline's steps reported authenticating with (``identity_in_log``); None for
+        what they did not report or Bitbucket will not give. A build that passed with a key from a workspace
+        or deployment variable after graduation removed the repository's is told apart this way."""
+        steps_path = f"{self._repo_path}/pipelines/{quote(pipeline_uuid, safe='')}/steps"
+        key: str | None = None
+        role: str | None = None
+        try:
+            steps = self._http.request("GET", f"{steps_path}/", expect=(200,)).json or {}
+            values = steps.get("values") if isinstance(steps, dict) else None
+            for step in (values if isinstance(values, list) else [])[:MAX_LOGGED_STEPS]:
+                step_uuid = step.get("uuid") if isinstance(step, dict) else None
+                if not isinstance(step_uuid, str) or _UUID.fullmatch(step_uuid) is None:
+                    continue
+                found, assumed = identity_in_log(self._step_log(f"{steps_path}/{quote(step_uuid, safe='')}/log"))
+                key, role = key or found, role or assumed
+        except HttpError as exc:
+            log.info("%s: no authentication report for pipeline %s (%s)", self._where(), pipeline_uuid, exc.status)
+        return key, role
+
+    def _step_log(self, path: str) -> str:
+        """A step's raw log. Bitbucket may answer with a redirect to where the log is stored: followed once,
+        without the API credentials, and only to https or the API's own origin."""
+        response = self._http.request("GET", path, headers={"Accept": "application/octet-stream"},
+                                      expect=(200, 307))
+        if response.status == 307:
+            location = str(response.headers.get("Location") or "")
+            origin = urlsplit(self.config.api_url)
+            if not (location.startswith("https://") or location.startswith(f"{origin.scheme}://{origin.netloc}/")):
+                return ""
+            where = urlsplit(location)
+            storage = HttpClient(f"{where.scheme}://{where.netloc}", {}, max_attempts=2)
+            try:
+                stored = storage.request("GET", location[len(f"{where.scheme}://{where.netloc}"):] or "/",
+                                         headers={"Accept": "application/octet-stream"}, expect=(200,))
+            except (HttpError, TransientError):
+                return ""
+            return stored.data.decode(errors="replace")
+        return response.data.decode(errors="replace")
 
     def _results_url(self, number: int) -> str | None:
         if self.config.api_url != DEFAULT_API_URL:

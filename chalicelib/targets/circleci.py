@@ -12,6 +12,9 @@ Contract: docs/ci-providers/circleci.md.
   ``nonce_parameter`` only if the config declares that parameter.
 * Webhooks: ``circleci-signature: v1=<hex HMAC-SHA256(secret, raw body)>``; no timestamp, so replays are
   caught only by de-duplicating the event ``id`` in the body.
+* What a passed build authenticated with: the verification job stores its ``rotate-verify`` notice as an
+  artifact (``store_artifacts``; the API has no step output or annotation); ``_used_identity`` reads it through
+  listWorkflowJobs and getJobArtifacts.
 * Integration kinds: OAuth projects (``gh/``, ``bb/`` slugs) start pipelines with
   ``POST /project/{slug}/pipeline``; GitHub App, GitLab and standalone projects (``circleci/<org-id>/
   <project-id>``) cannot, and use ``POST /project/{slug}/pipeline/run`` with a pipeline definition id
@@ -20,6 +23,7 @@ Contract: docs/ci-providers/circleci.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -44,8 +48,9 @@ from chalicelib.targets.base import (
     TargetConfig,
     WebhookEvent,
     WebhookRejected,
+    identity_in_log,
 )
-from chalicelib.targets.http import HttpError, Response, send_once
+from chalicelib.targets.http import HttpClient, HttpError, Response, send_once
 from chalicelib.targets.registry import register
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,15 @@ PIPELINE_SETTING_UP = frozenset({"setup-pending", "setup", "pending"})
 #: Workflows can appear a few seconds after a pipeline reports ``created``.
 NO_WORKFLOW_GRACE_SECONDS = 15.0
 _MAX_WORKFLOW_PAGES = 50
+#: Where the verification configs (templates/verify/circleci/) store what the job authenticated with: a
+#: ``store_artifacts`` step with ``destination: rotate-verify``, read back with getJobArtifacts.
+REPORT_ARTIFACT = "rotate-verify/identity.txt"
+#: Guards against a pipeline with more jobs than the verification config has (one per workflow).
+_MAX_REPORTED_JOBS = 10
+_MAX_REPORT_BYTES = 64 * 1024
+#: Where CircleCI serves artifact contents (https://circleci.com/docs/artifacts/): the token is sent only there
+#: (https) or to the API's own origin.
+ARTIFACT_HOSTS = frozenset({"output.circle-artifacts.com"})
 
 
 class CircleCITargetConfig(TargetConfig):
@@ -161,6 +175,12 @@ class CircleCITarget(CITarget):
         webhook="`circleci-signature: v1=` HMAC-SHA256; delivery id from the signed body",
     )
     config: CircleCITargetConfig
+    #: The verification job stores what it authenticated with as an artifact (``_used_identity``).
+    reports_identity = True
+    # No ``rate_budget``: CircleCI documents what a throttled call looks like (429, ``Retry-After``, the
+    # ``RateLimit-*``/``X-RateLimit-*`` headers) but no figure to pace a fleet by
+    # (https://circleci.com/docs/guides/toolkit/api-developers-guide/#rate-limits). A 429 is RateLimited: the
+    # state machine parks the task and retries it (tests/test_pacing_providers.py).
 
     def __init__(self, config: TargetConfig, token: str, *,
                  no_workflow_grace_seconds: float = NO_WORKFLOW_GRACE_SECONDS,
@@ -294,31 +314,86 @@ class CircleCITarget(CITarget):
         if re.fullmatch(_UUID, run_id) is None:
             raise VerificationFailed(f"circleci target {cfg.id!r}: run id {run_id!r} is not a pipeline id")
         try:
-            workflows = self._workflows(run_id)
+            items = self._workflows(run_id)
+            workflows = [(name, status) for name, status, _ in items]
             if workflows:
-                return map_workflows(None, workflows)
+                verdict = map_workflows(None, workflows)
+                if verdict.state is RunState.SUCCEEDED:
+                    key, role = self._used_identity(run_id, [wid for _, _, wid in items if wid])
+                    verdict = dataclasses.replace(verdict, used_key_sha256=key, used_role=role)
+                return verdict
             # Only without workflows does the pipeline's own state matter: set up yet, or errored?
             pipeline = self._http.request("GET", f"/pipeline/{run_id}", expect=(200,)).json or {}
         except HttpError as exc:
             raise VerificationFailed(f"circleci target {cfg.id!r}: cannot read pipeline {run_id}: {exc}") from None
         return map_workflows(pipeline.get("state"), [], self._age(pipeline.get("created_at")), self._grace)
 
-    def _workflows(self, pipeline_id: str) -> list[tuple[str, str]]:
-        """Every workflow of the pipeline, following ``next_page_token``."""
-        found: list[tuple[str, str]] = []
+    def _workflows(self, pipeline_id: str) -> list[tuple[str, str, str | None]]:
+        """Every workflow of the pipeline as (name, status, id), following ``next_page_token``."""
+        found: list[tuple[str, str, str | None]] = []
         params: dict[str, str] = {}
         for _ in range(_MAX_WORKFLOW_PAGES):
             page = self._http.request("GET", f"/pipeline/{pipeline_id}/workflow", params=params or None,
                                       expect=(200,)).json or {}
             for item in page.get("items") or []:
                 if isinstance(item, dict):
-                    found.append((str(item.get("name", "?")), str(item.get("status", "unknown"))))
+                    wid = item.get("id")
+                    found.append((str(item.get("name", "?")), str(item.get("status", "unknown")),
+                                  wid if isinstance(wid, str) and re.fullmatch(_UUID, wid) else None))
             token = page.get("next_page_token")
             if not token:
                 return found
             params = {"page-token": str(token)}
         raise VerificationFailed(f"circleci target {self.config.id!r}: pipeline {pipeline_id} lists more than "
                                  f"{_MAX_WORKFLOW_PAGES} pages of workflows")
+
+    def _used_identity(self, pipeline_id: str, workflow_ids: list[str]) -> tuple[str | None, str | None]:
+        """What the pipeline's jobs reported authenticating with (``identity_in_log`` over their
+        ``REPORT_ARTIFACT``); None for what they did not report or CircleCI will not give. A build that passed
+        with a key from a context after graduation removed the project's variables is told apart this way."""
+        texts: list[str] = []
+        try:
+            numbers: list[int] = []
+            for workflow_id in workflow_ids[:_MAX_REPORTED_JOBS]:
+                # listWorkflowJobs; a job that never started (blocked, not run) has no number and no artifacts.
+                page = self._http.request("GET", f"/workflow/{workflow_id}/job", expect=(200,)).json or {}
+                for job in page.get("items") or []:
+                    number = job.get("job_number") if isinstance(job, dict) else None
+                    if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+                        numbers.append(number)
+            for number in numbers[:_MAX_REPORTED_JOBS]:
+                listing = self._http.request("GET", f"/project/{self._slug_path()}/{number}/artifacts",
+                                             expect=(200,)).json or {}
+                for artifact in listing.get("items") or []:
+                    if isinstance(artifact, dict) and artifact.get("path") == REPORT_ARTIFACT:
+                        texts.append(self._artifact(str(artifact.get("url") or "")))
+        except HttpError as exc:
+            # A refusal means no report (the verdict then rests on the other evidence); a transient error or a
+            # rate limit propagates, and the status is read again later.
+            log.info("%s: no authentication report for pipeline %s (%s)", self._where(), pipeline_id, exc.status)
+        return identity_in_log("\n".join(texts))
+
+    def _artifact(self, url: str) -> str:
+        """An artifact's contents. Fetched with the token (CircleCI protects private projects' artifacts with
+        it), so only from https://output.circle-artifacts.com or the API's own origin; a redirect (to the
+        storage behind it) is followed once without the token, and only to https."""
+        where, api = urlsplit(url), urlsplit(self.config.api_url)
+        origin = f"{where.scheme}://{where.netloc}"
+        if not ((where.scheme == "https" and where.hostname in ARTIFACT_HOSTS)
+                or (where.scheme, where.netloc) == (api.scheme, api.netloc)):
+            log.info("%s: artifact URL outside %s and the API: not read", self._where(), sorted(ARTIFACT_HOSTS))
+            return ""
+        path = url[len(origin):] or "/"
+        client = HttpClient(origin, self._api_headers(), max_attempts=2)
+        response = client.request("GET", path, expect=(200, 301, 302, 303, 307, 308))
+        if response.status != 200:
+            location = urlsplit(str(response.headers.get("Location") or ""))
+            if location.scheme != "https" or not location.netloc:
+                return ""
+            storage = HttpClient(f"https://{location.netloc}", {}, max_attempts=2)
+            response = storage.request("GET", location.geturl()[len(f"https://{location.netloc}"):] or "/",
+                                       expect=(200,))
+        return response.data[:_MAX_REPORT_BYTES].decode(errors="replace")
 
     def _age(self, created_at: Any) -> float:
         if not isinstance(created_at, str):

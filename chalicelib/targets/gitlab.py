@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -42,6 +43,7 @@ from chalicelib.targets.base import (
     TargetConfig,
     WebhookEvent,
     WebhookRejected,
+    identity_in_log,
 )
 from chalicelib.targets.http import HttpError, Response, send_once
 from chalicelib.targets.registry import register
@@ -59,6 +61,8 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 _ALREADY_TAKEN = "has already been taken"
 #: A guard against a server whose X-Next-Page never ends.
 _MAX_PAGES = 50
+#: Logs read for the verification job's report: the verification file runs one job per pipeline.
+MAX_LOGGED_JOBS = 10
 
 
 class GitLabTargetConfig(TargetConfig):
@@ -145,6 +149,9 @@ class GitLabTarget(CITarget):
     config: GitLabTargetConfig
 
     delivery_headers = ("Idempotency-Key", "X-Gitlab-Event-UUID", "webhook-id")
+    #: The verification job prints ``::notice title=rotate-verify::...`` (templates/verify/gitlab/); GitLab has
+    #: no annotations API, so run_status reads it from the job's log.
+    reports_identity = True
     #: GitLab.com: 2,000 authenticated API requests per minute per user
     #: (https://docs.gitlab.com/user/gitlab_com/rate_limits/); self-managed instances set their own.
     rate_budget = RateBudget(limits=(Limit(REQUESTS, 2000, 60, "https://docs.gitlab.com/user/gitlab_com/rate_limits/"),),
@@ -330,7 +337,34 @@ class GitLabTarget(CITarget):
                                           expect=(200,)).json or {}
         except HttpError as exc:
             raise VerificationFailed(f"gitlab target {cfg.id!r}: cannot read pipeline {run_id}: {exc}") from None
-        return map_pipeline(pipeline.get("status"), pipeline.get("web_url"))
+        status = map_pipeline(pipeline.get("status"), pipeline.get("web_url"))
+        if status.state is RunState.SUCCEEDED:
+            key, role = self._used_identity(run_id)
+            status = dataclasses.replace(status, used_key_sha256=key, used_role=role)
+        return status
+
+    def _used_identity(self, pipeline_id: str) -> tuple[str | None, str | None]:
+        """What the pipeline's successful jobs reported authenticating with, from their logs
+        (https://docs.gitlab.com/api/jobs/#list-pipeline-jobs, https://docs.gitlab.com/api/jobs/#get-a-log-file);
+        None for what they did not report or GitLab will not give. A build that passed with a key from a group
+        or instance variable after graduation removed the project's is told apart this way."""
+        project = self._project_path_id()
+        key: str | None = None
+        role: str | None = None
+        try:
+            jobs = self._http.request("GET", f"/projects/{project}/pipelines/{pipeline_id}/jobs",
+                                      params={"scope[]": "success", "per_page": 100}, expect=(200,)).json
+            for job in (jobs if isinstance(jobs, list) else [])[:MAX_LOGGED_JOBS]:
+                job_id = job.get("id") if isinstance(job, dict) else None
+                if not isinstance(job_id, int) or isinstance(job_id, bool):
+                    continue
+                trace = self._http.request("GET", f"/projects/{project}/jobs/{job_id}/trace",
+                                           headers={"Accept": "text/plain"}, expect=(200,))
+                found, assumed = identity_in_log(trace.data.decode(errors="replace"))
+                key, role = key or found, role or assumed
+        except HttpError as exc:
+            log.info("%s: no authentication report for pipeline %s (%s)", self._where(), pipeline_id, exc.status)
+        return key, role
 
     # -- webhook ------------------------------------------------------------------------------------
 

@@ -88,6 +88,8 @@ class Response:
     headers: Mapping[str, str]
     #: The decoded JSON body; None when empty or not JSON.
     json: Any
+    #: The body as received (a build log is not JSON).
+    data: bytes = b""
 
 
 class HttpError(Exception):
@@ -277,7 +279,7 @@ class HttpClient:
             raise TransientError(f"{method} {path}: {type(exc).__name__}") from None
         finally:
             self._slots.release()
-        return Response(raw.status, raw.headers, _decode(raw.data))
+        return Response(raw.status, raw.headers, _decode(raw.data), raw.data)
 
     def _delay(self, response: Response, attempt: int, message: str | None) -> float:
         asked = server_wait(response.headers, self._clock(), response.status)

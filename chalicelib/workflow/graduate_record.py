@@ -5,7 +5,7 @@ Proof of OIDC: the build passed (VerifyBuild, confirmed through the CI's status 
 removed the key variables, and it reported no access key; a build that reports having authenticated with an
 access key (``used_key_sha256``: a variable of the same name elsewhere, an old workflow file) is refused
 (``NotFederated``), and so is one that reports a role session other than ours; where the CI reports what a
-build authenticated with (GitHub's check-run annotations), the OIDC report itself is required. Then the target holds no key: its
+build authenticated with (GitHub's check-run annotations, Bitbucket's step log), the OIDC report itself is required. Then the target holds no key: its
 holding is dropped, and rotations leave it alone from now on. The key is retired (``retire``) once no
 configured target of the user still holds it.
 """

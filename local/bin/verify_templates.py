@@ -69,6 +69,9 @@ class Job:
     steps: tuple[Step, ...]
     #: False: the CI exports only what the file names (GitHub secrets); True: every CI variable is exported.
     exports_variables: bool
+    #: CircleCI ``store_artifacts`` steps as (path relative to the working directory, destination): kept when
+    #: every step before them passed (their default ``when: on_success``).
+    artifacts: tuple[tuple[str, str], ...] = ()
 
 
 class _Loader(yaml.SafeLoader):
@@ -285,9 +288,19 @@ def _circleci(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]
     job = _mapping(_mapping(doc.get("jobs"), "jobs").get(JOB), f"jobs.{JOB}")
     env = {k: _CIRCLE_PARAMETER.sub(interpolate, str(v)) for k, v in (job.get("environment") or {}).items()}
     steps = []
+    artifacts: list[tuple[str, str]] = []
     for index, step in enumerate(job.get("steps") or []):
         if step == "checkout":
             continue  # the local build has no repository to check out; the script needs none
+        if isinstance(step, dict) and "store_artifacts" in step:
+            # https://circleci.com/docs/configuration-reference/#storeartifacts
+            stored = _mapping(step["store_artifacts"], f"jobs.{JOB}.steps[{index}].store_artifacts")
+            path = str(stored.get("path") or "")
+            if not path or path.startswith("/") or ".." in path.split("/"):
+                raise TemplateError(f"jobs.{JOB}.steps[{index}].store_artifacts: only a path inside the working "
+                                    "directory is supported")
+            artifacts.append((path, str(stored.get("destination") or path).strip("/")))
+            continue
         run = _mapping(step, f"jobs.{JOB}.steps[{index}]").get("run")
         if isinstance(run, str):
             run = {"command": run}
@@ -297,7 +310,7 @@ def _circleci(text: str, variables: Mapping[str, str], inputs: Mapping[str, str]
         # CircleCI puts both ID tokens in every job's environment: https://circleci.com/docs/openid-connect-tokens/
         steps.append(Step(str(run.get("name") or f"step {index + 1}"), command, step_env,
                           id_tokens=(("CIRCLE_OIDC_TOKEN", None), ("CIRCLE_OIDC_TOKEN_V2", None))))
-    return Job(tuple(steps), exports_variables=True)
+    return Job(tuple(steps), exports_variables=True, artifacts=tuple(artifacts))
 
 
 # -- Travis CI --------------------------------------------------------------------------------------

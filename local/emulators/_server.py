@@ -57,9 +57,13 @@ delivery not answered 2xx within 5 seconds, so duplicates occur (https://circlec
 Bitbucket resends a 5xx-answered request "up to two more times", same ``X-Request-UUID``, growing
 ``X-Attempt-Number`` (https://support.atlassian.com/bitbucket-cloud/docs/troubleshoot-webhooks/); Travis runs
 webhooks "at the end of a build" and documents neither a delivery id nor retries
-(https://docs.travis-ci.com/user/notifications/). The emulators send only the final delivery where the
-service would also send earlier ones (GitHub's ``requested``/``in_progress`` ``workflow_run``, GitLab's
-``running`` Pipeline Hook), except Bitbucket, which sends both commit statuses.
+(https://docs.travis-ci.com/user/notifications/). Each emulator sends every delivery its service sends for
+one build of the subscription the rotator's docs set up (docs/ci-providers/): GitHub ``workflow_run``
+``requested``, ``in_progress``, ``completed``; GitLab Pipeline Hooks ``pending``, ``running``, then
+``success``/``failed``; Bitbucket ``INPROGRESS`` then the final commit status; one ``workflow-completed`` per
+CircleCI workflow, one Travis notification at the end (the rotator's ``on_start: never``) and one Azure DevOps
+``build.complete``. Out of order, a run's end overtakes its start (one stream per run; GitHub's ``requested``
+and GitLab's ``pending`` are streams of their own, so they arrive last).
 """
 
 from __future__ import annotations
@@ -117,7 +121,8 @@ class ApiError(Exception):
 @dataclass
 class Reply:
     status: int
-    #: JSON-serialisable; None (or status 204) sends no body.
+    #: JSON-serialisable; None (or status 204) sends no body; bytes are sent as they are (a log file), with
+    #: the Content-Type the handler puts in ``headers``.
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -168,6 +173,8 @@ class BuildResult:
     timed_out: bool
     #: stdout + stderr with the masked values replaced by ``***``.
     log: str
+    #: What the job stored (``store_artifacts``): destination path -> text, masked like the log.
+    artifacts: Mapping[str, str] = field(default_factory=dict)
 
 
 class EmulatorServer:
@@ -503,10 +510,13 @@ class EmulatorServer:
             passed, output = build_job.verify({**base_env, **secret_env})
             return BuildResult(passed, False, _masked(output, secret_env.values() if mask is None else mask))
         # A run without a trigger (run_build) still carries a nonce, as every API-started verification does.
+        stored: dict[str, str] = {}
         passed, timed_out, output = build_job.run_template(
             self.provider, secret_env, base_env, inputs or {"nonce": "local-build"}, self.build_timeout,
-            self.verify_template_dir, variant=variant, grant=grant)
-        return BuildResult(passed, timed_out, _masked(output, secret_env.values() if mask is None else mask))
+            self.verify_template_dir, variant=variant, grant=grant, artifacts=stored)
+        hidden = list(secret_env.values() if mask is None else mask)
+        return BuildResult(passed, timed_out, _masked(output, hidden),
+                           {path: _masked(text, hidden) for path, text in stored.items()})
 
     # -- OIDC: the CI as an identity provider (local/oidc.py, docs/oidc.md) ---------------------------------
 
@@ -726,11 +736,15 @@ class _HttpHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         reply = self._emulator()._handle(self.command, self.path, self.headers, raw)
-        data = b"" if reply.body is None or reply.status == 204 else json.dumps(reply.body).encode()
+        raw_body = isinstance(reply.body, bytes)
+        if reply.body is None or reply.status == 204:
+            data = b""
+        else:
+            data = reply.body if raw_body else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        if data:
+        if data and not raw_body:
             self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -94,6 +94,17 @@ class _Pipeline:
     created_on: str = field(default_factory=utc_now)
     completed_on: str | None = None
     log: str = ""
+    #: The verification pipeline's one step (templates/verify/bitbucket/): its log is the build's.
+    step_uuid: str = field(default_factory=_braced_uuid)
+
+    def step_api(self) -> dict[str, Any]:
+        # A step's state has the pipeline's names under the step's own types (pipeline_step_state_...).
+        state = json.loads(json.dumps(self.state).replace('"pipeline_state_', '"pipeline_step_state_'))
+        step: dict[str, Any] = {"type": "pipeline_step", "uuid": self.step_uuid, "name": "rotation-verify",
+                                "state": state, "started_on": self.created_on}
+        if self.completed_on:
+            step["completed_on"] = self.completed_on
+        return step
 
     def api(self) -> dict[str, Any]:
         target: dict[str, Any] = {"type": "pipeline_ref_target", "ref_type": "branch", "ref_name": self.ref_name}
@@ -167,6 +178,8 @@ class BitbucketEmulator(EmulatorServer):
         self.route("POST", f"{repo}/pipelines{_END}", self._create_pipeline)
         self.route("GET", f"{repo}/pipelines/{_SEG}{_END}", self._get_pipeline)
         self.route("GET", f"{repo}/pipelines{_END}", self._list_pipelines)
+        self.route("GET", f"{repo}/pipelines/{_SEG}/steps{_END}", self._list_steps)
+        self.route("GET", f"{repo}/pipelines/{_SEG}/steps/{_SEG}/log", self._get_step_log)
 
     # -- setup and test controls --------------------------------------------------------------------
 
@@ -421,6 +434,29 @@ class BitbucketEmulator(EmulatorServer):
             if found is None or found.repo is not repo:
                 raise ApiError(404, f"Pipeline {ident} not found")
             return Reply(200, found.api())
+
+    def _pipeline_of(self, workspace: str, slug: str, ident: str) -> _Pipeline:
+        """Call with the lock held."""
+        repo = self._repo(workspace, slug)
+        found = self._runs.find(ident.lower())
+        if found is None or found.repo is not repo:
+            raise ApiError(404, f"Pipeline {ident} not found")
+        return found
+
+    def _list_steps(self, request: Request, workspace: str, slug: str, ident: str) -> Reply:
+        with self._lock:
+            step = self._pipeline_of(workspace, slug, ident).step_api()
+        return Reply(200, self._page(request, [step]))
+
+    def _get_step_log(self, _: Request, workspace: str, slug: str, ident: str, step_uuid: str) -> Reply:
+        """The step's raw log (masked as the build wrote it), once the step has run: "a log file does not exist
+        for the given step" (404) before."""
+        with self._lock:
+            pipeline = self._pipeline_of(workspace, slug, ident)
+            if step_uuid.lower() != pipeline.step_uuid or pipeline.completed_on is None:
+                raise ApiError(404, f"No log file for step {step_uuid}")
+            data = pipeline.log.encode()
+        return Reply(200, data, {"Content-Type": "application/octet-stream"})
 
     def _list_pipelines(self, request: Request, workspace: str, slug: str) -> Reply:
         sort = request.query.get("sort", "created_on")

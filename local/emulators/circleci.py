@@ -6,6 +6,9 @@ pipelines (201, parameters must be declared), pipeline state vs. paginated workf
 build (``local.build_job``) seeing project variables overridden by those of the contexts the
 project uses. A pipeline on a branch its workflow filters exclude creates no workflow; an unknown branch
 or ``error_next_pipelines`` errors it (config error). Values stay in memory; nothing prints or logs one.
+Each workflow has one job (the template's ``rotation-verify``, numbered per project): ``GET /workflow/{id}/job``
+lists it, ``GET /project/{slug}/{job-number}/artifacts`` what its ``store_artifacts`` kept, downloadable with
+the token from ``/output/job/{job-id}/artifacts/0/{path}`` (output.circle-artifacts.com on CircleCI).
 
 Integration kinds, as on CircleCI: an OAuth project (``gh/``, ``bb/``) starts pipelines with
 ``POST /project/{slug}/pipeline``; a GitHub App / GitLab / standalone project (``circleci/<org-id>/
@@ -14,6 +17,12 @@ pipeline definition id, the slug given as three path segments
 (https://circleci.com/docs/api/v2/index.html#operation/triggerPipelineRun,
 https://circleci.com/docs/api/v2/index.html#operation/triggerPipeline: "not available for GitHub App or
 GitLab projects").
+
+Rate limits: CircleCI documents how a throttled call looks, not how many calls it allows
+(https://circleci.com/docs/guides/toolkit/api-developers-guide/#rate-limits): 429, "in most cases" with
+``Retry-After`` (seconds), and ``RateLimit-Limit``/``-Remaining``/``-Reset`` and ``X-RateLimit-Limit-<TIME>``/
+``X-RateLimit-Remaining``/``X-RateLimit-Reset`` (seconds until the window resets). ``limit_rates(count,
+window_seconds)`` switches such a limit on with the test's own figures, on the simulated clock.
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from local import oidc
+from local import oidc, sim_clock
+from local.bin.verify_templates import JOB
 from local.emulators._runs import RunStore
 from local.emulators._server import ApiError, BuildMode, EmulatorServer, Reply, Request, utc_now
 from local.emulators.base import emulator
@@ -122,6 +135,35 @@ class _Pipeline:
 
 
 @dataclass
+class _Throttle:
+    """A limit switched on by ``limit_rates``: ``count`` requests of the token per sliding window."""
+
+    count: int
+    window_seconds: float
+    #: Send ``Retry-After`` with a 429 (CircleCI does "in most cases"); False: only the reset headers.
+    retry_after: bool
+    #: Simulated-clock times of the requests in the window.
+    recent: deque[float] = field(default_factory=deque)
+
+    def headers(self, now: float) -> dict[str, str]:
+        while self.recent and now - self.recent[0] >= self.window_seconds:
+            self.recent.popleft()
+        remaining = max(0, self.count - len(self.recent))
+        reset = math.ceil(self.window_seconds - (now - self.recent[0])) if self.recent else 0
+        headers = {"RateLimit-Limit": str(self.count), "RateLimit-Remaining": str(remaining),
+                   "RateLimit-Reset": str(reset), "X-RateLimit-Remaining": str(remaining),
+                   "X-RateLimit-Reset": str(reset)}
+        name = _WINDOW_NAMES.get(self.window_seconds)
+        if name:
+            headers[f"X-RateLimit-Limit-{name}"] = str(self.count)
+        return headers
+
+
+#: The time windows CircleCI names in ``X-RateLimit-Limit-<TIME>``.
+_WINDOW_NAMES = {1.0: "Second", 60.0: "Minute", 3600.0: "Hour", 86400.0: "Day"}
+
+
+@dataclass
 class _Workflow:
     id: str
     name: str
@@ -130,6 +172,19 @@ class _Workflow:
     created_at: str = field(default_factory=utc_now)
     stopped_at: str | None = None
     log: str = ""
+    #: Its one job (the template's verification job): the id artifact URLs carry, and the project's job number.
+    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    job_number: int | None = None
+    #: What the job stored (``store_artifacts``): path -> text.
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def job(self) -> dict[str, Any]:
+        """The workflow's job as listWorkflowJobs answers (https://circleci.com/docs/api/v2/index.html#operation/listWorkflowJobs)."""
+        status = {"success": "success", "failed": "failed"}.get(self.status, "running")
+        job = {"id": self.job_id, "name": JOB, "type": "build", "status": status, "dependencies": [],
+               "project_slug": self.pipeline.project.slug, "started_at": self.created_at,
+               "stopped_at": self.stopped_at}
+        return job if self.job_number is None else {**job, "job_number": self.job_number}
 
     def api(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "status": self.status, "created_at": self.created_at,
@@ -168,6 +223,11 @@ class CircleCIEmulator(EmulatorServer):
         self._pipelines = RunStore[_Pipeline](self._lock, ids=lambda: str(uuid.uuid4()))
         self._workflows: dict[str, _Workflow] = {}
         self._error_next: dict[str, int] = {}
+        self._throttle: _Throttle | None = None
+        #: project key -> the last job number given (CircleCI numbers a project's jobs in sequence).
+        self._job_numbers: dict[str, int] = {}
+        #: Requests refused with 429 since ``limit_rates`` switched the limit on.
+        self.rate_limited = 0
         self.route("POST", rf"{API}/project/{_SLUG}/envvar", self._create_env_var)
         self.route("GET", rf"{API}/project/{_SLUG}/envvar", self._list_env_vars)
         self.route("GET", rf"{API}/project/{_SLUG}/envvar/([^/]+)", self._get_env_var)
@@ -181,6 +241,10 @@ class CircleCIEmulator(EmulatorServer):
         self.route("GET", rf"{API}/pipeline/{_ID}", self._get_pipeline)
         self.route("GET", rf"{API}/pipeline/{_ID}/workflow", self._list_workflows)
         self.route("GET", rf"{API}/workflow/{_ID}", self._get_workflow)
+        self.route("GET", rf"{API}/workflow/{_ID}/job", self._list_workflow_jobs)
+        self.route("GET", rf"{API}/project/{_SLUG}/(\d+)/artifacts", self._list_job_artifacts)
+        # Where artifact URLs point (output.circle-artifacts.com on CircleCI): the same token is required.
+        self.route("GET", r"/output/job/([^/]+)/artifacts/0/(.+)", self._download_artifact)
 
     @property
     def api_url(self) -> str:
@@ -228,6 +292,14 @@ class CircleCIEmulator(EmulatorServer):
         super().reset_faults()
         with self._lock:
             self._error_next.clear()
+            self._throttle = None
+
+    def limit_rates(self, count: int | None, window_seconds: float = 60.0, *, retry_after: bool = True) -> None:
+        """Refuse the token's requests beyond ``count`` per sliding ``window_seconds`` (None: no limit) as
+        CircleCI documents a throttled call. CircleCI publishes no figure: these are the caller's."""
+        with self._lock:
+            self._throttle = None if count is None else _Throttle(count, float(window_seconds), retry_after)
+            self.rate_limited = 0
 
     @staticmethod
     def slug(name: str) -> str:
@@ -291,7 +363,25 @@ class CircleCIEmulator(EmulatorServer):
                 given = ""
         if not self._token_ok(given):
             return Reply(401, {"message": "You must log in first."})
-        return None
+        return self._over_limit()
+
+    def _over_limit(self) -> Reply | None:
+        with self._lock:
+            throttle, now = self._throttle, sim_clock.now()
+            if throttle is None:
+                return None
+            headers = throttle.headers(now)
+            if len(throttle.recent) < throttle.count:
+                throttle.recent.append(now)
+                return None
+            self.rate_limited += 1
+        if throttle.retry_after:
+            headers["Retry-After"] = headers["RateLimit-Reset"]
+        return Reply(429, {"message": "Too many requests. Please retry later."}, headers)
+
+    def _rate_headers(self) -> dict[str, str]:
+        with self._lock:
+            return {} if self._throttle is None else self._throttle.headers(sim_clock.now())
 
     def _not_found(self) -> Reply:
         return Reply(404, {"message": "Not found."})
@@ -434,6 +524,41 @@ class CircleCIEmulator(EmulatorServer):
             items = [w.api() for w in self._pipeline(pipeline_id).workflows]
         return Reply(200, self._page(items, request))
 
+    def _list_workflow_jobs(self, request: Request, workflow_id: str) -> Reply:
+        with self._lock:
+            workflow = self._workflows.get(workflow_id)
+            if workflow is None:
+                raise ApiError(404, "Workflow not found")
+            items = [workflow.job()]
+        return Reply(200, self._page(items, request))
+
+    def _list_job_artifacts(self, request: Request, slug: str, number: str) -> Reply:
+        """getJobArtifacts: each stored file with the URL its contents are downloaded from (with the token)."""
+        with self._lock:
+            project = self._project(slug)
+            workflow = next((w for w in self._workflows.values()
+                             if w.pipeline.project is project and w.job_number == int(number)), None)
+            if workflow is None:
+                raise ApiError(404, "Job not found")
+            items = [{"path": path, "node_index": 0,
+                      "url": f"{self.url}/output/job/{workflow.job_id}/artifacts/0/{quote(path)}"}
+                     for path in sorted(workflow.artifacts)]
+        return Reply(200, self._page(items, request))
+
+    def _download_artifact(self, _: Request, job_id: str, path: str) -> Reply:
+        with self._lock:
+            workflow = next((w for w in self._workflows.values() if w.job_id == job_id), None)
+            text = None if workflow is None else workflow.artifacts.get(path)
+        if text is None:
+            return self._not_found()
+        return Reply(200, text.encode(), {"Content-Type": "text/plain"})
+
+    def _check_description(self, request: Request) -> Reply | None:
+        # Artifact downloads are served by CircleCI's storage host, which the API description does not cover.
+        if request.path.startswith("/output/job/"):
+            return None
+        return super()._check_description(request)
+
     def _get_workflow(self, _: Request, workflow_id: str) -> Reply:
         with self._lock:
             workflow = self._workflows.get(workflow_id)
@@ -456,6 +581,9 @@ class CircleCIEmulator(EmulatorServer):
             pipeline.workflows = [_Workflow(str(uuid.uuid4()), name, pipeline) for name in project.workflows
                                   if runs]
             self._workflows.update({w.id: w for w in pipeline.workflows})
+            for workflow in pipeline.workflows:
+                key = project.slug.lower()
+                workflow.job_number = self._job_numbers[key] = self._job_numbers.get(key, 0) + 1
             pipeline.state = "created"
             # Variables are read when the jobs start, as on CircleCI.
             env = self._build_env(project)
@@ -476,6 +604,7 @@ class CircleCIEmulator(EmulatorServer):
         with self._lock:
             workflow.status, workflow.log, workflow.stopped_at = (
                 "success" if result.passed else "failed"), result.log, utc_now()
+            workflow.artifacts = dict(result.artifacts)
         self._send_workflow_completed(workflow)
 
     def _page(self, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:

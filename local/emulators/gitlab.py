@@ -186,6 +186,9 @@ class GitLabEmulator(EmulatorServer):
         self.route("GET", rf"{API}/projects/{_ID}/pipelines/(\d+)", self._get_pipeline)
         # https://docs.gitlab.com/api/pipelines/#list-project-pipelines (``name`` since GitLab 15.11)
         self.route("GET", rf"{API}/projects/{_ID}/pipelines", self._list_pipelines)
+        # https://docs.gitlab.com/api/jobs/#list-pipeline-jobs, https://docs.gitlab.com/api/jobs/#get-a-log-file
+        self.route("GET", rf"{API}/projects/{_ID}/pipelines/(\d+)/jobs", self._list_jobs)
+        self.route("GET", rf"{API}/projects/{_ID}/jobs/(\d+)/trace", self._job_trace)
 
     @property
     def api_url(self) -> str:
@@ -456,19 +459,64 @@ class GitLabEmulator(EmulatorServer):
                 raise ApiError(404, "404 Not found")
             return Reply(200, pipeline.api(self.url))
 
+    def _list_jobs(self, request: Request, ident: str, pipeline_id: str) -> Reply:
+        """The pipeline's one job (the verification file's ``rotation-verify``); ``scope``/``scope[]`` filter by
+        status as documented."""
+        wanted = request.query.get("scope[]") or request.query.get("scope")
+        with self._lock:
+            project = self._project(ident)
+            pipeline = self._pipelines.find(int(pipeline_id))
+            if pipeline is None or pipeline.project is not project:
+                raise ApiError(404, "404 Not found")
+            job = self._job_api(pipeline)
+        return Reply(200, [job] if wanted is None or job["status"] == wanted else [])
+
+    def _job_trace(self, _: Request, ident: str, job_id: str) -> Reply:
+        """The job's log as ``text/plain`` (masked, as the build wrote it); 404 for a job this project has not."""
+        with self._lock:
+            project = self._project(ident)
+            pipeline = self._pipelines.find(int(job_id) // 10) if int(job_id) % 10 == 0 else None
+            if pipeline is None or pipeline.project is not project:
+                raise ApiError(404, "404 Not found")
+            log = pipeline.log
+        return Reply(200, log.encode(), headers={"Content-Type": "text/plain"})
+
+    def _job_api(self, pipeline: _Pipeline) -> dict[str, Any]:
+        job_id = _job_id(pipeline)
+        return {"id": job_id, "name": "rotation-verify", "stage": "verify", "status": pipeline.status,
+                "ref": pipeline.ref, "tag": False, "allow_failure": False, "created_at": pipeline.created_at,
+                "started_at": pipeline.started_at, "finished_at": pipeline.finished_at,
+                "environment": ({"name": pipeline.project.job_environment}
+                                if pipeline.project.job_environment else None),
+                "pipeline": {"id": pipeline.id, "project_id": pipeline.project.id, "ref": pipeline.ref,
+                             "sha": pipeline.sha, "status": pipeline.status},
+                "web_url": f"{self.url}/{pipeline.project.path}/-/jobs/{job_id}"}
+
     def _execute(self, pipeline: _Pipeline, mode: BuildMode) -> None:
+        # A Pipeline Hook goes out on every status change (pending, running, then success or failed:
+        # https://docs.gitlab.com/user/project/integrations/webhook_events/#pipeline-events). Each delivery is
+        # recorded with the change it reports, so a client that sees the status also finds its delivery; each
+        # POST happens outside the lock (the receiver calls back into this server).
+        with self._lock:
+            self._pipelines.update(pipeline, status="pending", updated_at=utc_now())
+            pending = self._pipeline_hook(pipeline)
+        self._send_delivery(pending)
         with self._lock:
             # Variables are read when the job starts, as on GitLab.
             env, masked = self._job_variables(pipeline.project, pipeline.ref)
             self._pipelines.update(pipeline, status="running", started_at=utc_now(), updated_at=utc_now())
+            running = self._pipeline_hook(pipeline)
+        self._send_delivery(running)
         result = self._build_outcome(mode, env, mask=masked, project=pipeline.project.path)
         if result is None:
             return
-        now = utc_now()
-        self._pipelines.update(pipeline, status="success" if result.passed else "failed", log=result.log,
-                               finished_at=now, updated_at=now)
         try:
-            self._send_pipeline_hook(pipeline)
+            with self._lock:
+                now = utc_now()
+                self._pipelines.update(pipeline, status="success" if result.passed else "failed", log=result.log,
+                                       finished_at=now, updated_at=now)
+                finished = self._pipeline_hook(pipeline)
+            self._send_delivery(finished)
         finally:
             self._pipelines.settle(pipeline)
 
@@ -491,9 +539,10 @@ class GitLabEmulator(EmulatorServer):
 
     # -- webhooks -----------------------------------------------------------------------------------
 
-    def _send_pipeline_hook(self, pipeline: _Pipeline) -> None:
-        with self._lock:
-            body = json.dumps(self._hook_payload(pipeline)).encode()
+    def _pipeline_hook(self, pipeline: _Pipeline) -> dict[str, Any] | None:
+        """Build, sign and record one Pipeline Hook showing the pipeline as it is now (call with the lock
+        held); None when none is sent."""
+        body = json.dumps(self._hook_payload(pipeline)).encode()
         delivery_id = str(uuid.uuid4())
         headers = {
             "Content-Type": "application/json",
@@ -508,7 +557,10 @@ class GitLabEmulator(EmulatorServer):
             headers["X-Gitlab-Token"] = self._secret_token
         if self._signing_token:
             headers.update(self._signature_headers(delivery_id, body))
-        self._deliver(delivery_id, headers, body)
+        # The start and the end of a pipeline are one reordering stream (out of order, the end arrives before
+        # ``running``); ``pending`` is its own, so it goes out alone, after both.
+        stream = f"{pipeline.id}:pending" if pipeline.status == "pending" else str(pipeline.id)
+        return self._record_delivery(delivery_id, headers, body, stream=stream)
 
     def _hook_payload(self, pipeline: _Pipeline) -> dict[str, Any]:
         api = pipeline.api(self.url)
@@ -565,6 +617,11 @@ class GitLabEmulator(EmulatorServer):
         if project is None:
             raise KeyError(f"no project {path!r}; add_project() first")
         return project
+
+
+def _job_id(pipeline: _Pipeline) -> int:
+    """Each pipeline runs one job; its id is derived so that a job id names its pipeline."""
+    return pipeline.id * 10
 
 
 def _params(request: Request) -> dict[str, Any]:

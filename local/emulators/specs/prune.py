@@ -57,6 +57,9 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("get", "/pipeline/{pipeline-id}"),
         ("get", "/pipeline/{pipeline-id}/workflow"),
         ("get", "/workflow/{id}"),
+        # What a passed build authenticated with: the report its verification job stores as an artifact.
+        ("get", "/workflow/{id}/job"),
+        ("get", "/project/{project-slug}/{job-number}/artifacts"),
     ),
     # Workspace and deployment variables are missing from the description: bitbucket.overlay.json.
     "bitbucket": (
@@ -69,6 +72,9 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("post", "/repositories/{workspace}/{repo_slug}/pipelines/"),
         ("get", "/repositories/{workspace}/{repo_slug}/pipelines/"),
         ("get", "/repositories/{workspace}/{repo_slug}/pipelines/{pipeline_uuid}"),
+        # What a passed build authenticated with: its steps' logs (the rotate-verify notice).
+        ("get", "/repositories/{workspace}/{repo_slug}/pipelines/{pipeline_uuid}/steps/"),
+        ("get", "/repositories/{workspace}/{repo_slug}/pipelines/{pipeline_uuid}/steps/{step_uuid}/log"),
     ),
 }
 
