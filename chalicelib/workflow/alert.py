@@ -7,14 +7,13 @@ rotation and the fix, and leaves the ledger (that rotation's record, the lock) e
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from chalicelib import clock
 from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
+from chalicelib.workflow.failure import FailedRun, finish, step_error
 from chalicelib.workflow.snapshot import snapshot
 from chalicelib.workflow.state import RotationState, rotation_id_from_execution
 
@@ -22,20 +21,6 @@ from chalicelib.workflow.state import RotationState, rotation_id_from_execution
 _BENIGN = {"RotationInProgress": "LOW", "RecoveryWindowOpen": "LOW"}
 #: plan.OPERATOR_REFUSALS (by name: the state machine passes only the class name; a test keeps them equal).
 OPERATOR_REFUSALS = frozenset({"InvalidExecutionInput", "ResumeRefused", "UserPaused", "UserGraduated"})
-#: Longest cause kept in the ledger for ``status``/``history`` (the alert carries it whole).
-_CAUSE_MAX = 500
-
-
-def step_error(error: Any) -> tuple[str, str]:
-    """(name, cause) of a Step Functions ``Catch`` result; a Lambda error's Cause is its JSON error payload,
-    whose ``errorMessage`` is what an operator reads. Shared by the rotation's, undo's and graduation's Alert."""
-    error = error if isinstance(error, dict) else {}
-    name, cause = str(error.get("Error", "Unknown")), str(error.get("Cause", ""))
-    try:
-        cause = str(json.loads(cause).get("errorMessage", cause))
-    except (ValueError, AttributeError):
-        pass
-    return name, cause
 
 
 def _next_step(event: dict[str, Any], user: str, rotation_id: str, error_name: str) -> str:
@@ -102,24 +87,16 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         left = f"unknown user: {exc}"
     message["state_left_behind"] = left
     message["next_step"] = _next_step(event, user, rotation_id, error_name)
-    already = False
     if "rotation_id" in event:
         state = RotationState.model_validate(event)
         message.update(old_key_id=state.old_key_id, new_key_id=state.new_key_id, adoption=state.adoption)
-        already = bool((deps.ledger.rotation(user, rotation_id) or {}).get("alerted_at"))
-        # The cause is ours (key and target ids, never a secret); masked anyway, it is stored.
-        deps.ledger.update_rotation(user, rotation_id, outcome="failed", error=error_name,
-                                    cause=mask_text(cause)[:_CAUSE_MAX], completed_at=clock.iso(clock.now()))
-    if isinstance(left, dict):
-        # Conditional on our rotation id: a duplicate trigger never releases the running rotation's lock.
-        deps.ledger.release_lock(user, rotation_id)
     severity = _BENIGN.get(error_name, "HIGH")
     if event.get("emergency") or event.get("reason") == "exposure":
         severity = "CRITICAL"  # a leaked key is still out there, or its replacement is unverified
     rolled = " (rolled back)" if (event.get("rollback") or {}).get("new_key_deleted") else ""
     subject = f"Rotation of {user} failed: {error_name}{rolled}"
-    if not already:  # a retried Alert must not page twice
-        publish(deps.settings.topic_arn, subject, message, severity)
-        if "rotation_id" in event:
-            deps.ledger.update_rotation(user, rotation_id, alerted_at=clock.iso(clock.now()))
-    return {**event, "alert": {"severity": severity, "error": error_name, "subject": subject}}
+    # Recorded only once Plan has put the rotation id in the state; the lock is released whenever the user
+    # is configured, under the id Plan took it with (from the execution name when the state has none yet),
+    # conditional on that id: a duplicate trigger never releases the running rotation's lock.
+    failed = FailedRun(user, rotation_id, record="rotation_id" in event, release_lock=isinstance(left, dict))
+    return {**event, "alert": finish(deps, failed, error_name, cause, subject, message, severity)}

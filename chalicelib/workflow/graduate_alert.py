@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import clock
 from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
-from chalicelib.workflow.alert import step_error
+from chalicelib.workflow.failure import FailedRun, finish, step_error
 from chalicelib.workflow.graduate_state import GRADUATE_REFUSALS
 from chalicelib.workflow.snapshot import snapshot
-
-_CAUSE_MAX = 500
 
 
 def _error(error: Any) -> tuple[str, str]:
@@ -30,7 +27,8 @@ def _error(error: Any) -> tuple[str, str]:
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
     """``wrapper`` is ``{"state": <state with error>, "execution_name": ..., "execution_arn": ...}``."""
     event = dict(wrapper.get("state") or {})
-    error_name, cause = _error(event.get("error"))
+    error_name, whole_cause = step_error(event.get("error"))
+    cause = mask_text(whole_cause)  # unlike the rotation's and undo's alert, this one carries it masked
     user = event.get("user") if isinstance(event.get("user"), str) else None
     if user is None and isinstance(event.get("input"), dict) and isinstance(event["input"].get("user"), str):
         user = event["input"]["user"]
@@ -64,15 +62,7 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
                                 "shows no use (GetAccessKeyLastUsed)")
     else:
         message["next_step"] = "check state_left_behind: the target's key variables may not be restored"
-    already = False
-    if user and isinstance(gid, str):
-        already = bool((deps.ledger.rotation(user, gid) or {}).get("alerted_at"))
-        deps.ledger.update_rotation(user, gid, outcome="failed", error=error_name, cause=cause[:_CAUSE_MAX],
-                                    completed_at=clock.iso(clock.now()))
-        deps.ledger.release_lock(user, gid)
     subject = f"Graduation of {tid} ({user}) failed: {error_name}" + (" (restored)" if restored else "")
-    if not already:  # a retried alert must not page twice
-        publish(deps.settings.topic_arn, subject, message, "HIGH")
-        if user and isinstance(gid, str):
-            deps.ledger.update_rotation(user, gid, alerted_at=clock.iso(clock.now()))
-    return {**event, "alert": {"severity": "HIGH", "error": error_name, "subject": subject}}
+    # GraduatePlan recorded the graduation and took the lock under one id: both are there or neither is.
+    failed = FailedRun(user, gid, record=True, release_lock=True) if user and isinstance(gid, str) else None
+    return {**event, "alert": finish(deps, failed, error_name, whole_cause, subject, message, "HIGH")}

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import clock
-from chalicelib.audit.masking import mask_text
 from chalicelib.deps import Deps
 from chalicelib.errors import ConfigError
 from chalicelib.notify import publish
-from chalicelib.workflow.alert import step_error
+from chalicelib.workflow.failure import FailedRun, finish, step_error
 from chalicelib.workflow.snapshot import snapshot
 from chalicelib.workflow.undo_state import UNDO_REFUSALS
-
-_CAUSE_MAX = 500
 
 
 def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
@@ -51,15 +47,8 @@ def run(wrapper: dict[str, Any], deps: Deps) -> dict[str, Any]:
         f"every target is back on {event.get('new_key_id')}, which stayed Active; fix the cause, then "
         f"ci-key-rotator undo {user} again inside the recovery window" if rolled_back else
         "check state_left_behind: a target may still hold the re-activated old key, which stays Active")
-    already = False
-    if user and isinstance(undo_id, str):
-        already = bool((deps.ledger.rotation(user, undo_id) or {}).get("alerted_at"))
-        deps.ledger.update_rotation(user, undo_id, outcome="failed", error=error_name,
-                                    cause=mask_text(cause)[:_CAUSE_MAX], completed_at=clock.iso(clock.now()))
-        deps.ledger.release_lock(user, undo_id)
     subject = f"Undo of {user}'s rotation failed: {error_name}" + (" (rolled back)" if rolled_back else "")
-    if not already:  # a retried UndoAlert must not page twice
-        publish(deps.settings.topic_arn, subject, message, "HIGH")
-        if user and isinstance(undo_id, str):
-            deps.ledger.update_rotation(user, undo_id, alerted_at=clock.iso(clock.now()))
-    return {**event, "alert": {"severity": "HIGH", "error": error_name, "subject": subject}}
+    # UndoPlan recorded the undo and took the lock under one id: both are there or neither is.
+    failed = (FailedRun(user, undo_id, record=True, release_lock=True)
+              if user and isinstance(undo_id, str) else None)
+    return {**event, "alert": finish(deps, failed, error_name, cause, subject, message, "HIGH")}
