@@ -271,9 +271,10 @@ def test_a_token_of_another_project_of_the_same_ci_is_refused_by_the_roles_trust
 # -- a build that passed with a key from elsewhere ----------------------------------------------------------
 
 
-def _share_key_in_workspace(world: World, project: str) -> None:
+def _share_key_in_workspace(world: World, project: str) -> Callable[[], None]:
     """Bitbucket: the same key pair also in a workspace variable (shared by the workspace's repositories), as
-    an operator would set it by hand; the repository's own variables shadow it until graduation removes them."""
+    an operator would set it by hand; the repository's own variables shadow it until graduation removes them.
+    Returns what removes the copy again (every repository of the session's workspace would inherit it)."""
     from chalicelib.targets.base import Credentials
 
     _, name = split(project)
@@ -283,10 +284,11 @@ def _share_key_in_workspace(world: World, project: str) -> None:
     shared = cls(cls.config_model.model_validate({**config, "id": "workspace-copy", "scope": "workspace"}),
                  world._tokens["bitbucket"])
     shared.push(Credentials(*(str(emulator.held_value(name, n)) for n in KEY_VARIABLES)))
+    return lambda: shared.delete_variables(KEY_VARIABLES)
 
 
 def _share_key_in_context(world: World, project: str) -> None:
-    """CircleCI: the same key pair also in a context the project's workflows use."""
+    """CircleCI: the same key pair also in a context only this project's workflows use (``used_by``)."""
     from chalicelib.targets.base import Credentials
 
     _, name = split(project)
