@@ -70,9 +70,15 @@ _ROLE_REPORT = re.compile(r"oidc role (arn:[\w-]+:sts::\d{12}:assumed-role/[\w+=
 def identity_in_log(text: str) -> tuple[str | None, str | None]:
     """(key digest, assumed-role session ARN) the first ``IDENTITY_NOTICE`` lines of a build's text report,
     None for what it does not report; any other line is ignored."""
+    return identity_in_messages(IDENTITY_NOTICE.findall(text))
+
+
+def identity_in_messages(messages: Iterable[str]) -> tuple[str | None, str | None]:
+    """The same from the notices' messages alone (GitHub serves them as check-run annotations): the first
+    ``access key sha256 <digest>`` and the first ``oidc role <ARN>``; other messages are ignored."""
     key: str | None = None
     role: str | None = None
-    for message in IDENTITY_NOTICE.findall(text):
+    for message in messages:
         found, assumed = _KEY_REPORT.fullmatch(message), _ROLE_REPORT.fullmatch(message)
         key = key or (found.group(1) if found else None)
         role = role or (assumed.group(1) if assumed else None)

@@ -38,6 +38,7 @@ from chalicelib.targets.base import (
     TargetConfig,
     WebhookEvent,
     WebhookRejected,
+    identity_in_messages,
 )
 from chalicelib.targets.github_app import (
     GitHubAppAuth,
@@ -143,11 +144,8 @@ def encrypt(public_key_b64: str, value: str) -> str:
     return base64.b64encode(public.SealedBox(key).encrypt(value.encode())).decode()
 
 
-#: The annotation a verification job writes with ``::notice title=rotate-verify::access key sha256 <16 hex>``.
+#: The annotation title of the verification files' notices (``base.IDENTITY_NOTICE``).
 KEY_NOTICE_TITLE = "rotate-verify"
-_KEY_NOTICE = re.compile(r"access key sha256 ([0-9a-f]{16})")
-#: The OIDC templates' notice: the session's ARN, ``arn:aws:sts::<account>:assumed-role/<role>/<session>``.
-_ROLE_NOTICE = re.compile(r"oidc role (arn:[\w-]+:sts::\d{12}:assumed-role/[\w+=,.@-]+/[\w+=,.@-]+)")
 
 
 def map_run(status: str | None, conclusion: str | None, url: str | None = None) -> RunStatus:
@@ -445,8 +443,7 @@ class GitHubTarget(CITarget):
         (the OIDC templates, templates/verify/github/oidc/); None for what it did not report or GitHub will
         not say."""
         repo = self.config.repository
-        key: str | None = None
-        role: str | None = None
+        messages: list[str] = []
         try:
             jobs = self._http.request("GET", f"/repos/{repo}/actions/runs/{run_id}/jobs", expect=(200,)).json or {}
             for job in jobs.get("jobs", []):
@@ -455,17 +452,12 @@ class GitHubTarget(CITarget):
                     continue
                 notes = self._http.request("GET", f"/repos/{repo}/check-runs/{check_run}/annotations",
                                            expect=(200,)).json or []
-                for note in notes if isinstance(notes, list) else []:
-                    if note.get("title") != KEY_NOTICE_TITLE:
-                        continue
-                    message = str(note.get("message") or "").strip()
-                    found = _KEY_NOTICE.fullmatch(message)
-                    key = key or (found.group(1) if found else None)
-                    assumed = _ROLE_NOTICE.fullmatch(message)
-                    role = role or (assumed.group(1) if assumed else None)
+                messages += [str(note.get("message") or "").strip()
+                             for note in (notes if isinstance(notes, list) else [])
+                             if note.get("title") == KEY_NOTICE_TITLE]
         except HttpError as exc:
             log.info("%s: no key report for run %s (%s)", self._where(), run_id, exc.status)
-        return key, role
+        return identity_in_messages(messages)
 
     # -- webhook ------------------------------------------------------------------------------------
 
