@@ -160,16 +160,21 @@ def _patch_wait_state() -> None:
             return
         # Slept in short steps at the scale of the moment, so a test that sets the scale back to 0 ends a long
         # Wait at once (rather than having to outlast a window it made long enough for a loaded machine).
+        # StopExecution pulses program_state_event (set, then clear at once): a loaded machine can run that
+        # pulse while this thread is between two waits, so the state is read each step, or the stopped
+        # execution would sleep out the rest of its Wait while still RUNNING (on AWS it ends at once).
         left, slept = float(wait_seconds), 0.0
-        while left > 0 and (scale := _state["time_scale"]) > 0:
+        while left > 0 and env.is_running() and (scale := _state["time_scale"]) > 0:
             began = time.monotonic()
             if env.program_state_event.wait(min(left * scale, 0.1)):
                 break  # the execution was stopped
             step = time.monotonic() - began
             slept += step
             left -= step / scale
-        # What was not slept still passed in the simulated world (IAM consistency windows run on it).
-        sim_clock.advance(wait_seconds - slept)
+        # What was not slept still passed in the simulated world (IAM consistency windows run on it); the rest
+        # of a stopped execution's Wait never happens.
+        if env.is_running():
+            sim_clock.advance(wait_seconds - slept)
 
     WaitFunction._wait_interval = _wait_interval
     _patch_timestamp_in_utc(Timestamp)

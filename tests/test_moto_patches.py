@@ -168,3 +168,37 @@ def test_requests_are_authorized_against_their_resource_arn(runtime: LocalRuntim
     with pytest.raises(ClientError) as caught:
         ddb.get_item(TableName="ci-key-rotator-elsewhere", Key=key)
     assert "AccessDenied" in str(caught.value)
+
+
+def test_a_stop_that_lands_between_two_wait_steps_still_ends_the_wait() -> None:
+    """StopExecution only pulses the execution's event; a stopped execution whose Wait thread missed the
+    pulse (it was between two steps on a loaded machine) must not sleep out the rest of its Wait."""
+    import threading
+    import time
+
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    from local import moto_patches, sim_clock
+
+    class StoppedEnv:
+        program_state_event = threading.Event()  # the pulse already happened: never set again
+
+        @staticmethod
+        def is_running() -> bool:
+            return False
+
+    moto_patches.install()
+    saved = moto_patches._state["time_scale"]
+    moto_patches.set_time_scale(1.0)  # a minute-long Wait slept in real time unless the stop is seen
+    clock = sim_clock.now()
+    try:
+        started = time.monotonic()
+        finished = threading.Event()
+        waiter = threading.Thread(target=lambda: (WaitFunction._wait_interval(None, StoppedEnv(), 60),
+                                                  finished.set()), daemon=True)
+        waiter.start()
+        assert finished.wait(5), "the stopped execution slept on in its Wait"
+        assert time.monotonic() - started < 5
+        assert sim_clock.now() - clock < 5, "the rest of a stopped execution's Wait passed in the simulated world"
+    finally:
+        moto_patches.set_time_scale(saved)
