@@ -6,6 +6,7 @@ once per provider in tests/test_provider_contract.py; this file keeps what is sp
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import socket
@@ -413,20 +414,29 @@ def test_connection_failure_is_transient() -> None:
     assert str(error.value) == "GET /repos/acme/app: NewConnectionError"  # no URL, no query, no header
 
 
+#: A realistic "now" (November 2026): reset headers are told apart from their size.
+NOW = 1_796_000_000.0
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
         ({"retry-after": "12"}, 12.0),
-        ({"retry-after": "Thu, 01 Jan 1970 00:16:50 GMT"}, 10.0),
-        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"}, 30.0),
-        ({"x-ratelimit-remaining": "5", "x-ratelimit-reset": "1030"}, None),
-        ({"ratelimit-remaining": "0", "ratelimit-reset": "1005"}, 5.0),
-        ({"ratelimit-resettime": "Thu, 01 Jan 1970 00:17:00 GMT"}, 20.0),
+        ({"retry-after": email.utils.formatdate(NOW + 10, usegmt=True)}, 10.0),
+        # GitHub: x-ratelimit-reset is a Unix time.
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": f"{NOW + 30:.0f}"}, 30.0),
+        ({"x-ratelimit-remaining": "5", "x-ratelimit-reset": f"{NOW + 30:.0f}"}, None),
+        # GitLab: RateLimit-Reset is a Unix time.
+        ({"ratelimit-remaining": "0", "ratelimit-reset": f"{NOW + 5:.0f}"}, 5.0),
+        # CircleCI: the same two names count the seconds until the window resets.
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3000"}, 3000.0),
+        ({"ratelimit-remaining": "0", "ratelimit-reset": "42"}, 42.0),
+        ({"ratelimit-resettime": email.utils.formatdate(NOW + 20, usegmt=True)}, 20.0),
         ({}, None),
     ],
 )
 def test_server_wait(headers: dict[str, str], expected: float | None) -> None:
-    assert server_wait(headers, now=1000.0) == expected
+    assert server_wait(headers, now=NOW) == expected
 
 
 def test_run_status_refuses_unknown_and_malformed_run_ids(github: GitHubEmulator) -> None:

@@ -235,8 +235,13 @@ def test_circleci_declares_no_budget_and_its_429_is_parked(clean_world: World) -
     assert headers["Retry-After"] == headers["RateLimit-Reset"] == headers["X-RateLimit-Reset"]
 
     circleci.limit_rates(1, 60, retry_after=False)  # "in most cases" with Retry-After: not always
-    with pytest.raises(RateLimited):  # the first variable is written, the second refused
+    refused_before = circleci.rate_limited
+    with pytest.raises(RateLimited) as refused:  # the first variable is written, the second refused
         target.push(Credentials("AKIAFAKEFAKEFAKE0001", "fake/secret+value/that-must-stay-private"))
+    # Without Retry-After the wait is X-RateLimit-Reset, seconds until the minute's window ends (not a Unix
+    # time, which would read as "already past" and have the client hammer the limit).
+    assert 50 < refused.value.retry_after_seconds <= 60
+    assert circleci.rate_limited == refused_before + 1
 
 
 def test_circleci_fleet_is_not_paced_and_its_refusals_are_parked(clean_world: World) -> None:

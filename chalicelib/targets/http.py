@@ -151,19 +151,28 @@ def server_wait(headers: Mapping[str, str], now: float, status: int = 429) -> fl
         if seconds is not None:
             return seconds
     if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
-        return _epoch_wait(headers["x-ratelimit-reset"], now)
+        return _reset_wait(headers["x-ratelimit-reset"], now)
     if headers.get("ratelimit-remaining") == "0" and headers.get("ratelimit-reset"):
-        return _epoch_wait(headers["ratelimit-reset"], now)
+        return _reset_wait(headers["ratelimit-reset"], now)
     if headers.get("ratelimit-resettime") and (status == 429 or headers.get("ratelimit-remaining") == "0"):
         return _seconds_or_date(headers["ratelimit-resettime"], now)
     return None
 
 
-def _epoch_wait(value: str, now: float) -> float | None:
+#: A reset below this is a number of seconds, not a time: as a Unix time it would be in 2001.
+_LATEST_DELTA_RESET = 1_000_000_000.0
+
+
+def _reset_wait(value: str, now: float) -> float | None:
+    """The same header names carry two meanings: GitHub's ``x-ratelimit-reset`` and GitLab's
+    ``RateLimit-Reset`` are Unix times (docs/ci-providers/github.md, gitlab.md), CircleCI's ``X-RateLimit-Reset``
+    and ``RateLimit-Reset`` the seconds until the window resets (docs/ci-providers/circleci.md). No window
+    lasts 30 years, so the size of the number tells which it is."""
     try:
-        return max(0.0, float(value) - now)
+        reset = float(value)
     except ValueError:
         return None
+    return max(0.0, reset if reset < _LATEST_DELTA_RESET else reset - now)
 
 
 def _seconds_or_date(value: str, now: float) -> float | None:
