@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
-from chalicelib.errors import TargetPushFailed, TransientError, VerificationFailed, VerificationTriggerFailed
+from chalicelib.errors import (
+    RateLimited,
+    TargetPushFailed,
+    VerificationFailed,
+    VerificationTriggerFailed,
+)
 from chalicelib.targets.base import Credentials, RunState, RunStatus, WebhookRejected
 from chalicelib.targets.travis import TravisTarget, TravisTargetConfig, map_build, sign
 from local.emulators.travis import TravisEmulator
@@ -339,15 +344,20 @@ def test_a_build_that_appears_late_is_found_through_its_request(clean_world: Wor
 
 def test_inactive_repository_and_request_limit_fail_the_trigger(clean_world: World, travis: TravisEmulator) -> None:
     project, slug = add_project(clean_world)
-    target = make_target(clean_world, project, sleep=lambda _: None)  # no real backoff before the 429 gives up
+    slept: list[float] = []
+    target = make_target(clean_world, project, sleep=slept.append)
     travis.set_active(slug, False)
     with pytest.raises(VerificationTriggerFailed, match="406"):
         target.trigger_verification("inactive")
 
     travis.set_active(slug, True)
     travis.request_limit = 0
-    with pytest.raises(TransientError, match="429"):  # an hourly limit: Step Functions retries later
+    refused_before = travis.requests_limited
+    with pytest.raises(RateLimited, match="429") as limited:  # a rolling hour: Step Functions retries later
         target.trigger_verification("limited")
+    # One refused request, none re-sent into the window, no sleeping in the Lambda: the state machine waits.
+    assert travis.requests_limited == refused_before + 1 and slept == []
+    assert limited.value.retry_after_seconds == 360
 
 
 def test_run_status_refuses_ids_it_cannot_read(clean_world: World, travis: TravisEmulator) -> None:

@@ -108,6 +108,12 @@ TRAVIS_LIMITS_SOURCE = ("https://github.com/travis-ci/travis-api/blob/master/lib
                         "create.rb")
 
 
+#: A 429 ``request_limit_reached`` names the limit and its rolling window but not when a request leaves it:
+#: the average spacing of the default quota (an hour / 10) is the wait handed to the state machine, rather
+#: than a few seconds of backoff spent re-sending into a window that moves only with the clock.
+RATE_LIMIT_WAIT_SECONDS = 3600.0 / 10
+
+
 def travis_rate_budget(api_builds_per_hour: int = 10) -> RateBudget:
     return RateBudget(limits=(Limit(TRAVIS_API_BUILDS, api_builds_per_hour, 3600, TRAVIS_LIMITS_SOURCE),),
                       per_target={TRAVIS_API_BUILDS: TRAVIS_ROTATION_API_BUILDS})
@@ -147,6 +153,7 @@ class TravisTarget(CITarget):
 
     webhook_secret_kind = "public key"
     rate_budget = travis_rate_budget()
+    rate_limit_wait_seconds = RATE_LIMIT_WAIT_SECONDS
 
     def __init__(self, config: TargetConfig, token: str, *, resolve_attempts: int = 6,
                  **options: Unpack[HttpOptions]) -> None:
