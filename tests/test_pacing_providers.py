@@ -323,6 +323,50 @@ def test_azure_devops_emulator_blocks_over_200_tstus_as_documented(clean_world: 
     assert int(headers["X-RateLimit-Reset"]) >= int(datetime.now(UTC).timestamp())
 
 
+def test_azure_devops_delayed_answers_pause_the_client_before_it_is_blocked(clean_world: World) -> None:
+    """Over 200 TSTUs Azure DevOps first delays requests and serves them with a Retry-After, "in any
+    response"; a client that sends on regardless is blocked. Fails if the client ignores a served answer's
+    Retry-After: the run_status reads below walk into the 429."""
+    from chalicelib.errors import RateLimited
+
+    azure = clean_world.emulator("azure_devops")
+    project = f"acme/{new_user_name('az')}"
+    azure.add_project(project)
+    target = clean_world.target(f"azure_devops:{project}")
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the pause passes on the emulator's (simulated) clock
+        slept.append(seconds)
+        sim_clock.advance(seconds)
+
+    target._http._sleep = sleep
+    # Three requests fill the limit over a ten-second window; the seventh would be blocked.
+    azure.limit_rates(10, limit=30, window_seconds=10, block_at=60)
+    target.push(Credentials("AKIAFAKEFAKEFAKE0001", "fake/secret+value/that-must-stay-private"))  # GET, 2 PUTs
+    run = target.trigger_verification("nonce-1")  # the fourth: over the limit, served with a Retry-After
+    for _ in range(4):
+        target.run_status(run.run_id)
+
+    assert azure.delayed >= 1 and azure.rate_limited == 0
+    assert slept and all(0 < s <= 10 for s in slept), slept
+
+    # A pause longer than a Lambda may sleep is the state machine's: RateLimited, and nothing is sent.
+    azure.limit_rates(10, limit=30, window_seconds=600, block_at=60)
+    for _ in range(4):
+        target.run_status(run.run_id)
+    before = azure._requests
+    with pytest.raises(RateLimited) as parked:
+        target.run_status(run.run_id)
+    assert azure._requests == before and 500 < parked.value.retry_after_seconds <= 600
+    assert azure.rate_limited == 0
+
+    answer = urllib3.request("GET", f"{azure.url}/_apis/none", retries=False, headers={
+        "Authorization": "Basic " + base64.b64encode(f":{clean_world._tokens['azure_devops']}".encode()).decode()})
+    headers = answer.headers
+    assert headers["X-RateLimit-Remaining"] == "0" and float(headers["X-RateLimit-Delay"]) > 0
+    assert 0 < int(headers["Retry-After"]) <= 600
+
+
 @contextlib.contextmanager
 def azure_fleet(world: World, size: int) -> Iterator[list[str]]:
     names = [new_user_name("azpace") for _ in range(size)]

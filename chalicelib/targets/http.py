@@ -213,6 +213,8 @@ class HttpClient:
         #: What a rate-limit answer without a reset time means (Bitbucket's rolling hour); None: back off.
         self._rate_limit_wait = rate_limit_wait_seconds
         self._slots = host_semaphore(urlsplit(self.base_url).netloc)
+        #: When the server last asked, on an answer it did serve, for a pause before the next request.
+        self._not_before = 0.0
 
     def request(
         self,
@@ -238,10 +240,11 @@ class HttpClient:
         if body is not None:
             all_headers["Content-Type"] = "application/json"
         scrub = _Scrubber(all_headers, json)
-        waited = 0.0
+        waited = self._pause(method, path)
         for attempt in range(1, self._max_attempts + 1):
             response = self._send(method, url, path, body, all_headers)
             if response.status in expect:
+                self._note_pause(response)
                 return response
             message = scrub(_provider_message(response.json))
             limited = is_rate_limited(response.status, response.headers, message)
@@ -269,6 +272,31 @@ class HttpClient:
             self._sleep(delay)
             waited += delay
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _note_pause(self, response: Response) -> None:
+        """Azure DevOps delays the requests of an identity over its limit and still serves them, with a
+        ``Retry-After``: "If you detect a Retry-After header in any response, wait until that amount of time
+        has passed before sending another request" (docs/ci-providers/azure_devops.md); ignoring it leads on
+        to 429s."""
+        retry_after = response.headers.get("retry-after")
+        now = self._clock()
+        seconds = _seconds_or_date(retry_after, now) if retry_after else None
+        if seconds:
+            self._not_before = max(self._not_before, now + seconds)
+
+    def _pause(self, method: str, path: str) -> float:
+        """Sleep out a pause a served answer asked for (seconds slept); one longer than this client may sleep
+        is the state machine's to wait: RateLimited, with nothing sent."""
+        pause = self._not_before - self._clock()
+        if pause <= 0:
+            return 0.0
+        left = _remaining(method, path)
+        if pause > self._max_wait or (left is not None and pause >= left):
+            raise RateLimited(f"{method} {path}: not sent, the provider asked for a pause of {pause:.0f}s",
+                              retry_after_seconds=pause)
+        log.info("%s %s: pausing %.1fs as the provider's last answer asked", method, path, pause)
+        self._sleep(pause)
+        return pause
 
     def _send(self, method: str, url: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
         left = _remaining(method, path)

@@ -11,10 +11,13 @@ by :func:`read_template` below as Azure Pipelines reads it: secret variables rea
 
 Rate limits, switched on with ``limit_rates(tstu_per_request)``: the global consumption limit of 200 TSTUs per
 identity in a sliding five minutes, answered as documented
-(https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rate-limits): once over, 429 with
-``TF400733`` and ``Retry-After``; while on, every answer carries ``X-RateLimit-Resource``, ``-Limit``,
-``-Remaining`` and ``-Reset`` (epoch seconds when usage would be back to 0). Microsoft publishes no TSTU cost per
-request, so the caller chooses one; the service's delaying of requests (``X-RateLimit-Delay``) is not emulated.
+(https://learn.microsoft.com/en-us/azure/devops/integrate/concepts/rate-limits): while on, every answer carries
+``X-RateLimit-Resource``, ``-Limit``, ``-Remaining`` and ``-Reset`` (epoch seconds when usage would be back to 0).
+Over the limit the service first *delays* requests and still serves them, with ``X-RateLimit-Delay`` and a
+``Retry-After`` "in any response", and blocks them beyond a level it does not publish (429, ``TF400733``,
+``Retry-After``). ``limit_rates(..., block_at=N)`` emulates both (delayed above the limit, blocked above N);
+without ``block_at`` a request over the limit is blocked at once. The delay is reported, not slept. Microsoft
+publishes no TSTU cost per request, so the caller chooses one.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class _Consumption:
     tstu_per_request: float
     limit: float
     window_seconds: float
+    #: Usage above which requests are blocked; None: at the limit (no delaying).
+    block_at: float | None = None
     recent: deque[tuple[float, float]] = field(default_factory=deque)
 
     def used(self, now: float) -> float:
@@ -65,14 +70,30 @@ class _Consumption:
             self.recent.popleft()
         return sum(tstu for _, tstu in self.recent)
 
-    def retry_after(self, now: float) -> float:
-        """Seconds until enough of the window has slid by for one more request to fit."""
+    def retry_after(self, now: float, ceiling: float | None = None) -> float:
+        """Seconds until enough of the window has slid by for one more request to fit under ``ceiling``
+        (default: the limit)."""
+        ceiling = self.limit if ceiling is None else ceiling
         used = self.used(now)
+        if used + self.tstu_per_request <= ceiling:
+            return 0.0
         for at, tstu in self.recent:
             used -= tstu
-            if used + self.tstu_per_request <= self.limit:
+            if used + self.tstu_per_request <= ceiling:
                 return max(0.0, self.window_seconds - (now - at))
         return self.window_seconds
+
+    def blocks(self, now: float) -> bool:
+        ceiling = self.limit if self.block_at is None else self.block_at
+        return self.used(now) + self.tstu_per_request > ceiling
+
+    def delay_headers(self, now: float) -> dict[str, str]:
+        """On an answer served while usage is over the limit (delaying on): how long it was held, and when to
+        send the next request."""
+        if self.block_at is None or self.used(now) <= self.limit:
+            return {}
+        return {"X-RateLimit-Remaining": "0", "X-RateLimit-Delay": "0.500",
+                "Retry-After": str(math.ceil(self.retry_after(now)))}
 
     def headers(self, now: float) -> dict[str, str]:
         used = self.used(now)
@@ -159,6 +180,8 @@ class AzureDevOpsEmulator(EmulatorServer):
         self._consumption: _Consumption | None = None
         #: Requests refused with 429 since ``limit_rates`` switched the limit on.
         self.rate_limited = 0
+        #: Requests served with delay headers (``limit_rates(..., block_at=...)``).
+        self.delayed = 0
         base = rf"/{_SEG}/{_SEG}/_apis"
         self.route("GET", rf"{base}/distributedtask/variablegroups/(\d+)", self._get_group)
         self.route("PUT", rf"/{_SEG}/_apis/distributedtask/variablegroups/(\d+)", self._put_group)
@@ -167,13 +190,17 @@ class AzureDevOpsEmulator(EmulatorServer):
         self.route("GET", rf"{base}/pipelines/(\d+)/runs/(\d+)", self._get_run)
 
     def limit_rates(self, tstu_per_request: float | None, *, limit: float = 200,
-                    window_seconds: float = 300) -> None:
+                    window_seconds: float = 300, block_at: float | None = None) -> None:
         """Charge every authenticated request ``tstu_per_request`` TSTUs against the documented 200 per sliding
-        five minutes (None: no limit); a request that would go over is blocked with 429."""
+        five minutes (None: no limit). A request that would go over is blocked with 429, or, with
+        ``block_at``, served with delay headers until usage would pass ``block_at``."""
+        if block_at is not None and block_at <= limit:
+            raise ValueError("block_at is a level above the limit")
         with self._lock:
             self._consumption = None if tstu_per_request is None else _Consumption(
-                tstu_per_request, limit, window_seconds)
+                tstu_per_request, limit, window_seconds, block_at)
             self.rate_limited = 0
+            self.delayed = 0
 
     def reset_faults(self) -> None:
         super().reset_faults()
@@ -263,8 +290,10 @@ class AzureDevOpsEmulator(EmulatorServer):
             consumption, now = self._consumption, sim_clock.now()
             if consumption is None:
                 return None
-            if consumption.used(now) + consumption.tstu_per_request <= consumption.limit:
+            if not consumption.blocks(now):
                 consumption.recent.append((now, consumption.tstu_per_request))
+                if consumption.used(now) > consumption.limit:
+                    self.delayed += 1
                 return None
             self.rate_limited += 1
             headers = {**consumption.headers(now), "X-RateLimit-Remaining": "0",
@@ -276,7 +305,10 @@ class AzureDevOpsEmulator(EmulatorServer):
     def _rate_headers(self) -> dict[str, str]:
         with self._lock:
             consumption = self._consumption
-            return {} if consumption is None else consumption.headers(sim_clock.now())
+            if consumption is None:
+                return {}
+            now = sim_clock.now()
+            return {**consumption.headers(now), **consumption.delay_headers(now)}
 
     def _error_body(self, message: Any, type_key: str = "InvalidRequestException") -> Any:
         return {"$id": "1", "innerException": None, "message": message, "typeName": f"Microsoft.{type_key}",
