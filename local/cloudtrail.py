@@ -133,6 +133,12 @@ def uninstall() -> None:
 
 
 def _identity(response: Any) -> dict[str, Any]:
+    """The record's ``userIdentity`` in the shape CloudTrail gives each kind of caller
+    (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-user-identity.html):
+    an IAM user's key, or a GetSessionToken session, is ``IAMUser``; a GetFederationToken session is
+    ``FederatedUser`` whose ``sessionIssuer`` is the minting user; a role session (AssumeRole, or
+    AssumeRoleWithWebIdentity with ``webIdFederationData`` naming the OIDC provider) is ``AssumedRole`` whose
+    ``sessionIssuer`` is the role."""
     from moto.iam.models import iam_backends
 
     from local import sts_sessions
@@ -140,18 +146,61 @@ def _identity(response: Any) -> dict[str, Any]:
     match = _CREDENTIAL.search(response.headers.get("Authorization", ""))
     key_id = match.group(1) if match else ""
     account = response.current_account
+    users = iam_backends[account]["aws"].users
     minted = sts_sessions.session(key_id)
-    if minted is not None:  # a session acts as its user; CloudTrail adds its sessionContext
-        user = iam_backends[account]["aws"].users.get(minted.user_name)
+    if minted is not None:
+        user = users.get(minted.user_name)
+        attributes = {"creationDate": _stamp(minted.issued_at), "mfaAuthenticated": "false"}
+        if minted.federated:
+            return {"type": "FederatedUser", "principalId": f"{account}:{minted.federated_name}",
+                    "arn": sts_sessions.federated_arn(minted), "accountId": account, "accessKeyId": key_id,
+                    "sessionContext": {"sessionIssuer": _user_issuer(user, minted.user_name, account),
+                                       "webIdFederationData": {}, "attributes": attributes}}
+        # A GetSessionToken session acts as its user; CloudTrail adds its sessionContext.
         return {"type": "IAMUser", "principalId": user.id if user else "UNKNOWN",
                 "arn": user.arn if user else None, "accountId": account, "accessKeyId": key_id,
-                "userName": minted.user_name, "sessionContext": {"attributes": {
-                    "creationDate": minted.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "mfaAuthenticated": "false"}}}
-    for user in iam_backends[account]["aws"].users.values():
+                "userName": minted.user_name, "sessionContext": {"attributes": attributes}}
+    for user in users.values():
         if any(k.access_key_id == key_id for k in user.access_keys):
             return {"type": "IAMUser", "principalId": user.id, "arn": user.arn, "accountId": account,
                     "accessKeyId": key_id, "userName": user.name}
+    assumed = _assumed_role(account, key_id)
+    if assumed is not None:
+        return assumed
     return {"type": "IAMUser", "principalId": "UNKNOWN", "accountId": account, "accessKeyId": key_id}
+
+
+def _user_issuer(user: Any, name: str, account: str) -> dict[str, Any]:
+    return {"type": "IAMUser", "principalId": user.id if user else "UNKNOWN", "arn": user.arn if user else None,
+            "accountId": account, "userName": name}
+
+
+def _assumed_role(account: str, key_id: str) -> dict[str, Any] | None:
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    from local import sts_web_identity
+
+    session = next((r for r in sts_backends[account]["global"].assumed_roles if r.access_key_id == key_id), None)
+    if session is None:
+        return None
+    role_name = session.role_arn.rsplit("/", 1)[-1]
+    role = next((r for r in iam_backends[account]["aws"].roles.values() if r.arn == session.role_arn), None)
+    role_id = role.id if role is not None else "UNKNOWN"
+    provider = sts_web_identity.provider_of(key_id)
+    created = getattr(session.access_key, "create_date", None) or datetime.now(UTC)
+    context: dict[str, Any] = {
+        "sessionIssuer": {"type": "Role", "principalId": role_id, "arn": session.role_arn, "accountId": account,
+                          "userName": role_name},
+        "webIdFederationData": {"federatedProvider": provider, "attributes": {}} if provider else {},
+        "attributes": {"creationDate": _stamp(created), "mfaAuthenticated": "false"},
+    }
+    return {"type": "AssumedRole", "principalId": f"{role_id}:{session.session_name}", "arn": session.arn,
+            "accountId": account, "accessKeyId": key_id, "sessionContext": context}
+
+
+def _stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parameters(response: Any) -> dict[str, Any]:

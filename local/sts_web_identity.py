@@ -56,6 +56,15 @@ _http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, 
 _jwk_clients: dict[str, jwt.PyJWKClient] = {}
 _clients_lock = threading.Lock()
 _state: dict[str, Any] = {"installed": False, "original": None}
+#: The OIDC provider that vouched for each web-identity session (its access key id): CloudTrail names it in
+#: the session's ``webIdFederationData`` (local/cloudtrail.py).
+_providers: dict[str, str] = {}
+
+
+def provider_of(access_key_id: str) -> str | None:
+    """The ARN of the IAM OIDC provider behind a web-identity session, None for any other credentials."""
+    with _clients_lock:
+        return _providers.get(access_key_id)
 
 
 def install() -> None:
@@ -162,6 +171,8 @@ def _patch_assume_role_with_web_identity() -> None:
         assumed = self.backend.assume_role_with_web_identity(
             region_name=self.region, role_session_name=session_name, role_arn=role.arn, policy=None,
             duration=duration, external_id=None)
+        with _clients_lock:
+            _providers[assumed.access_key_id] = verified.provider_arn
         return ActionResult({
             "Credentials": assumed,
             "SubjectFromWebIdentityToken": verified.claims.get("sub"),
