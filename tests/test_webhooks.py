@@ -41,7 +41,7 @@ def wait_for_callback(user: str, timeout: float = 20) -> dict:
 
 def test_bad_or_missing_signature_is_401_and_changes_nothing(clean_world: World, user: str) -> None:
     clean_world.github.hang_next_builds(f"acme/{user}", 1)
-    clean_world.users[user].timings["verify_timeout"] = "4s"
+    clean_world.users[user].timings["verify_timeout"] = "10s"  # the refusals below must all land before it
     clean_world.write_config()
     started = clean_world.start_rotation(user)
     callback = wait_for_callback(user)
@@ -81,7 +81,7 @@ def test_replayed_delivery_is_ignored(clean_world: World, user: str) -> None:
 def test_validly_signed_webhook_still_needs_the_status_api_to_agree(clean_world: World, user: str) -> None:
     """A leaked webhook secret cannot verify a build: the run's authoritative status decides."""
     clean_world.github.hang_next_builds(f"acme/{user}", 1)
-    clean_world.users[user].timings["verify_timeout"] = "5s"
+    clean_world.users[user].timings["verify_timeout"] = "10s"
     clean_world.write_config()
     started = clean_world.start_rotation(user)
     callback = wait_for_callback(user)
