@@ -197,6 +197,12 @@ def test_intermediate_deliveries_alone_resolve_nothing(clean_world: World, provi
     started = clean_world.start_rotation(user)
     callback = _wait_for_callback(user)
     ledger = get_deps().ledger
+    # The callback is parked before VerifyBuild notes the run on the rotation: snapshot after both.
+    deadline = time.monotonic() + 30
+    while not any(t.get("run_id") == callback["run_id"]
+                  for t in ledger.rotation(user, callback["rotation_id"])["targets"].values()):
+        assert time.monotonic() < deadline, "the verification's run was never noted on the rotation"
+        time.sleep(0.05)
     parked = ledger.rotation(user, callback["rotation_id"])
     assert ci.wait_for_webhooks(timeout=30)
     mine = _mine(ci, user, before)
