@@ -5,7 +5,7 @@ embedded moto server. Clients are thread-safe and created once per container and
 
 **Identity.** In AWS each Lambda has its own role and the environment's credentials are that role's. The
 local runtime runs every Lambda in one process, so it sets the *current identity* (``acting_as``) for
-the duration of each handler: a moto IAM user carrying exactly that function's
+the duration of each handler: a session of that function's own moto execution role carrying exactly its
 ``.chalice/policy-<function>.json``. ``client()``, ``session()``, ``secrets_provider()`` and
 ``ssm_provider()`` sign with it, so a permission missing from a policy file fails locally as it would in
 AWS. Outside a handler (tests' direct calls, the operator CLI) the current identity is None and the
@@ -52,7 +52,7 @@ TRANSIENT_CODES = frozenset(
 
 @dataclass(frozen=True)
 class Identity:
-    """Credentials a Lambda's AWS calls are signed with (its role's, or locally its IAM user's)."""
+    """Credentials a Lambda's AWS calls are signed with: a session of its execution role (locally too)."""
 
     name: str
     access_key_id: str

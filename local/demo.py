@@ -514,6 +514,12 @@ def run_graduation_scenario(world: World, out: Path, user: str = RELEASE_USER,
     return result
 
 
+def _issuer_name(identity: dict[str, Any]) -> str:
+    """Who a CloudTrail record's caller is: the role behind a session, or the IAM user."""
+    issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
+    return str(issuer.get("userName") or identity.get("userName") or "")
+
+
 def _status_line(user: str) -> str:
     """The graduation line of ``ci-key-rotator status USER``, as the operator sees it."""
     import contextlib
@@ -543,12 +549,12 @@ def run_audit_scenario(world: World) -> dict[str, Any]:
     runtime.bus.drain()
     rotator_events = [e for _, e in runtime.bus.delivered
                       if e.get("detail", {}).get("eventName", "").endswith("AccessKey")
-                      # the rotator's identities: one IAM user per Lambda function, all "ci-key-rotator*"
-                      and str(e["detail"]["userIdentity"].get("userName", "")).startswith("ci-key-rotator")]
+                      # the rotator's identities: one execution role per Lambda function, all "ci-key-rotator*"
+                      and _issuer_name(e["detail"]["userIdentity"]).startswith("ci-key-rotator")]
     slack_before, sns_before = len(runtime.slack.messages), len(runtime.alerts())
     # Findings that blame the rotator's own identity for a key change (there must be none).
     findings_before = [a for a in runtime.alerts() if str(a["message"].get("detection", "")).startswith(
-        ("key-lifecycle.", "self-protection.")) and ":user/service/ci-key-rotator" in str(
+        ("key-lifecycle.", "self-protection.")) and "/service/ci-key-rotator" in str(
         a["message"].get("principal", ""))]
     iam = runtime.client("iam")
     stray = iam.create_access_key(UserName=USER)["AccessKey"]["AccessKeyId"]

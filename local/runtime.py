@@ -51,7 +51,8 @@ ACCOUNT = "123456789012"
 ROOT = Path(__file__).resolve().parents[1]
 
 # What the process-wide default identity may do (code running outside a Lambda: tests' direct calls, the
-# CLI). Each Lambda signs with its own user, whose policy is its .chalice/policy-<function>.json.
+# CLI). Each Lambda signs with a session of its own execution role, whose policy is its
+# .chalice/policy-<function>.json.
 ROTATOR_ACTIONS = [
     "iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
     "iam:GetAccessKeyLastUsed", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "secretsmanager:*", "dynamodb:*", "sns:Publish",
@@ -73,10 +74,13 @@ def free_port() -> int:
 class Identity:
     access_key_id: str
     secret_access_key: str
+    #: Set for a role session (ASIA key id), as Lambda hands its function and an operator gets from AssumeRole.
+    session_token: str | None = None
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(aws_access_key_id=self.access_key_id,
-                                     aws_secret_access_key=self.secret_access_key, region_name=REGION)
+                                     aws_secret_access_key=self.secret_access_key,
+                                     aws_session_token=self.session_token, region_name=REGION)
 
 
 def lambda_context(function: str, function_name: str, config: lambda_limits.FunctionConfig | None = None
@@ -189,7 +193,7 @@ class LocalRuntime:
         self.executor = self._service_user(iam, "ci-key-rotator-states", ["lambda:InvokeFunction", "lambda:Invoke"])
         self.operator = self._service_user(iam, "operator", ["*"])
         self._operator_clients.clear()
-        self._function_users(iam)
+        self._function_roles(iam)
         moto_patches.set_executor_credentials(self.executor.access_key_id, self.executor.secret_access_key,
                                               self.endpoint)
         role_arn = iam.create_role(
@@ -231,8 +235,8 @@ class LocalRuntime:
             ROTATOR_ESCROW_PREFIX=self.names.escrow_prefix,
             # The alias, as a real stage's config.json says; the key behind it is customer-managed.
             ROTATOR_ESCROW_KMS_KEY_ID=self.names.kms_alias,
-            # Locally each function is an IAM user under /service/ (on AWS: its Chalice role).
-            ROTATOR_ESCROW_PRINCIPALS=",".join(escrow_principal_patterns(STAGE, kind="user", path="/service/")),
+            # Each function's execution role, and the break-glass role, under /service/ (on AWS: their path).
+            ROTATOR_ESCROW_PRINCIPALS=",".join(escrow_principal_patterns(STAGE, kind="role", path="/service/")),
         )
         self._bootstrap_session = boot
 
@@ -240,14 +244,16 @@ class LocalRuntime:
         """The escrow's customer-managed key, as ``deploy apply`` makes it (alias per stage), with the same
         key policy: only the escrow's functions and the break-glass identity can use it, only the
         key-admin identity administers it (local/iam_resources.py evaluates it)."""
-        self.break_glass = self._service_user(iam, self.names.break_glass_role, [], break_glass_policy(STAGE))
-        self.key_admin = self._service_user(iam, self.names.key_admin_role, [])
-        user = f"arn:aws:iam::{ACCOUNT}:user/service/"
+        operators = {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+        self.break_glass = self._service_role(iam, self.names.break_glass_role, operators,
+                                              break_glass_policy(STAGE), session_name="break-glass")
+        self.key_admin = self._service_role(iam, self.names.key_admin_role, operators, None, session_name="key-admin")
+        role = f"arn:aws:iam::{ACCOUNT}:role/service/"
         document = key_policy(
-            f"arn:aws:iam::{ACCOUNT}:root", [user + self.function_name(f) for f in escrow_readers()],
-            [user + self.function_name(f) for f in escrow_writers()], f"secretsmanager.{REGION}.amazonaws.com",
-            ACCOUNT, key_admin=user + self.names.key_admin_role, break_glass=user + self.names.break_glass_role,
-            direct_users={f: (user + self.function_name(f), actions) for f, actions in key_users().items()})
+            f"arn:aws:iam::{ACCOUNT}:root", [role + self.function_name(f) for f in escrow_readers()],
+            [role + self.function_name(f) for f in escrow_writers()], f"secretsmanager.{REGION}.amazonaws.com",
+            ACCOUNT, key_admin=role + self.names.key_admin_role, break_glass=role + self.names.break_glass_role,
+            direct_users={f: (role + self.function_name(f), actions) for f, actions in key_users().items()})
         key = kms.create_key(Description=f"CI Key Rotator escrow ({STAGE})", KeyUsage="ENCRYPT_DECRYPT",
                              KeySpec="SYMMETRIC_DEFAULT", Policy=json.dumps(document),
                              BypassPolicyLockoutSafetyCheck=True)["KeyMetadata"]
@@ -264,9 +270,32 @@ class LocalRuntime:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Identity(key["AccessKeyId"], key["SecretAccessKey"])
 
-    def _function_users(self, iam: Any) -> None:
-        """One IAM user per Chalice function with exactly its policy, rendered for this stage as for a
-        real one (the resources too: local/iam_resources.py makes moto evaluate them)."""
+    def _service_role(self, iam: Any, name: str, trusted: dict[str, Any], policy: dict[str, Any] | None,
+                      session_name: str) -> Identity:
+        """An IAM role under /service/ with ``policy`` attached, and a session of it: what Lambda hands a
+        function (its execution role's credentials, session named after the function) or an operator gets
+        from AssumeRole. The local runtime plays the trusted service, so the session is minted by STS's
+        backend, as the Lambda service's own AssumeRole would be: CloudTrail then records the role's calls as
+        ``AssumedRole`` sessions, which is what the audit meets on AWS."""
+        from moto.sts.models import sts_backends
+
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": trusted,
+                                                          "Action": "sts:AssumeRole"}]}
+        role_arn = iam.create_role(RoleName=name, Path="/service/", AssumeRolePolicyDocument=json.dumps(trust),
+                                   MaxSessionDuration=43_200)["Role"]["Arn"]
+        if policy is not None:
+            arn = iam.create_policy(PolicyName=name, Path="/service/", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+            iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+        # Lambda renews its function's credentials before they expire; a local session simply lasts.
+        session = sts_backends[ACCOUNT]["global"].assume_role(
+            region_name=REGION, role_session_name=session_name, role_arn=role_arn, policy=None,
+            duration=43_200, external_id=None)
+        return Identity(session.access_key_id, session.secret_access_key, session.session_token)
+
+    def _function_roles(self, iam: Any) -> None:
+        """One execution role per Chalice function with exactly its policy, rendered for this stage as for a
+        real one (the resources too: local/iam_resources.py makes moto evaluate them); each function's calls
+        are signed with a session of its role, named after the function, as Lambda does."""
         from app import app
 
         functions = [f.name for f in app.pure_lambda_functions] + [s.name for s in app.event_sources]
@@ -274,12 +303,10 @@ class LocalRuntime:
             functions.append("api_handler")
         for function in functions:
             name = self.function_name(function)
-            iam.create_user(UserName=name, Path="/service/")
-            arn = iam.create_policy(PolicyName=name, Path="/service/",
-                                    PolicyDocument=json.dumps(function_policy(function)))["Policy"]["Arn"]
-            iam.attach_user_policy(UserName=name, PolicyArn=arn)
-            key = iam.create_access_key(UserName=name)["AccessKey"]
-            self.function_identities[function] = aws.Identity(function, key["AccessKeyId"], key["SecretAccessKey"])
+            role = self._service_role(iam, name, {"Service": "lambda.amazonaws.com"}, function_policy(function),
+                                      session_name=name)
+            self.function_identities[function] = aws.Identity(function, role.access_key_id, role.secret_access_key,
+                                                              role.session_token)
         aws.observe_calls(self._record_call)
 
     def _record_call(self, identity: aws.Identity | None, action: str) -> None:

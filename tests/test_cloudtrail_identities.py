@@ -20,6 +20,7 @@ from chalicelib.audit.models import Record, iter_records
 from local import cloudtrail
 from local.runtime import LocalRuntime
 from local.world import World
+from tests.conftest import new_user_name
 from tests.test_oidc_federation import _assume, _federated
 from tests.test_sts_strict import _federate, _user_with_policy
 
@@ -95,3 +96,27 @@ def test_a_federation_session_is_recorded_as_its_federated_user_issued_by_the_mi
     record = {"eventVersion": "1.08", "eventSource": "iam.amazonaws.com", "eventName": "ListUsers",
               "eventTime": "2026-11-30T12:00:00Z", "userIdentity": identity}
     assert AuditContext(managed_users=frozenset({user})).managed_caller(_parsed(record)) == user
+
+
+def test_the_rotators_own_calls_are_sessions_of_each_functions_execution_role(audited: World) -> None:
+    """Lambda signs a function's calls with a session of its execution role: the audit knows the rotator by the
+    session's issuer, as on AWS, not by an IAM user that exists only locally."""
+    import os
+
+    runtime = audited.runtime
+    user = new_user_name("ctid")
+    audited.add_user(user, [f"acme/{user}"])
+    assert audited.rotate(user)["status"] == "SUCCEEDED"
+    (new_key,) = audited.key_statuses(user)
+
+    created = [r for r in _records_of(runtime, runtime.identity_of("create_key").access_key_id)
+               if r["eventName"] == "CreateAccessKey"]
+    assert created and created[-1]["responseElements"]["accessKey"]["accessKeyId"] == new_key
+    identity = created[-1]["userIdentity"]
+    role = runtime.function_name("create_key")
+    assert identity["type"] == "AssumedRole" and identity["arn"].endswith(f":assumed-role/{role}/{role}")
+    assert identity["sessionContext"]["sessionIssuer"]["arn"].endswith(f":role/service/{role}")
+    assert "userName" not in identity and identity["sessionContext"]["webIdFederationData"] == {}
+    audit = AuditContext(managed_users=frozenset({user}),
+                         rotator_role_name=os.environ["ROTATOR_AUDIT_ROTATOR_ROLE"])
+    assert audit.is_rotator(_parsed(created[-1]))

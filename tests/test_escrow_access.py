@@ -48,6 +48,7 @@ def denied(call: Any) -> bool:
 def client(runtime: LocalRuntime, identity: Any, service: str) -> Any:
     return boto3.session.Session(aws_access_key_id=identity.access_key_id,
                                  aws_secret_access_key=identity.secret_access_key,
+                                 aws_session_token=identity.session_token,
                                  region_name=REGION).client(service, endpoint_url=runtime.endpoint)
 
 

@@ -161,7 +161,8 @@ def test_requests_are_authorized_against_their_resource_arn(runtime: LocalRuntim
     import boto3
 
     ddb = boto3.session.Session(aws_access_key_id=scheduler.access_key_id, region_name="us-east-1",
-                                aws_secret_access_key=scheduler.secret_access_key).client(
+                                aws_secret_access_key=scheduler.secret_access_key,
+                                aws_session_token=scheduler.session_token).client(
         "dynamodb", endpoint_url=runtime.endpoint)
     key = {"pk": {"S": "x"}, "sk": {"S": "x"}}
     ddb.get_item(TableName=runtime.names.table, Key=key)  # its own table

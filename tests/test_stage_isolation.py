@@ -43,7 +43,8 @@ class Probe:
 
 def _session(identity: Any) -> boto3.session.Session:
     return boto3.session.Session(aws_access_key_id=identity.access_key_id,
-                                 aws_secret_access_key=identity.secret_access_key, region_name=REGION)
+                                 aws_secret_access_key=identity.secret_access_key,
+                                 aws_session_token=identity.session_token, region_name=REGION)
 
 
 def refused(client_for: Callable[[str], Any], call: Callable[[Callable[[str], Any]], Any]) -> bool:

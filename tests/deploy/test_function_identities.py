@@ -9,6 +9,7 @@ import copy
 import json
 from pathlib import Path
 
+import boto3
 import pytest
 
 from chalicelib.workflow.state import execution_name
@@ -27,18 +28,26 @@ SCHEDULED = {"version": "0", "id": "x", "detail-type": "Scheduled Event", "sourc
              "resources": ["arn:aws:events:us-east-1:123456789012:rule/x"], "detail": {}}
 
 
-def test_every_function_has_its_own_user_with_exactly_its_policy_actions(runtime: LocalRuntime) -> None:
+def test_every_function_runs_as_its_own_role_with_exactly_its_policy_actions(runtime: LocalRuntime) -> None:
     iam = runtime.client("iam")
     assert set(runtime.function_identities) == set(policies.functions())
     for function, identity in runtime.function_identities.items():
-        user = runtime.function_name(function)
+        role = runtime.function_name(function)
         assert identity.name == function
-        (attached,) = iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+        # A session of the function's execution role, named after the function, as Lambda signs with.
+        caller = boto3.session.Session(aws_access_key_id=identity.access_key_id,
+                                       aws_secret_access_key=identity.secret_access_key,
+                                       aws_session_token=identity.session_token, region_name="us-east-1")
+        arn = caller.client("sts", endpoint_url=runtime.endpoint).get_caller_identity()["Arn"]
+        assert arn.endswith(f":assumed-role/{role}/{role}"), arn
+        trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+        (attached,) = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
         version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]["DefaultVersionId"]
         document = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=version)["PolicyVersion"]["Document"]
         granted = {a for s in document["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
         assert granted == {a for a, _, _ in policies.grants(policies.load(function))}, function
-        assert iam.list_user_policies(UserName=user)["PolicyNames"] == [], "nothing else"
+        assert iam.list_role_policies(RoleName=role)["PolicyNames"] == [], "nothing else"
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +102,21 @@ def test_what_each_function_called_was_found_by_the_static_analysis(exercised: d
 def test_a_permission_missing_from_a_policy_fails_the_rotation(clean_world: World, runtime: LocalRuntime) -> None:
     """DrainCheck without iam:GetAccessKeyLastUsed: AccessDenied, the rotation stops, the alert says so."""
     iam = runtime.client("iam")
-    user = runtime.function_name("drain_check")
-    (attached,) = iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+    role = runtime.function_name("drain_check")
+    (attached,) = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
     policy = function_policy("drain_check")
     for statement in policy["Statement"]:
         statement["Action"] = [a for a in statement["Action"] if a != "iam:GetAccessKeyLastUsed"] or ["logs:PutLogEvents"]
-    reduced = iam.create_policy(PolicyName=f"{user}-reduced", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
-    iam.detach_user_policy(UserName=user, PolicyArn=attached["PolicyArn"])
-    iam.attach_user_policy(UserName=user, PolicyArn=reduced)
+    reduced = iam.create_policy(PolicyName=f"{role}-reduced", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+    iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
+    iam.attach_role_policy(RoleName=role, PolicyArn=reduced)
     try:
         name = new_user_name("id")
         clean_world.add_user(name, [f"acme/{name}"])
         result = clean_world.rotate(name)
     finally:
-        iam.detach_user_policy(UserName=user, PolicyArn=reduced)
-        iam.attach_user_policy(UserName=user, PolicyArn=attached["PolicyArn"])
+        iam.detach_role_policy(RoleName=role, PolicyArn=reduced)
+        iam.attach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
     assert result["status"] == "FAILED"
     alert = alerts_for(clean_world, name)[-1]
     assert alert["severity"] == "HIGH"
