@@ -160,21 +160,7 @@ def _patch_wait_state() -> None:
             return
         # Slept in short steps at the scale of the moment, so a test that sets the scale back to 0 ends a long
         # Wait at once (rather than having to outlast a window it made long enough for a loaded machine).
-        # StopExecution pulses program_state_event (set, then clear at once): a loaded machine can run that
-        # pulse while this thread is between two waits, so the state is read each step, or the stopped
-        # execution would sleep out the rest of its Wait while still RUNNING (on AWS it ends at once).
-        left, slept = float(wait_seconds), 0.0
-        while left > 0 and env.is_running() and (scale := _state["time_scale"]) > 0:
-            began = time.monotonic()
-            if env.program_state_event.wait(min(left * scale, 0.1)):
-                break  # the execution was stopped
-            step = time.monotonic() - began
-            slept += step
-            left -= step / scale
-        # What was not slept still passed in the simulated world (IAM consistency windows run on it); the rest
-        # of a stopped execution's Wait never happens.
-        if env.is_running():
-            sim_clock.advance(wait_seconds - slept)
+        _sleep_scaled(env, wait_seconds)
 
     WaitFunction._wait_interval = _wait_interval
     _patch_timestamp_in_utc(Timestamp)
@@ -225,15 +211,51 @@ def _count_running_executions() -> None:
     worker.start = start
 
 
+def _sleep_scaled(env: Any, seconds: float) -> None:
+    """Sleep a Wait's or a Retry interval's ``seconds`` at the time scale of the moment, in short steps, so a
+    test that sets the scale back to 0 ends a long wait at once and StopExecution ends it as on AWS.
+
+    StopExecution pulses program_state_event (set, then clear at once): a loaded machine can run that pulse
+    while this thread is between two steps, so the state is read each step too, or the stopped execution
+    would sleep out the rest of its wait while still RUNNING."""
+    left, slept = float(seconds), 0.0
+    while left > 0 and (env is None or env.is_running()) and (scale := _state["time_scale"]) > 0:
+        began = time.monotonic()
+        step = min(left * scale, 0.1)
+        if env is not None and env.program_state_event.wait(step):
+            break  # the execution was stopped
+        if env is None:
+            time.sleep(step)
+        elapsed = time.monotonic() - began
+        slept += elapsed
+        left -= elapsed / scale
+    # What was not slept still passed in the simulated world (IAM consistency windows run on it); the rest
+    # of a stopped execution's wait never happens.
+    if env is None or env.is_running():
+        sim_clock.advance(max(0.0, seconds - slept))
+
+
 def _patch_retry_sleep() -> None:
+    """A Retry's interval is slept like a Wait (``_sleep_scaled``): moto's ``time.sleep`` in the retrier
+    ignored StopExecution, so an execution stopped while backing off stayed RUNNING for the interval."""
+    import threading
+
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-    def sleep(seconds: float) -> None:
-        scaled = seconds * _state["time_scale"]
-        if scaled > 0:
-            time.sleep(scaled)
-        sim_clock.advance(seconds - scaled)
+    retrying = threading.local()
+    original = retrier_decl.RetrierDecl._eval_body
 
+    def _eval_body(self: Any, env: Any) -> None:
+        retrying.env = env
+        try:
+            original(self, env)
+        finally:
+            retrying.env = None
+
+    def sleep(seconds: float) -> None:
+        _sleep_scaled(getattr(retrying, "env", None), seconds)
+
+    retrier_decl.RetrierDecl._eval_body = _eval_body  # type: ignore[method-assign]
     retrier_decl.time = SimpleNamespace(sleep=sleep)  # type: ignore[attr-defined]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -201,5 +202,40 @@ def test_a_stop_that_lands_between_two_wait_steps_still_ends_the_wait() -> None:
         assert finished.wait(5), "the stopped execution slept on in its Wait"
         assert time.monotonic() - started < 5
         assert sim_clock.now() - clock < 5, "the rest of a stopped execution's Wait passed in the simulated world"
+    finally:
+        moto_patches.set_time_scale(saved)
+
+
+def test_stop_execution_ends_a_retry_backoff_at_once(runtime: LocalRuntime) -> None:
+    """On AWS StopExecution ends an execution whatever it waits on; moto slept a Retry's interval out first
+    (local/moto_patches.py ``_patch_retry_sleep``), so an execution stopped while a rate-limited push backed off
+    stayed RUNNING for up to MaxDelaySeconds."""
+    import threading
+    import time
+
+    from local import moto_patches
+
+    failed = threading.Event()
+
+    def boom(event: Any, context: Any) -> Any:
+        failed.set()
+        raise RuntimeError("always")
+
+    arn = runtime.add_function("retry_boom", boom)
+    definition = {"StartAt": "T", "States": {"T": {
+        "Type": "Task", "Resource": arn, "End": True,
+        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 60, "MaxAttempts": 3}]}}}
+    sfn = runtime.client("stepfunctions")
+    role = f"arn:aws:iam::123456789012:role/{runtime.function_name('x')}"
+    machine = sfn.create_state_machine(name="smoke-retry-stop", definition=json.dumps(definition),
+                                       roleArn=role)["stateMachineArn"]
+    saved = moto_patches._state["time_scale"]
+    moto_patches.set_time_scale(1.0)  # the interval is slept in real time: a minute unless the stop ends it
+    try:
+        execution = sfn.start_execution(stateMachineArn=machine, name="stopped", input="{}")["executionArn"]
+        assert failed.wait(30), "the task never ran"
+        time.sleep(0.3)  # now backing off
+        sfn.stop_execution(executionArn=execution, cause="the operator stopped it")
+        assert runtime.wait(execution, 10)["status"] == "ABORTED"
     finally:
         moto_patches.set_time_scale(saved)
