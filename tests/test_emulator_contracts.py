@@ -326,3 +326,24 @@ def test_travis_requires_its_api_version_header_and_a_name(servers: dict[str, Em
     assert status == 400
     status, _ = call(travis, "POST", path, {"env_var.value": "v", "env_var.public": False})
     assert status == 422
+
+
+def test_an_emulator_prints_nothing_when_a_client_hangs_up_early(capsys: pytest.CaptureFixture[str]) -> None:
+    """A client that gives up before its answer (a read timeout under load) is no error of the service's: no
+    traceback; any other error of a request still prints one."""
+    from local.emulators._server import _HttpHandler, _Server
+
+    server = _Server(("127.0.0.1", 0), _HttpHandler)
+    try:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        try:
+            raise ValueError("a bug in the emulator")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+    finally:
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "BrokenPipeError" not in err and "ValueError: a bug in the emulator" in err

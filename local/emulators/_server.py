@@ -177,6 +177,21 @@ class BuildResult:
     artifacts: Mapping[str, str] = field(default_factory=dict)
 
 
+class _Server(ThreadingHTTPServer):
+    """The emulator's HTTP server. A client that hangs up before its answer is written (its own read timeout
+    on a loaded machine) is the client's business, as on the real services: no traceback on stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s hung up before its answer", client_address)
+            return
+        super().handle_error(request, client_address)
+
+
 class EmulatorServer:
     """Base of the emulators: a ThreadingHTTPServer on 127.0.0.1 (port 0) that dispatches to routes.
 
@@ -253,8 +268,7 @@ class EmulatorServer:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _HttpHandler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _HttpHandler)
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
