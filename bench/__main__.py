@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from bench import audit, fleet_pacing, footprint, rotation
 
@@ -49,9 +53,16 @@ def machine() -> str:
 NOTES = Path(__file__).with_name("notes.md")
 
 
+def isolated(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()`` in a process of its own: moto's backends are process-global, so each benchmark that starts an
+    embedded AWS (local/runtime.py) needs a fresh process, as each ``make test`` worker has."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run).result()
+
+
 def main() -> int:
     started = time.monotonic()
-    results = {**rotation.run(), **fleet_pacing.run(), **audit.run(), **footprint.run()}
+    results = {**isolated(rotation.run), **isolated(fleet_pacing.run), **audit.run(), **footprint.run()}
     minutes = (time.monotonic() - started) / 60
     rows = []
     for name, (op, target, unit) in TARGETS.items():

@@ -64,6 +64,10 @@ ROTATOR_ACTIONS = [
 ]
 
 
+#: Set once a LocalRuntime started in this process (moto's backends cannot be started afresh in it).
+_started_in_process = [False]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -107,7 +111,7 @@ class LocalRuntime:
         self._clients_lock = threading.Lock()
         self._operator_clients: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
-        #: Chalice function name -> the IAM user its calls are signed with.
+        #: Chalice function name -> the session of its execution role its calls are signed with.
         self.function_identities: dict[str, aws.Identity] = {}
         #: Chalice function name -> every AWS action its calls made (``service:Operation``), for the
         #: least-privilege tests.
@@ -121,6 +125,12 @@ class LocalRuntime:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
 
+        if _started_in_process[0]:
+            # moto's backends are process-global: a second runtime would find the first one's IAM, tables and
+            # executions (and fail on its first CreateUser). One embedded AWS per process, as in make test.
+            raise RuntimeError("an embedded AWS was already started in this process; start each LocalRuntime "
+                               "in a process of its own")
+        _started_in_process[0] = True
         strict.configure(self.strict)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

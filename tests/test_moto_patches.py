@@ -239,3 +239,13 @@ def test_stop_execution_ends_a_retry_backoff_at_once(runtime: LocalRuntime) -> N
         assert runtime.wait(execution, 10)["status"] == "ABORTED"
     finally:
         moto_patches.set_time_scale(saved)
+
+
+def test_a_second_embedded_aws_in_one_process_is_refused_before_it_touches_anything(runtime: LocalRuntime) -> None:
+    """moto's backends are process-global: a second runtime would meet the first one's IAM and fail half-way
+    (make bench did, on its second module); it is refused up front, and the running one is untouched."""
+    endpoint = runtime.endpoint
+    with pytest.raises(RuntimeError, match="already started in this process"):
+        LocalRuntime().start()
+    assert runtime.endpoint == endpoint
+    assert runtime.client("sts").get_caller_identity()["Arn"].endswith(":user/service/operator")
