@@ -32,3 +32,15 @@ def assert_lock_released(user: str) -> None:
 
 def alerts_for(world: World, user: str) -> list[dict]:
     return [a for a in world.runtime.alerts() if a["message"].get("user") == user]
+
+
+def assert_the_key_the_builds_use_stays_on(world: World, user: str, result: dict, key_id: str) -> None:
+    """Invariant 1 when a verification build passed with another key than the one pushed (a copy held
+    elsewhere in the CI overrides ours): the rotation failed, ``key_id`` stays Active, the alert says why and
+    the user's lock is free."""
+    assert result["status"] == "FAILED"
+    assert world.key_statuses(user)[key_id] == "Active", "the key the builds really use stays on"
+    failure = alerts_for(world, user)[-1]["message"]
+    assert failure["error"] == "VerificationFailed", failure
+    assert "passed with another access key" in failure["cause"], failure
+    assert_lock_released(user)
