@@ -109,14 +109,14 @@ def test_the_rotators_own_calls_are_sessions_of_each_functions_execution_role(au
     assert audited.rotate(user)["status"] == "SUCCEEDED"
     (new_key,) = audited.key_statuses(user)
 
-    created = [r for r in _records_of(runtime, runtime.identity_of("create_key").access_key_id)
-               if r["eventName"] == "CreateAccessKey"]
-    assert created and created[-1]["responseElements"]["accessKey"]["accessKeyId"] == new_key
-    identity = created[-1]["userIdentity"]
+    (created,) = [r for r in _records_of(runtime, runtime.identity_of("create_key").access_key_id)
+                  if r["eventName"] == "CreateAccessKey"
+                  and r["responseElements"]["accessKey"]["accessKeyId"] == new_key]
+    identity = created["userIdentity"]
     role = runtime.function_name("create_key")
     assert identity["type"] == "AssumedRole" and identity["arn"].endswith(f":assumed-role/{role}/{role}")
     assert identity["sessionContext"]["sessionIssuer"]["arn"].endswith(f":role/service/{role}")
     assert "userName" not in identity and identity["sessionContext"]["webIdFederationData"] == {}
     audit = AuditContext(managed_users=frozenset({user}),
                          rotator_role_name=os.environ["ROTATOR_AUDIT_ROTATOR_ROLE"])
-    assert audit.is_rotator(_parsed(created[-1]))
+    assert audit.is_rotator(_parsed(created))
