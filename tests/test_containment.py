@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -22,6 +20,7 @@ from deploy import policies
 from local import iam_consistency, strict
 from local.runtime import LocalRuntime
 from local.world import World
+from tests.aws_calls import client_for, sns_outcome
 from tests.conftest import new_user_name
 from tests.test_exposure import health_event, states
 
@@ -30,22 +29,6 @@ from tests.test_exposure import health_event, states
 #: (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetSessionToken.html), whatever the Deny says.
 SELF_READ = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["iam:GetUser", "sns:ListTopics"], "Resource": "*"}]}
-
-
-def _client(runtime: LocalRuntime, service: str, creds: dict[str, str]) -> Any:
-    return boto3.session.Session().client(
-        service, endpoint_url=runtime.endpoint, region_name="us-east-1",
-        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds.get("SessionToken"))
-
-
-def _works(runtime: LocalRuntime, creds: dict[str, str]) -> str:
-    """'ok', or the error code AWS answered an SNS ListTopics signed with ``creds`` (a key or a session)."""
-    try:
-        _client(runtime, "sns", creds).list_topics()
-        return "ok"
-    except ClientError as exc:
-        return str(exc.response["Error"]["Code"])
 
 
 def _managed_user_with_key(world: World, *, repositories: list[str] | None = None) -> tuple[str, dict[str, str]]:
@@ -65,7 +48,7 @@ def _managed_user_with_key(world: World, *, repositories: list[str] | None = Non
 
 
 def _mint(runtime: LocalRuntime, creds: dict[str, str]) -> dict[str, str]:
-    minted = _client(runtime, "sts", creds).get_session_token()["Credentials"]
+    minted = client_for(runtime, "sts", creds).get_session_token()["Credentials"]
     return {k: minted[k] for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
 
 
@@ -94,23 +77,23 @@ def test_a_session_outlives_its_deactivated_key_and_stops_at_the_token_issue_tim
     runtime = clean_world.runtime
     user, leaked = _managed_user_with_key(clean_world)
     session = _mint(runtime, leaked)
-    assert session["AccessKeyId"].startswith("ASIA") and _works(runtime, session) == "ok"
+    assert session["AccessKeyId"].startswith("ASIA") and sns_outcome(runtime, session) == "ok"
 
     _deactivate(clean_world, user, leaked["AccessKeyId"])
-    assert _works(runtime, leaked) == "InvalidClientTokenId"
-    assert _works(runtime, session) == "ok", "on AWS a session outlives its parent key"
+    assert sns_outcome(runtime, leaked) == "InvalidClientTokenId"
+    assert sns_outcome(runtime, session) == "ok", "on AWS a session outlives its parent key"
 
     cutoff = clock.iso(clock.now())
     runtime.client("iam").put_user_policy(UserName=user, PolicyName=session_revocation.POLICY_NAME,
                                           PolicyDocument=json.dumps(session_revocation.document(cutoff)))
-    assert _works(runtime, session) == "AccessDenied"
+    assert sns_outcome(runtime, session) == "AccessDenied"
 
     # The Deny never reaches a long-term key (no aws:TokenIssueTime) nor a session minted after the cut-off.
     fresh = runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
     iam_consistency.settle()
     fresh_creds = {"AccessKeyId": fresh["AccessKeyId"], "SecretAccessKey": fresh["SecretAccessKey"]}
-    assert _works(runtime, fresh_creds) == "ok"
-    assert _works(runtime, _mint(runtime, fresh_creds)) == "ok"
+    assert sns_outcome(runtime, fresh_creds) == "ok"
+    assert sns_outcome(runtime, _mint(runtime, fresh_creds)) == "ok"
 
 
 def test_the_strict_switches_are_what_enforces_it(clean_world: World) -> None:
@@ -119,8 +102,8 @@ def test_the_strict_switches_are_what_enforces_it(clean_world: World) -> None:
     session = _mint(runtime, leaked)
     with strict.override(session_credentials_outlive_parent_key=False):
         _deactivate(clean_world, user, leaked["AccessKeyId"])
-        assert _works(runtime, session) != "ok"
-    assert _works(runtime, session) == "ok"
+        assert sns_outcome(runtime, session) != "ok"
+    assert sns_outcome(runtime, session) == "ok"
 
     fresh = runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
     iam_consistency.settle()
@@ -128,8 +111,8 @@ def test_the_strict_switches_are_what_enforces_it(clean_world: World) -> None:
     runtime.client("iam").put_user_policy(UserName=user, PolicyName=session_revocation.POLICY_NAME,
                                           PolicyDocument=json.dumps(session_revocation.document(clock.iso(clock.now()))))
     with strict.override(token_issue_time_condition=False):  # moto's own evaluation: the Deny hits everything
-        assert _works(runtime, fresh_creds) == "AccessDenied"
-    assert _works(runtime, fresh_creds) == "ok"
+        assert sns_outcome(runtime, fresh_creds) == "AccessDenied"
+    assert sns_outcome(runtime, fresh_creds) == "ok"
 
 
 def test_get_session_token_is_refused_with_session_credentials_and_out_of_range_durations(
@@ -138,17 +121,17 @@ def test_get_session_token_is_refused_with_session_credentials_and_out_of_range_
     _, leaked = _managed_user_with_key(clean_world)
     session = _mint(runtime, leaked)
     with pytest.raises(ClientError) as refused:
-        _client(runtime, "sts", session).get_session_token()
+        client_for(runtime, "sts", session).get_session_token()
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
     with pytest.raises(ClientError) as too_long:
-        _client(runtime, "sts", leaked).get_session_token(DurationSeconds=129_601)
+        client_for(runtime, "sts", leaked).get_session_token(DurationSeconds=129_601)
     assert too_long.value.response["Error"]["Code"] == "ValidationError"
 
 
 def test_lookup_events_serves_the_recorded_calls_by_access_key_id(audited: World) -> None:
     runtime = audited.runtime
     user, leaked = _managed_user_with_key(audited)
-    iam = _client(runtime, "iam", leaked)
+    iam = client_for(runtime, "iam", leaked)
     for _ in range(3):
         iam.get_user(UserName=user)
     with pytest.raises(ClientError):
@@ -178,15 +161,15 @@ def test_lookup_events_serves_the_recorded_calls_by_access_key_id(audited: World
 def test_an_exposure_revokes_the_leaked_keys_sessions_and_pages_with_what_the_key_did(audited: World) -> None:
     runtime = audited.runtime
     user, leaked = _managed_user_with_key(audited, repositories=[f"acme/{new_user_name('repo')}"])
-    _client(runtime, "iam", leaked).get_user(UserName=user)
+    client_for(runtime, "iam", leaked).get_user(UserName=user)
     session = _mint(runtime, leaked)
     runtime.bus.drain()
     seen: dict[str, str] = {}
     # Probes between the states: after DeactivateCompromisedKey, and once RevokeSessions has run.
     runtime.inject_fault("revoke_sessions", lambda _event: seen.setdefault("after_deactivation",
-                                                                           _works(runtime, session)))
+                                                                           sns_outcome(runtime, session)))
     runtime.inject_fault("verify_build", lambda _event: seen.setdefault("after_containment",
-                                                                        _works(runtime, session)))
+                                                                        sns_outcome(runtime, session)))
 
     # Through the bus, so the exposure function runs with its own identity (and policy).
     assert runtime.emit(health_event(leaked["AccessKeyId"]))

@@ -12,10 +12,11 @@ from chalicelib import exposure
 from chalicelib.deps import get_deps
 from local import demo
 from local.world import World
+from tests.aws_calls import client_for, outcome
 from tests.conftest import new_user_name
 from tests.test_containment import _managed_user_with_key, _mint
 from tests.test_exposure import health_event
-from tests.test_sts_strict import _client, _outcome, _refused
+from tests.test_sts_strict import _refused
 
 #: Everything the probes below call, so that a refusal can only come from the kind of credentials.
 USER_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": [
@@ -36,15 +37,15 @@ def test_a_session_without_mfa_cannot_call_iam_whatever_the_users_policy_allows(
     runtime = clean_world.runtime
     user, key = _user(clean_world)
     session = _mint(runtime, key)
-    iam_by_key, iam_by_session = _client(runtime, "iam", key), _client(runtime, "iam", session)
-    assert _outcome(lambda: iam_by_key.get_user(UserName=user)) == "ok"
-    assert _outcome(lambda: iam_by_key.list_users()) == "ok"
+    iam_by_key, iam_by_session = client_for(runtime, "iam", key), client_for(runtime, "iam", session)
+    assert outcome(lambda: iam_by_key.get_user(UserName=user)) == "ok"
+    assert outcome(lambda: iam_by_key.list_users()) == "ok"
 
     # What AWS answers (aws-sdk-js#460, aws-vault#15): the token is "invalid" to IAM, 403.
     assert _refused(lambda: iam_by_session.get_user(UserName=user)) == ("InvalidClientTokenId", 403)
     assert _refused(lambda: iam_by_session.list_users()) == ("InvalidClientTokenId", 403)
     # The same session outside IAM acts with the user's policies.
-    assert _outcome(lambda: _client(runtime, "sns", session).list_topics()) == "ok"
+    assert outcome(lambda: client_for(runtime, "sns", session).list_topics()) == "ok"
 
 
 def test_a_session_without_mfa_calls_no_sts_action_but_assume_role_and_get_caller_identity(
@@ -52,7 +53,7 @@ def test_a_session_without_mfa_calls_no_sts_action_but_assume_role_and_get_calle
     runtime = clean_world.runtime
     user, key = _user(clean_world)
     session = _mint(runtime, key)
-    sts_by_key, sts_by_session = _client(runtime, "sts", key), _client(runtime, "sts", session)
+    sts_by_key, sts_by_session = client_for(runtime, "sts", key), client_for(runtime, "sts", session)
 
     assert _refused(lambda: sts_by_session.get_session_token()) == ("AccessDenied", 403)
     assert _refused(lambda: sts_by_session.get_federation_token(Name="ci-broker", Policy=SESSION_POLICY)) == (
@@ -60,8 +61,8 @@ def test_a_session_without_mfa_calls_no_sts_action_but_assume_role_and_get_calle
     assert _refused(lambda: sts_by_session.get_access_key_info(AccessKeyId=key["AccessKeyId"])) == (
         "AccessDenied", 403)
     # The user's own key may make each of those calls: the refusals are the session's.
-    assert _outcome(lambda: sts_by_key.get_federation_token(Name="ci-broker", Policy=SESSION_POLICY)) == "ok"
-    assert _outcome(lambda: sts_by_key.get_access_key_info(AccessKeyId=key["AccessKeyId"])) == "ok"
+    assert outcome(lambda: sts_by_key.get_federation_token(Name="ci-broker", Policy=SESSION_POLICY)) == "ok"
+    assert outcome(lambda: sts_by_key.get_access_key_info(AccessKeyId=key["AccessKeyId"])) == "ok"
 
     user_arn = runtime.client("iam").get_user(UserName=user)["User"]["Arn"]
     assert sts_by_session.get_caller_identity()["Arn"] == user_arn
@@ -83,7 +84,7 @@ def test_mfa_parameters_are_refused_as_not_emulated(clean_world: World) -> None:
     session that may call IAM without a second factor."""
     runtime = clean_world.runtime
     _, key = _user(clean_world)
-    sts = _client(runtime, "sts", key)
+    sts = client_for(runtime, "sts", key)
     serial = "arn:aws:iam::123456789012:mfa/ci"
     for params in ({"SerialNumber": serial, "TokenCode": "123456"}, {"SerialNumber": serial},
                    {"TokenCode": "123456"}):

@@ -10,10 +10,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import jwt
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -23,6 +21,7 @@ from chalicelib.workflow import session_revocation
 from local import iam_consistency, oidc, sim_clock, strict
 from local.runtime import LocalRuntime
 from local.world import World
+from tests.aws_calls import client_for, outcome, sns_outcome
 from tests.conftest import new_user_name
 from tests.test_containment import _deactivate, _execution_of, _managed_user_with_key
 from tests.test_exposure import health_event, states
@@ -37,32 +36,12 @@ SESSION_POLICY = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Action": ["sns:ListTopics", "sns:ListPlatformApplications"], "Resource": "*"}]}
 
 
-def _client(runtime: LocalRuntime, service: str, creds: dict[str, str]) -> Any:
-    return boto3.session.Session().client(
-        service, endpoint_url=runtime.endpoint, region_name="us-east-1",
-        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds.get("SessionToken"),
-        config=Config(parameter_validation=False, retries={"total_max_attempts": 1}))  # the server must refuse
-
-
 def _refused(call: Callable[[], Any]) -> tuple[str, int]:
     """(error code, HTTP status) of a call that must fail."""
     with pytest.raises(ClientError) as caught:
         call()
     response = caught.value.response
     return str(response["Error"]["Code"]), int(response["ResponseMetadata"]["HTTPStatusCode"])
-
-
-def _outcome(call: Callable[[], Any]) -> str:
-    try:
-        call()
-        return "ok"
-    except ClientError as exc:
-        return str(exc.response["Error"]["Code"])
-
-
-def _sns(runtime: LocalRuntime, creds: dict[str, str]) -> str:
-    return _outcome(lambda: _client(runtime, "sns", creds).list_topics())
 
 
 def _user_with_policy(world: World) -> tuple[str, dict[str, str]]:
@@ -76,7 +55,7 @@ def _federate(runtime: LocalRuntime, creds: dict[str, str], policy: dict[str, An
               **kwargs: Any) -> dict[str, str]:
     if policy is not None:
         kwargs["Policy"] = json.dumps(policy)
-    answer = _client(runtime, "sts", creds).get_federation_token(Name=kwargs.pop("Name", "ci-broker"), **kwargs)
+    answer = client_for(runtime, "sts", creds).get_federation_token(Name=kwargs.pop("Name", "ci-broker"), **kwargs)
     return {k: answer["Credentials"][k] for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
 
 
@@ -177,21 +156,21 @@ def test_an_sts_error_is_serialised_with_the_status_aws_documents(runtime: Local
 def test_get_session_token_refusals_have_awss_code_and_status(clean_world: World) -> None:
     runtime = clean_world.runtime
     _, key = _user_with_policy(clean_world)
-    session = _client(runtime, "sts", key).get_session_token()["Credentials"]
-    assert _refused(lambda: _client(runtime, "sts", session).get_session_token()) == ("AccessDenied", 403)
-    assert _refused(lambda: _client(runtime, "sts", key).get_session_token(DurationSeconds=899)) == (
+    session = client_for(runtime, "sts", key).get_session_token()["Credentials"]
+    assert _refused(lambda: client_for(runtime, "sts", session).get_session_token()) == ("AccessDenied", 403)
+    assert _refused(lambda: client_for(runtime, "sts", key).get_session_token(DurationSeconds=899)) == (
         "ValidationError", 400)
     # An expired session is ExpiredToken (403), not an unknown key.
-    short = _client(runtime, "sts", key).get_session_token(DurationSeconds=900)["Credentials"]
-    assert _sns(runtime, short) == "ok"
+    short = client_for(runtime, "sts", key).get_session_token(DurationSeconds=900)["Credentials"]
+    assert sns_outcome(runtime, short) == "ok"
     sim_clock.advance(900)
-    assert _refused(lambda: _client(runtime, "sns", short).list_topics()) == ("ExpiredToken", 403)
+    assert _refused(lambda: client_for(runtime, "sns", short).list_topics()) == ("ExpiredToken", 403)
 
 
 def test_get_federation_token_refusals_have_awss_code_and_status(clean_world: World) -> None:
     runtime = clean_world.runtime
     user, key = _user_with_policy(clean_world)
-    sts = _client(runtime, "sts", key)
+    sts = client_for(runtime, "sts", key)
     policy = json.dumps(SESSION_POLICY)
     assert _refused(lambda: sts.get_federation_token(Name="x", Policy=policy)) == ("ValidationError", 400)
     assert _refused(lambda: sts.get_federation_token(Name="ci-broker", Policy="{not json")) == (
@@ -202,8 +181,8 @@ def test_get_federation_token_refusals_have_awss_code_and_status(clean_world: Wo
     assert _refused(lambda: sts.get_federation_token(
         Name="ci-broker", PolicyArns=[{"arn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}])) == ("ValidationError", 400)
     # Only an IAM user's long-term key mints one: not a session, not a user without sts:GetFederationToken.
-    for session in (_client(runtime, "sts", key).get_session_token()["Credentials"], _federate(runtime, key)):
-        assert _refused(lambda s=session: _client(runtime, "sts", s).get_federation_token(
+    for session in (client_for(runtime, "sts", key).get_session_token()["Credentials"], _federate(runtime, key)):
+        assert _refused(lambda s=session: client_for(runtime, "sts", s).get_federation_token(
             Name="again", Policy=policy)) == ("AccessDenied", 403)
     runtime.client("iam").delete_user_policy(UserName=user, PolicyName="federation")
     assert _refused(lambda: sts.get_federation_token(Name="ci-broker", Policy=policy)) == ("AccessDenied", 403)
@@ -219,7 +198,7 @@ def test_assume_role_refused_by_the_roles_trust_is_access_denied_403(clean_world
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"AWS": f"arn:aws:iam::{account}:user/someone"}}]}
     role = iam.create_role(RoleName=new_user_name("untrusting"), AssumeRolePolicyDocument=json.dumps(trust))
-    assert _refused(lambda: _client(runtime, "sts", key).assume_role(
+    assert _refused(lambda: client_for(runtime, "sts", key).assume_role(
         RoleArn=role["Role"]["Arn"], RoleSessionName="session")) == ("AccessDenied", 403)
 
 
@@ -229,7 +208,7 @@ def test_assume_role_refused_by_the_roles_trust_is_access_denied_403(clean_world
 def test_a_federation_session_acts_within_the_intersection_of_user_and_session_policy(clean_world: World) -> None:
     runtime = clean_world.runtime
     user, key = _user_with_policy(clean_world)
-    answer = _client(runtime, "sts", key).get_federation_token(Name="ci-broker", Policy=json.dumps(SESSION_POLICY),
+    answer = client_for(runtime, "sts", key).get_federation_token(Name="ci-broker", Policy=json.dumps(SESSION_POLICY),
                                                                DurationSeconds=129_600)
     session = {k: answer["Credentials"][k] for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
     account = runtime.client("sts").get_caller_identity()["Account"]
@@ -238,32 +217,32 @@ def test_a_federation_session_acts_within_the_intersection_of_user_and_session_p
                                        "Arn": f"arn:aws:sts::{account}:federated-user/ci-broker"}
     lifetime = answer["Credentials"]["Expiration"] - datetime.now(UTC)
     assert timedelta(hours=35, minutes=59) < lifetime <= timedelta(hours=36)  # up to 36 h, as AWS allows
-    identity = _client(runtime, "sts", session).get_caller_identity()
+    identity = client_for(runtime, "sts", session).get_caller_identity()
     assert identity["Arn"] == f"arn:aws:sts::{account}:federated-user/ci-broker"
 
-    assert _sns(runtime, session) == "ok"  # both allow it
+    assert sns_outcome(runtime, session) == "ok"  # both allow it
     # The user allows it, the session policy omits it: refused.
-    assert _outcome(lambda: _client(runtime, "sns", session).list_subscriptions()) == "AccessDenied"
-    assert _outcome(lambda: _client(runtime, "sns", key).list_subscriptions()) == "ok"
+    assert outcome(lambda: client_for(runtime, "sns", session).list_subscriptions()) == "AccessDenied"
+    assert outcome(lambda: client_for(runtime, "sns", key).list_subscriptions()) == "ok"
     # The session policy allows it, the user does not: a session policy cannot grant more than the user has.
-    assert _outcome(lambda: _client(runtime, "sns", session).list_platform_applications()) == "AccessDenied"
+    assert outcome(lambda: client_for(runtime, "sns", session).list_platform_applications()) == "AccessDenied"
     # No IAM and no STS but GetCallerIdentity with a federation session, whatever the policies say.
-    assert _outcome(lambda: _client(runtime, "iam", session).get_user(UserName=user)) == "InvalidClientTokenId"
-    assert _outcome(lambda: _client(runtime, "iam", key).get_user(UserName=user)) == "ok"
+    assert outcome(lambda: client_for(runtime, "iam", session).get_user(UserName=user)) == "InvalidClientTokenId"
+    assert outcome(lambda: client_for(runtime, "iam", key).get_user(UserName=user)) == "ok"
 
     # Without a session policy the session has no permissions at all.
     bare = _federate(runtime, key, policy=None)
-    assert _sns(runtime, bare) == "AccessDenied"
-    assert _client(runtime, "sts", bare).get_caller_identity()["Arn"].endswith(":federated-user/ci-broker")
+    assert sns_outcome(runtime, bare) == "AccessDenied"
+    assert client_for(runtime, "sts", bare).get_caller_identity()["Arn"].endswith(":federated-user/ci-broker")
 
 
 def test_a_federation_session_expires_after_its_duration(clean_world: World) -> None:
     runtime = clean_world.runtime
     _, key = _user_with_policy(clean_world)
     session = _federate(runtime, key, DurationSeconds=900)
-    assert _sns(runtime, session) == "ok"
+    assert sns_outcome(runtime, session) == "ok"
     sim_clock.advance(900)
-    assert _refused(lambda: _client(runtime, "sns", session).list_topics()) == ("ExpiredToken", 403)
+    assert _refused(lambda: client_for(runtime, "sns", session).list_topics()) == ("ExpiredToken", 403)
 
 
 def test_a_federation_session_outlives_its_deactivated_key_and_stops_at_the_token_issue_time_deny(
@@ -271,25 +250,25 @@ def test_a_federation_session_outlives_its_deactivated_key_and_stops_at_the_toke
     runtime = clean_world.runtime
     user, leaked = _user_with_policy(clean_world)
     session = _federate(runtime, leaked)
-    assert _sns(runtime, session) == "ok"
+    assert sns_outcome(runtime, session) == "ok"
 
     _deactivate(clean_world, user, leaked["AccessKeyId"])
-    assert _sns(runtime, leaked) == "InvalidClientTokenId"
-    assert _sns(runtime, session) == "ok", "on AWS a federation session outlives the key that minted it"
+    assert sns_outcome(runtime, leaked) == "InvalidClientTokenId"
+    assert sns_outcome(runtime, session) == "ok", "on AWS a federation session outlives the key that minted it"
 
     # The Deny goes on the IAM user: a federation session's permissions are bounded by the user's.
     cutoff = clock.iso(clock.now())
     runtime.client("iam").put_user_policy(UserName=user, PolicyName=session_revocation.POLICY_NAME,
                                           PolicyDocument=json.dumps(session_revocation.document(cutoff)))
-    assert _sns(runtime, session) == "AccessDenied"
-    assert _client(runtime, "sts", session).get_caller_identity()["Arn"].endswith(":federated-user/ci-broker")
+    assert sns_outcome(runtime, session) == "AccessDenied"
+    assert client_for(runtime, "sts", session).get_caller_identity()["Arn"].endswith(":federated-user/ci-broker")
 
     # A fresh key, and a federation session it mints after the cut-off, are untouched by the Deny.
     fresh = runtime.client("iam").create_access_key(UserName=user)["AccessKey"]
     iam_consistency.settle()
     fresh_creds = {"AccessKeyId": fresh["AccessKeyId"], "SecretAccessKey": fresh["SecretAccessKey"]}
-    assert _sns(runtime, fresh_creds) == "ok"
-    assert _sns(runtime, _federate(runtime, fresh_creds)) == "ok"
+    assert sns_outcome(runtime, fresh_creds) == "ok"
+    assert sns_outcome(runtime, _federate(runtime, fresh_creds)) == "ok"
 
 
 def test_the_strict_switches_are_what_keeps_and_cuts_a_federation_session(clean_world: World) -> None:
@@ -298,12 +277,12 @@ def test_the_strict_switches_are_what_keeps_and_cuts_a_federation_session(clean_
     session = _federate(runtime, leaked)
     with strict.override(session_credentials_outlive_parent_key=False):
         _deactivate(clean_world, user, leaked["AccessKeyId"])
-        assert _sns(runtime, session) == "InvalidClientTokenId"
-    assert _sns(runtime, session) == "ok"
+        assert sns_outcome(runtime, session) == "InvalidClientTokenId"
+    assert sns_outcome(runtime, session) == "ok"
     # moto's own GetFederationToken answer: a fixed example key that belongs to no one, refused on every call.
     moto_answer = {"AccessKeyId": "AKIAIOSFODNN7EXAMPLE", "SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY",
                    "SessionToken": "AQoDYXdzEPT//////////wEXAMPLE"}
-    assert _sns(runtime, moto_answer) == "InvalidClientTokenId"
+    assert sns_outcome(runtime, moto_answer) == "InvalidClientTokenId"
 
 
 def test_the_product_revoke_sessions_step_cuts_off_a_federation_session(clean_world: World) -> None:
@@ -317,10 +296,10 @@ def test_the_product_revoke_sessions_step_cuts_off_a_federation_session(clean_wo
     deps.ledger.update_rotation(user, rid, compromised_deactivated_at=clock.iso(clock.now()))
     state = {"user": user, "rotation_id": rid, "emergency": True, "compromised_key_id": leaked["AccessKeyId"],
              "old_key_id": leaked["AccessKeyId"]}
-    assert _sns(runtime, session) == "ok"
+    assert sns_outcome(runtime, session) == "ok"
     with aws.acting_as(runtime.identity_of("revoke_sessions")):
         session_revocation.revoke(state, deps)
-    assert _sns(runtime, session) == "AccessDenied"
+    assert sns_outcome(runtime, session) == "AccessDenied"
 
 
 @pytest.fixture
@@ -340,8 +319,8 @@ def test_an_exposure_contains_a_federation_session_minted_with_the_leaked_key(au
     runtime.bus.drain()
     seen: dict[str, str] = {}
     runtime.inject_fault("revoke_sessions", lambda _event: seen.setdefault("after_deactivation",
-                                                                           _sns(runtime, session)))
-    runtime.inject_fault("verify_build", lambda _event: seen.setdefault("after_containment", _sns(runtime, session)))
+                                                                           sns_outcome(runtime, session)))
+    runtime.inject_fault("verify_build", lambda _event: seen.setdefault("after_containment", sns_outcome(runtime, session)))
 
     assert runtime.emit(health_event(leaked["AccessKeyId"]))
     runtime.bus.drain()
