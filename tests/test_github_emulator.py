@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -220,11 +221,22 @@ def test_dispatch_answers(gh: GitHubEmulator) -> None:
     ]
 
 
+def started_run(gh: GitHubEmulator, run_id: int, timeout: float = 10.0) -> dict[str, Any]:
+    """The run once its job has started: a dispatched run is ``queued`` until then, as on GitHub, and the
+    emulator starts it in a thread of its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run: dict[str, Any] = api(gh, "GET", f"/repos/{REPO}/actions/runs/{run_id}").json
+        if run["status"] != "queued" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.02)
+
+
 def test_runs_can_be_read_and_listed(gh: GitHubEmulator) -> None:
     gh.hang_next_builds(REPO, 2)
     run_id = dispatch(gh, "n-1", return_run_details=True).json["workflow_run_id"]
     dispatch(gh, "n-2")
-    run = api(gh, "GET", f"/repos/{REPO}/actions/runs/{run_id}").json
+    run = started_run(gh, run_id)
     assert (run["id"], run["status"], run["event"], run["head_branch"]) == (
         run_id, "in_progress", "workflow_dispatch", "main"
     )
@@ -298,7 +310,7 @@ def test_dropped_webhooks_and_hung_runs(gh: GitHubEmulator, aws: SimpleNamespace
     hung = dispatch(gh, "n-hung", return_run_details=True).json["workflow_run_id"]
     with pytest.raises(TimeoutError):
         gh.wait_for_run(hung, timeout=0.3)
-    assert api(gh, "GET", f"/repos/{REPO}/actions/runs/{hung}").json["status"] == "in_progress"
+    assert started_run(gh, hung)["status"] == "in_progress"
 
 
 def test_failing_builds_fail_whatever_the_key(gh: GitHubEmulator, aws: SimpleNamespace) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -219,7 +220,9 @@ def test_failed_and_hung_builds_map_to_failed_and_pending(github: GitHubEmulator
 
     status = gh_target.run_status(failed.run_id)
     assert (status.state, status.detail) == (RunState.FAILED, "completed/failure")
-    status = gh_target.run_status(hung.run_id)
+    deadline = time.monotonic() + 10  # queued until the emulator's thread starts its job, as on GitHub
+    while (status := gh_target.run_status(hung.run_id)).detail == "queued" and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert (status.state, status.detail, status.terminal) == (RunState.PENDING, "in_progress", False)
 
 

@@ -317,7 +317,10 @@ def test_failed_and_hung_pipelines_map_to_failed_and_pending(gitlab: GitLabEmula
     hung = gl_target.trigger_verification("rot-hang")
 
     assert gl_target.run_status(failed.run_id).state is RunState.FAILED
-    status = gl_target.run_status(hung.run_id)
+    deadline = time.monotonic() + 10  # pending until the emulator's thread starts its job, as on GitLab
+    while (status := gl_target.run_status(hung.run_id)).detail in ("created", "pending") \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert (status.state, status.detail, status.terminal) == (RunState.PENDING, "running", False)
 
 
