@@ -57,6 +57,16 @@ def user(clean_world: World) -> str:
     return name
 
 
+@pytest.fixture
+def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
+    """The world with the audit on: IAM calls reach the audit Lambda through the local CloudTrail and
+    EventBridge; its deliveries are drained before it is switched off again."""
+    runtime.enable_audit()
+    yield clean_world
+    runtime.bus.drain()
+    runtime.disable_audit()
+
+
 #: Fixtures that start the embedded AWS (moto server, the state machine, the emulators): end-to-end tier.
 _E2E_FIXTURES = {"runtime", "world", "clean_world", "user", "deployer", "operator_session"}
 #: Fixtures and imports that start moto in-process, an HTTP server or another program (chalice package, cfn-lint,

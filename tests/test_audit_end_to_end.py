@@ -3,20 +3,8 @@ Slack (real slack_sdk payloads to a local webhook sink) and SNS. The rotator's o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from local.runtime import LocalRuntime
 from local.world import World
-
-
-@pytest.fixture
-def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
-    runtime.enable_audit()
-    yield clean_world
-    runtime.bus.drain()
-    runtime.disable_audit()
 
 
 def settled(runtime: LocalRuntime) -> int:

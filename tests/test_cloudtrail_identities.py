@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,14 +22,6 @@ from local.world import World
 from tests.conftest import new_user_name
 from tests.test_oidc_federation import _assume, _federated
 from tests.test_sts_strict import _federate, _user_with_policy
-
-
-@pytest.fixture
-def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
-    runtime.enable_audit()
-    yield clean_world
-    runtime.bus.drain()
-    runtime.disable_audit()
 
 
 def _records_of(runtime: LocalRuntime, access_key_id: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ revoked by the emergency rotation; the exposure page says what the key did (Clou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,14 +59,6 @@ def _execution_of(runtime: LocalRuntime, user: str, rotation_id: str) -> str:
 def _deactivate(world: World, user: str, key_id: str) -> None:
     world.runtime.client("iam").update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
     iam_consistency.settle()  # past the revocation window: the key itself is refused from here on
-
-
-@pytest.fixture
-def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
-    runtime.enable_audit()
-    yield clean_world
-    runtime.bus.drain()
-    runtime.disable_audit()
 
 
 # -- strict local mode: sessions as AWS honours them --------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -300,14 +300,6 @@ def test_the_product_revoke_sessions_step_cuts_off_a_federation_session(clean_wo
     with aws.acting_as(runtime.identity_of("revoke_sessions")):
         session_revocation.revoke(state, deps)
     assert sns_outcome(runtime, session) == "AccessDenied"
-
-
-@pytest.fixture
-def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
-    runtime.enable_audit()
-    yield clean_world
-    runtime.bus.drain()
-    runtime.disable_audit()
 
 
 def test_an_exposure_contains_a_federation_session_minted_with_the_leaked_key(audited: World) -> None:

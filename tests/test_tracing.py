@@ -13,10 +13,8 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import urllib3
 from aws_xray_sdk.core import xray_recorder
 from aws_xray_sdk.core.exceptions.exceptions import FacadeSegmentMutationException
@@ -55,14 +53,6 @@ def assert_under_a_facade(subsegment: dict[str, Any]) -> None:
     assert subsegment["annotations"]["Service"] == "ci-key-rotator"
     assert isinstance(subsegment["annotations"]["ColdStart"], bool)
     assert "metadata" not in subsegment, "no response (or anything else) recorded as metadata"
-
-
-@pytest.fixture
-def audited(clean_world: World, runtime: LocalRuntime) -> Iterator[World]:
-    runtime.enable_audit()
-    yield clean_world
-    runtime.bus.drain()
-    runtime.disable_audit()
 
 
 def signed_ping(world: World) -> int:
